@@ -1,0 +1,93 @@
+"""revseq: reverse long recurrences under a memory budget.
+
+The front
+---------
+backprop(recurrence, x0, n, strategy)   x_n and the gradient, with measured stats
+reverse(f, x0, n, strategy)             x_{n-1}, ..., x_0, lazily
+Recurrence(f, df) / Recurrence(f, vjp=..., params=..., loss=..., indexed=...)
+
+Strategies (frozen configuration objects; subclass ReversalStrategy for your own)
+--------------------------------------------------------------------------------
+StoreAll()                               n steps, n - 1 checkpoints
+Recompute()                              ~n^2/2 steps, 1 checkpoint
+RecursiveHalving()                       ~(n/2) log2 n steps, ceil(log2 n) checkpoints
+SqrtCheckpointing(interval=None)         <= 2n steps, ~2 sqrt(n) checkpoints
+BinomialCheckpointing(checkpoints=c)     the proven minimum of steps for c checkpoints
+
+Schedules as data
+-----------------
+Advance, Store, Restore, Free, Reverse   the actions a strategy yields
+simulate(actions, n), validate(...)      cost and legality, without running f
+Cost, Bounds, Schedule                   what they return / promise / wrap
+
+Also: optimal_forward_steps, repetition_number, MemoryStore, Store (protocol),
+Result, Stats, Reversal, the errors in revseq.errors, and revseq.testing for
+checking a strategy of your own.
+"""
+
+from revseq.engine import DEFAULT_STRATEGY, Result, Reversal, Stats, backprop, reverse
+from revseq.errors import ParameterError, RevseqError, ScheduleError, StepError
+from revseq.recurrence import Recurrence
+from revseq.schedule import (
+    Action,
+    Advance,
+    Bounds,
+    Cost,
+    Free,
+    Restore,
+    Reverse,
+    Schedule,
+    Store,
+    simulate,
+    validate,
+)
+from revseq.store import MemoryStore
+from revseq.store import Store as CheckpointStore
+from revseq.strategies import (
+    BinomialCheckpointing,
+    Recompute,
+    RecursiveHalving,
+    ReversalStrategy,
+    SqrtCheckpointing,
+    StoreAll,
+    optimal_forward_steps,
+    repetition_number,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_STRATEGY",
+    "Action",
+    "Advance",
+    "BinomialCheckpointing",
+    "Bounds",
+    "CheckpointStore",
+    "Cost",
+    "Free",
+    "MemoryStore",
+    "ParameterError",
+    "Recompute",
+    "Recurrence",
+    "RecursiveHalving",
+    "Restore",
+    "Result",
+    "Reversal",
+    "ReversalStrategy",
+    "Reverse",
+    "RevseqError",
+    "Schedule",
+    "ScheduleError",
+    "SqrtCheckpointing",
+    "Stats",
+    "StepError",
+    "Store",
+    "StoreAll",
+    "__version__",
+    "backprop",
+    "optimal_forward_steps",
+    "repetition_number",
+    "reverse",
+    "simulate",
+    "validate",
+]

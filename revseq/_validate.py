@@ -1,0 +1,38 @@
+"""Parameter checks shared by every entry point (one message shape)."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+from revseq.errors import ParameterError
+
+
+def as_int(value: Any) -> Any:
+    """attrs converter: numpy integers become ``int``; anything else is left for the validator."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """Return ``value`` as an ``int`` if it is an integer >= ``minimum``; raise otherwise.
+
+    Booleans are rejected (``True`` is not a count); numpy integers are accepted.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ParameterError(f"{name} must be an int >= {minimum}, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ParameterError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def int_at_least(minimum: int, *, optional: bool = False) -> Any:
+    """An attrs validator: the field is an int >= ``minimum`` (or None when ``optional``)."""
+
+    def validator(instance: Any, attribute: Any, value: Any) -> None:
+        if optional and value is None:
+            return
+        check_int(attribute.name, value, minimum)
+
+    return validator

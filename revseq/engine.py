@@ -1,0 +1,389 @@
+"""The engine: runs a schedule against a recurrence and measures what it cost.
+
+The front of revseq: :func:`backprop` (gradients) and :func:`reverse` (the
+states ``x_{n-1} .. x_0``, no derivative needed). Both run the strategy's
+schedule through one interpreter, which checks each action with the same
+tracker :func:`revseq.simulate` uses before executing it, counts the calls
+of f it really makes, and reads the store's size after every write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import Any
+
+import attrs
+import numpy as np
+
+from revseq import _tree
+from revseq._validate import check_int
+from revseq.errors import ParameterError, StepError
+from revseq.recurrence import Recurrence
+from revseq.schedule import Action, Advance, Cost, Restore, Reverse, Store, _Tracker
+from revseq.store import MemoryStore
+from revseq.store import Store as StoreProtocol
+from revseq.strategies.base import ReversalStrategy
+from revseq.strategies.binomial import BinomialCheckpointing
+
+__all__ = ["DEFAULT_STRATEGY", "Result", "Reversal", "Stats", "backprop", "reverse"]
+
+DEFAULT_STRATEGY: ReversalStrategy = BinomialCheckpointing()
+"""Used when no strategy is given: binomial checkpointing with, for each n,
+the fewest checkpoints (about sqrt(2 n)) that recompute no step more than
+twice, so at most 2n forward steps."""
+
+
+@attrs.frozen
+class Stats:
+    """What a run really cost, measured by the engine.
+
+    ``forward_steps`` counts calls of f made; ``peak_checkpoints`` and
+    ``peak_bytes`` are read from the store after every write; ``writes`` and
+    ``reads`` count stores and restores. They equal the strategy's
+    ``cost(n)`` (see :meth:`as_cost`); ``reverse`` makes one call fewer,
+    since it never needs ``x_n``.
+    """
+
+    n: int
+    forward_steps: int
+    peak_checkpoints: int
+    writes: int
+    reads: int
+    peak_bytes: int
+
+    @property
+    def recompute_factor(self) -> float:
+        return self.forward_steps / self.n
+
+    def as_cost(self) -> Cost:
+        """The counts comparable with :meth:`ReversalStrategy.cost`."""
+        return Cost(n=self.n, forward_steps=self.forward_steps, peak_checkpoints=self.peak_checkpoints,
+                    writes=self.writes, reads=self.reads)  # fmt: skip
+
+
+@attrs.frozen
+class Result:
+    """What :func:`backprop` returns.
+
+    Attributes
+    ----------
+    state:
+        The final state ``x_n``.
+    gradient:
+        The gradient of the objective with respect to ``x_0``. The objective
+        is ``<adjoint, x_n>`` plus the per-step losses, if any.
+    params_gradient:
+        Its gradient with respect to the recurrence's ``params``, summed
+        over all steps (None without params).
+    loss:
+        The sum of the per-step losses over ``x_1 .. x_n`` (None without a loss).
+    stats:
+        The measured cost.
+    """
+
+    state: Any
+    gradient: Any
+    params_gradient: Any
+    loss: Any
+    stats: Stats
+
+
+def _check_strategy(strategy: Any) -> ReversalStrategy:
+    if strategy is None:
+        return DEFAULT_STRATEGY
+    if isinstance(strategy, type) and issubclass(strategy, ReversalStrategy):
+        raise ParameterError(
+            f"strategy must be a ReversalStrategy instance, got the class {strategy.__name__}; "
+            f"did you mean {strategy.__name__}()?"
+        )
+    if not isinstance(strategy, ReversalStrategy):
+        raise ParameterError(f"strategy must be a ReversalStrategy, got {strategy!r} ({type(strategy).__name__})")
+    return strategy
+
+
+def _check_store(store: Any) -> StoreProtocol:
+    if store is None:
+        return MemoryStore()
+    if not isinstance(store, StoreProtocol):
+        raise ParameterError(f"store must implement revseq.Store (put, get, delete, clear, len, nbytes), got {store!r}")
+    if len(store):
+        raise ParameterError(f"store must be empty when a run starts, got one holding {len(store)} states")
+    return store
+
+
+def _as_state(x0: Any) -> Any:
+    # A Python number has no shape or dtype to check steps against.
+    return np.asarray(x0) if isinstance(x0, (int, float, complex)) else x0
+
+
+def _describe_leaf(desc: Any) -> str:
+    return str(desc).replace("'", "")
+
+
+class _Run:
+    """One execution of a schedule: the live state, the store, and the counters."""
+
+    def __init__(self, n: int, x0: Any, recurrence: Recurrence, store: StoreProtocol, *, output: bool) -> None:
+        self.n = n
+        self.x0 = x0
+        self.plain = recurrence.plain_step
+        self.step = recurrence.step_at()
+        self.store = store
+        self.output = output
+        self.tracker = _Tracker(n, output=output)
+        self.checked = False
+        self.calls = 0
+        self.peak = 0
+        self.peak_bytes = 0
+
+    def stats(self) -> Stats:
+        t = self.tracker
+        return Stats(n=self.n, forward_steps=self.calls, peak_checkpoints=self.peak, writes=t.writes,
+                     reads=t.reads, peak_bytes=self.peak_bytes)  # fmt: skip
+
+    def _measure(self) -> None:
+        store = self.store
+        held = len(store)
+        if held > self.peak:
+            self.peak = held
+        size = store.nbytes
+        if size > self.peak_bytes:
+            self.peak_bytes = size
+
+    def _first_call(self, x: Any, t: int) -> Any:
+        """The first call of f, checked: a step must return a state like its input."""
+        y = self.step(x, t)
+        self.calls += 1
+        self.checked = True
+        before, after = _tree.describe(x), _tree.describe(y)
+        if before != after:
+            raise StepError(
+                f"f must return a state of the same structure, shape and dtype as its input: "
+                f"x_{t} is {_describe_leaf(before)} (shape, dtype), f(x_{t}) returned {_describe_leaf(after)}"
+                + ("; if x_0 holds integers, pass x0.astype(float)" if "int" in str(before) else "")
+            )
+        return y
+
+    def _advance(self, x: Any, start: int, stop: int, keep: bool) -> Any:
+        put = self.store.put
+        t = start
+        if not self.checked:
+            x = self._first_call(x, t)
+            t += 1
+            if keep and t < stop:
+                put(t, x)
+        if t < stop:
+            plain, step = self.plain, self.step
+            if keep:
+                if plain is not None:
+                    for s in range(t + 1, stop):
+                        x = plain(x)
+                        put(s, x)
+                    x = plain(x)
+                else:
+                    for s in range(t, stop - 1):
+                        x = step(x, s)
+                        put(s + 1, x)
+                    x = step(x, stop - 1)
+            elif plain is not None:
+                for _ in range(stop - t):
+                    x = plain(x)
+            else:
+                for s in range(t, stop):
+                    x = step(x, s)
+            self.calls += stop - t
+        if keep:
+            self._measure()
+        return x
+
+    def walk(self, actions: Iterable[Action]) -> Generator[tuple[int, Any], None, None]:
+        """Execute ``actions``, yielding ``(t, x_t)`` for each reversed step; first ``(n, x_n)`` if output."""
+        check = self.tracker.check
+        store = self.store
+        get = store.get
+        n = self.n
+        x, live = self.x0, 0
+        for index, action in enumerate(actions):
+            check(index, action)  # raises before anything illegal runs
+            kind = type(action)
+            if kind is Advance:
+                x = self._advance(x, action.start, action.stop, action.keep)  # type: ignore[union-attr]
+                live = action.stop  # type: ignore[union-attr]
+            elif kind is Reverse:
+                start, stop = action.start, action.stop  # type: ignore[union-attr]
+                if stop == n and self.output:
+                    last = x if live == n - 1 else get(n - 1)
+                    if self.checked:
+                        final = self.step(last, n - 1)
+                        self.calls += 1
+                    else:
+                        final = self._first_call(last, n - 1)
+                    yield n, final
+                for t in range(stop - 1, start - 1, -1):
+                    yield t, (x if t == live else get(t))
+            elif kind is Store:
+                store.put(action.step, x)  # type: ignore[union-attr]
+                self._measure()
+            elif kind is Restore:
+                live = action.step  # type: ignore[union-attr]
+                x = get(live)
+            else:  # Free: the tracker has rejected anything else
+                for t in range(action.start, action.stop):  # type: ignore[union-attr]
+                    store.delete(t)
+        self.tracker.finish()
+
+
+def _seed(adjoint: Any, x0: Any, has_loss: bool) -> Callable[[Any], Any]:
+    """Check ``adjoint`` against x0 now (before anything runs); return the seed as a function of x_n."""
+    if adjoint is None:
+        fill = np.zeros_like if has_loss else np.ones_like
+        return lambda xn: _tree.tree_map(fill, xn)
+    try:
+        same = _tree.shapes(adjoint) == _tree.shapes(x0)
+    except ValueError:  # zip(strict=True): different container lengths
+        same = False
+    if not same:
+        raise ParameterError(
+            f"adjoint must have the state's shape {_describe_leaf(_tree.shapes(x0))}, "
+            f"got {_describe_leaf(_tree.shapes(adjoint))}"
+        )
+    return lambda xn: adjoint
+
+
+def backprop(
+    recurrence: Recurrence,
+    x0: Any,
+    n: int,
+    strategy: ReversalStrategy | None = None,
+    *,
+    adjoint: Any = None,
+    store: StoreProtocol | None = None,
+) -> Result:
+    """Run ``n`` steps from ``x0`` and return ``x_n`` with the gradient of the objective.
+
+    The objective is ``<adjoint, x_n>`` plus the recurrence's per-step losses;
+    ``adjoint`` defaults to ones (the gradient of ``sum(x_n)``, as in the
+    original gist) when there is no loss, and to zeros when there is one.
+
+    Parameters
+    ----------
+    recurrence:
+        The step and its derivative.
+    x0:
+        The initial state: an array, or a tuple, list or dict of arrays.
+    n:
+        Number of steps, ``n >= 1``.
+    strategy:
+        How to trade memory for recomputation; default :data:`DEFAULT_STRATEGY`.
+    adjoint:
+        The seed ``d objective / d x_n``, shaped like the state.
+    store:
+        Where checkpoints live; a fresh :class:`MemoryStore` by default. It is
+        emptied when the run ends, whether it succeeds or raises.
+
+    Examples
+    --------
+    >>> import numpy as np, revseq
+    >>> rec = revseq.Recurrence(f=np.sin, df=np.cos)
+    >>> out = revseq.backprop(rec, np.full(3, 0.5), 1000, revseq.BinomialCheckpointing(checkpoints=10))
+    >>> out.stats.forward_steps, out.stats.peak_checkpoints
+    (3637, 10)
+    """
+    if not isinstance(recurrence, Recurrence):
+        raise ParameterError(
+            f"recurrence must be a revseq.Recurrence, got {type(recurrence).__name__}; "
+            f"wrap the step: Recurrence(f, df=...) or Recurrence(f, vjp=...)"
+        )
+    if not recurrence.has_derivative:
+        raise ParameterError("backprop needs the step's derivative: Recurrence(f, df=...) or Recurrence(f, vjp=...)")
+    n = check_int("n", n, 1)
+    strategy = _check_strategy(strategy)
+    x0 = _as_state(x0)
+    seed = _seed(adjoint, x0, recurrence.loss is not None)
+    store = _check_store(store)
+    adjoint_step = recurrence.adjoint_at(_tree.is_leaf(x0))
+    loss_at = recurrence.loss_at()
+    leaf = _tree.is_leaf(x0)
+    run = _Run(n, x0, recurrence, store, output=True)
+    state = g = gp = total = None
+    try:
+        for t, x in run.walk(strategy.schedule(n)):
+            if t == n:
+                state, g = x, seed(x)
+            else:
+                g, gp_t = adjoint_step(x, t, g)
+                if gp_t is not None:
+                    gp = gp_t if gp is None else _tree.tree_add(gp, gp_t)
+                if not t:
+                    continue
+            if loss_at is not None:
+                value, gx, gp_t = loss_at(x, t)
+                total = value if total is None else total + value
+                g = g + gx if leaf else _tree.tree_add(g, gx)
+                if gp_t is not None:
+                    gp = gp_t if gp is None else _tree.tree_add(gp, gp_t)
+    finally:
+        store.clear()
+    return Result(state=state, gradient=g, params_gradient=gp, loss=total, stats=run.stats())
+
+
+class Reversal(Iterator[Any]):
+    """The states ``x_{n-1}, ..., x_0``, produced lazily by a schedule; see :func:`reverse`.
+
+    ``stats`` reports the cost so far. Closing it (or leaving a ``with``
+    block) early empties the store.
+    """
+
+    def __init__(self, run: _Run, actions: Iterable[Action]) -> None:
+        self._run = run
+        self._states = run.walk(actions)
+
+    def __iter__(self) -> Reversal:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._states)[1]
+        except BaseException:
+            self._run.store.clear()
+            raise
+
+    def close(self) -> None:
+        self._states.close()
+        self._run.store.clear()
+
+    def __enter__(self) -> Reversal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def stats(self) -> Stats:
+        return self._run.stats()
+
+
+def reverse(
+    f: Callable[[Any], Any] | Recurrence,
+    x0: Any,
+    n: int,
+    strategy: ReversalStrategy | None = None,
+    *,
+    store: StoreProtocol | None = None,
+) -> Reversal:
+    """Yield ``x_{n-1}, ..., x_0`` of ``x_{t+1} = f(x_t)`` without storing them all.
+
+    ``f`` is a step function or a :class:`Recurrence` (which may be indexed
+    or take parameters; no derivative is needed). The schedule's cost is
+    ``strategy.cost(n)`` less one forward step: ``x_n`` is never computed.
+
+    >>> import revseq
+    >>> [int(x) for x in revseq.reverse(lambda x: x + 1, 0, 5, revseq.RecursiveHalving())]
+    [4, 3, 2, 1, 0]
+    """
+    recurrence = f if isinstance(f, Recurrence) else Recurrence(f)
+    n = check_int("n", n, 1)
+    strategy = _check_strategy(strategy)
+    store = _check_store(store)
+    run = _Run(n, _as_state(x0), recurrence, store, output=False)
+    return Reversal(run, strategy.schedule(n))

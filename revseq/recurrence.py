@@ -1,0 +1,192 @@
+"""What to run: a step, its derivative, and optionally a step index, parameters and per-step losses."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, Protocol, TypeAlias
+
+import attrs
+
+from revseq import _tree
+from revseq.errors import ParameterError, StepError
+
+__all__ = ["VJP", "Derivative", "Loss", "Recurrence", "Step"]
+
+State: TypeAlias = Any
+
+
+class Step(Protocol):
+    """``f(x, [t], [params]) -> x_next``: the arguments in brackets only when enabled."""
+
+    def __call__(self, x: State, /, *args: Any) -> State: ...
+
+
+class Derivative(Protocol):
+    """``df(x, [t]) -> d``: the diagonal of the Jacobian, so the adjoint of a step is ``adj * d``."""
+
+    def __call__(self, x: State, /, *args: Any) -> State: ...
+
+
+class VJP(Protocol):
+    """``vjp(x, [t], [params], adj) -> adj_x``, or ``(adj_x, adj_params)`` when params are given.
+
+    ``adj`` is the gradient of the objective with respect to the step's
+    output ``f(x, ...)``; return the gradient with respect to its input ``x``
+    (and to ``params``).
+    """
+
+    def __call__(self, x: State, /, *args: Any) -> Any: ...
+
+
+class Loss(Protocol):
+    """``loss(x, [t], [params]) -> (value, grad_x)``, or ``(value, grad_x, grad_params)`` with params.
+
+    Called once for every state the recurrence produces, ``x_1 .. x_n``,
+    with ``t`` its index; the objective is the sum of the values.
+    """
+
+    def __call__(self, x: State, /, *args: Any) -> Any: ...
+
+
+def _callable_or_none(instance: Any, attribute: Any, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise ParameterError(f"{attribute.name} must be callable or None, got {value!r} ({type(value).__name__})")
+
+
+def _callable(instance: Any, attribute: Any, value: Any) -> None:
+    if not callable(value):
+        raise ParameterError(f"{attribute.name} must be callable, got {value!r} ({type(value).__name__})")
+
+
+@attrs.frozen
+class Recurrence:
+    """A recurrence ``x_{t+1} = f(x_t)`` and the derivative reverse mode needs.
+
+    One rule decides how every callable is called: first the state ``x``,
+    then the step index ``t`` if ``indexed=True``, then ``params`` if
+    ``params`` is given, then (for ``vjp`` only) the adjoint. So the
+    original gist's pair stays a one-liner, and an RNN reading inputs
+    ``u[t]`` with weights ``p`` is the same class with two switches on.
+
+    Parameters
+    ----------
+    f:
+        The step.
+    df:
+        Elementwise derivative: the diagonal of the step's Jacobian. Give
+        either ``df`` or ``vjp`` (``df`` cannot carry parameter gradients).
+    vjp:
+        Vector-Jacobian product of the step. With ``params`` it returns
+        ``(adj_x, adj_params)``; ``adj_params`` is summed over all steps.
+    params:
+        Parameters shared by every step: an array, or a tuple, list or dict
+        of arrays. Their gradient is returned as ``Result.params_gradient``.
+    loss:
+        A loss contribution at every state ``x_1 .. x_n``, returning the
+        value and its gradient(s); see :class:`Loss`.
+    indexed:
+        Pass the step index ``t`` (``0 <= t < n``) to ``f``, ``df``, ``vjp``
+        and ``loss``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rec = Recurrence(f=np.sin, df=np.cos)
+    >>> rnn = Recurrence(
+    ...     f=lambda h, t, W: np.tanh(W @ h + t),
+    ...     vjp=lambda h, t, W, g: (W.T @ (g * (1 - np.tanh(W @ h + t) ** 2)),
+    ...                             np.outer(g * (1 - np.tanh(W @ h + t) ** 2), h)),
+    ...     params=np.eye(3), indexed=True)
+
+    ``f`` must not modify its argument in place: the default store keeps
+    references to states (see :class:`revseq.MemoryStore`).
+    """
+
+    f: Step = attrs.field(validator=_callable)
+    df: Derivative | None = attrs.field(default=None, kw_only=False, validator=_callable_or_none)
+    vjp: VJP | None = attrs.field(default=None, kw_only=True, validator=_callable_or_none)
+    params: Any = attrs.field(default=None, kw_only=True)
+    loss: Loss | None = attrs.field(default=None, kw_only=True, validator=_callable_or_none)
+    indexed: bool = attrs.field(default=False, kw_only=True, validator=attrs.validators.instance_of(bool))
+
+    def __attrs_post_init__(self) -> None:
+        if self.df is not None and self.vjp is not None:
+            raise ParameterError("give the derivative once: df (elementwise) or vjp, got both")
+        if self.params is not None and self.df is not None:
+            raise ParameterError(
+                "df gives no gradient for params: pass vjp(x, ..., params, adj) -> (adj_x, adj_params) instead"
+            )
+
+    @property
+    def has_derivative(self) -> bool:
+        return self.df is not None or self.vjp is not None
+
+    # -- the normalised forms the engine calls --------------------------------
+    # Each returns a callable of (x, t, ...) so the engine has one calling
+    # convention; `plain_step` is the fast path when f takes x alone.
+
+    def _bind(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` as a function of ``(x, t, *rest)``, with the index and params supplied by the rule."""
+        indexed, params = self.indexed, self.params
+        if params is None and indexed:
+            return fn
+        if params is None:
+            return lambda x, t, *rest: fn(x, *rest)
+        if indexed:
+            return lambda x, t, *rest: fn(x, t, params, *rest)
+        return lambda x, t, *rest: fn(x, params, *rest)
+
+    @property
+    def plain_step(self) -> Callable[[State], State] | None:
+        """``f`` itself when it takes the state alone, else None."""
+        return self.f if self.params is None and not self.indexed else None
+
+    def step_at(self) -> Callable[[State, int], State]:
+        """``f`` as a function of ``(x, t)``."""
+        return self._bind(self.f)
+
+    def adjoint_at(self, elementwise_leaf: bool) -> Callable[[State, int, Any], tuple[Any, Any]]:
+        """The adjoint of one step as a function of ``(x, t, adj) -> (adj_x, adj_params or None)``."""
+        if self.df is not None:
+            df = self._bind(self.df)
+            if elementwise_leaf:
+                return lambda x, t, g: (g * df(x, t), None)
+            return lambda x, t, g: (_tree.tree_mul(g, df(x, t)), None)
+        assert self.vjp is not None
+        vjp = self._bind(self.vjp)
+        if self.params is None:
+            return lambda x, t, g: (vjp(x, t, g), None)
+        return functools.partial(_unpack_pair, vjp, "vjp")
+
+    def loss_at(self) -> Callable[[State, int], tuple[Any, Any, Any]] | None:
+        """The per-step loss as a function of ``(x, t) -> (value, grad_x, grad_params or None)``."""
+        if self.loss is None:
+            return None
+        loss = self._bind(self.loss)
+        if self.params is None:
+            return functools.partial(_unpack_value_grad, loss)
+        return functools.partial(_unpack_value_grads, loss)
+
+
+def _unpack_pair(vjp: Callable[..., Any], name: str, x: State, t: int, g: Any) -> tuple[Any, Any]:
+    out = vjp(x, t, g)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise StepError(f"{name} must return (adj_x, adj_params) when params are given, got {type(out).__name__}")
+    return out
+
+
+def _unpack_value_grad(loss: Callable[..., Any], x: State, t: int) -> tuple[Any, Any, None]:
+    out = loss(x, t)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise StepError(f"loss must return (value, grad_x), got {type(out).__name__}")
+    return out[0], out[1], None
+
+
+def _unpack_value_grads(loss: Callable[..., Any], x: State, t: int) -> tuple[Any, Any, Any]:
+    out = loss(x, t)
+    if not (isinstance(out, tuple) and len(out) == 3):
+        raise StepError(
+            f"loss must return (value, grad_x, grad_params) when params are given, got {type(out).__name__}"
+        )
+    return out[0], out[1], out[2]

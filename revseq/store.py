@@ -1,0 +1,77 @@
+"""Where checkpoints live while a schedule runs."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from revseq import _tree
+
+__all__ = ["MemoryStore", "Store"]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Checkpoint storage keyed by step index.
+
+    The engine calls ``put`` for each ``Store`` action and for states kept by
+    ``Advance(keep=True)``, ``get`` for ``Restore`` and ``Reverse``, ``delete``
+    for ``Free``, and ``clear`` when a run ends, however it ends. ``len``
+    and ``nbytes`` are read after every write to measure the peaks.
+    """
+
+    def put(self, key: int, state: Any) -> None: ...
+
+    def get(self, key: int) -> Any: ...
+
+    def delete(self, key: int) -> None: ...
+
+    def clear(self) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+
+class MemoryStore:
+    """Checkpoints in RAM, in a dict.
+
+    By default a checkpoint is a reference to the state f returned, not a
+    copy: numpy steps return new arrays, so this is both correct and free.
+    If your step modifies its argument in place, pass ``copy=True``.
+    ``nbytes`` counts the ``nbytes`` of every stored leaf (numpy arrays, and
+    anything else that reports it).
+    """
+
+    __slots__ = ("_copy", "_data", "_nbytes")
+
+    def __init__(self, *, copy: bool = False) -> None:
+        self._copy = copy
+        self._data: dict[int, Any] = {}
+        self._nbytes = 0
+
+    def put(self, key: int, state: Any) -> None:
+        if self._copy:
+            state = _tree.deep_copy(state)
+        self._data[key] = state
+        self._nbytes += _tree.nbytes(state)
+
+    def get(self, key: int) -> Any:
+        return self._data[key]
+
+    def delete(self, key: int) -> None:
+        self._nbytes -= _tree.nbytes(self._data.pop(key))
+
+    def clear(self) -> None:
+        self._data.clear()
+        self._nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @property
+    def nbytes(self) -> int:
+        return self._nbytes
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(copy={self._copy}, held={len(self._data)}, nbytes={self._nbytes})"

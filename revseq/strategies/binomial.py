@@ -1,0 +1,152 @@
+"""Binomial checkpointing: the fewest forward steps for a fixed number of checkpoints.
+
+Griewank (1992) and Griewank & Walther (2000), ACM TOMS 26(1), Algorithm 799
+"Revolve". With ``c`` checkpoints (x_0's included) and ``r`` the repetition
+number, the smallest integer with ``C(c + r, c) >= n``, no schedule can make
+fewer than ``r n - C(c + r, r - 1) + 1`` forward steps (revseq counting: the
+first sweep and the call that produces ``x_n`` included), and this one makes
+exactly that many.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import final
+
+import attrs
+
+from revseq._validate import as_int, check_int, int_at_least
+from revseq.schedule import Action, Advance, Bounds, Free, Restore, Store
+from revseq.strategies import _patterns
+from revseq.strategies.base import ReversalStrategy
+
+__all__ = ["BinomialCheckpointing", "optimal_forward_steps", "repetition_number"]
+
+
+def repetition_number(n: int, checkpoints: int) -> int:
+    """The smallest ``r`` with ``C(checkpoints + r, checkpoints) >= n``.
+
+    No step is advanced more than ``r`` times by the optimal schedule.
+
+    >>> repetition_number(10_000, 15)
+    5
+    """
+    n = check_int("n", n, 1)
+    c = check_int("checkpoints", checkpoints, 1)
+    r, reach = 0, 1  # reach = C(c + r, c)
+    while reach < n:
+        r += 1
+        reach = reach * (c + r) // r
+    return r
+
+
+def optimal_forward_steps(n: int, checkpoints: int) -> int:
+    """The fewest forward steps any schedule can make reversing ``n`` steps with ``checkpoints`` checkpoints.
+
+    Counted as revseq counts (``backprop``'s calls of f: the first sweep and the
+    call producing ``x_n`` included), so ``n`` when everything fits.
+
+    >>> optimal_forward_steps(100, 5), optimal_forward_steps(1000, 10)
+    (317, 3637)
+    """
+    r = repetition_number(n, checkpoints)
+    return r * n - math.comb(checkpoints + r, r - 1) + 1 if r else 1
+
+
+def _split(n: int, s: int) -> int:
+    """Where to place the next checkpoint, for 2 <= s <= n - 2 (an argmin of the DP).
+
+    The rule of Griewank & Walther (2000, p. 34), as in checkpoint_schedules'
+    ``n_advance(..., trajectory="revolve")``; the tests check that it meets
+    the brute-force dynamic programme.
+    """
+    t = 2
+    while math.comb(s + t, s) < n:
+        t += 1
+    b_s_tm2 = math.comb(s + t - 2, s)
+    b_s_tm1 = math.comb(s + t - 1, s)
+    b_sm1_tm1 = math.comb(s + t - 2, s - 1)
+    b_sm2_tm1 = math.comb(s + t - 3, s - 2)
+    if n <= b_s_tm1 + b_sm2_tm1:
+        return b_s_tm2
+    if n < b_s_tm1 + b_sm1_tm1 + b_sm2_tm1:
+        return n - b_sm1_tm1 - b_sm2_tm1
+    return b_s_tm1
+
+
+def _revolve(n: int, c: int) -> Iterator[Action]:
+    # Explicit stack rather than recursion: the depth is up to c + r, which can
+    # pass Python's recursion limit for large budgets, and `yield from` chains
+    # would make every action pay for every level.
+    stack: list[tuple[int, int, int] | Action] = [(0, n, c)]
+    while stack:
+        task = stack.pop()
+        if not isinstance(task, tuple):
+            yield task
+            continue
+        base, length, slots = task  # live is x_base, stored too if length > 1
+        if slots >= length - 1:
+            yield from _patterns.store_all(base, length)
+        elif slots == 1:
+            yield from _patterns.sweeps(base, length)
+        else:
+            j = _split(length, slots)
+            mid = base + j
+            right = length - j
+            yield Advance(base, mid)
+            if right > 1:
+                yield Store(mid)
+            stack.append((base, j, slots))
+            stack.append(Restore(base))
+            if right > 1:
+                stack.append(Free(mid))
+            stack.append((mid, right, slots - 1))
+
+
+def _auto_checkpoints(n: int) -> int:
+    # The fewest checkpoints with repetition number <= 2: C(c + 2, 2) >= n.
+    c = max(1, math.isqrt(2 * n) - 2)
+    while math.comb(c + 2, 2) < n:
+        c += 1
+    while c > 1 and math.comb(c + 1, 2) >= n:
+        c -= 1
+    return c
+
+
+@final
+@attrs.frozen
+class BinomialCheckpointing(ReversalStrategy):
+    """Revolve: the proven minimum of forward steps for a fixed number of checkpoints.
+
+    Cost with ``c`` checkpoints: exactly ``optimal_forward_steps(n, c)``
+    forward steps, about ``r n`` where ``r`` is the smallest integer with
+    ``C(c + r, c) >= n`` (so ``c`` and ``r`` both near ``log n`` give
+    ``O(n log n)`` work in ``O(log n)`` memory), and never more than ``c``
+    checkpoints. Planning is lazy: memory grows with ``c + r``, not ``n``.
+    Pick it whenever the number of states that fit in memory is known.
+
+    Parameters
+    ----------
+    checkpoints:
+        The budget ``c >= 1``, x_0's copy included. ``None`` (the default)
+        picks, for each ``n``, the fewest checkpoints with which no step is
+        recomputed more than twice (about ``sqrt(2 n)``; at most ``2 n``
+        forward steps), the rule equinox and diffrax use.
+
+    >>> BinomialCheckpointing(checkpoints=15).cost(10_000).forward_steps
+    45156
+    """
+
+    checkpoints: int | None = attrs.field(default=None, converter=as_int, validator=int_at_least(1, optional=True))
+
+    def budget(self, n: int) -> int:
+        """The number of checkpoints used for ``n`` steps."""
+        return self.checkpoints if self.checkpoints is not None else _auto_checkpoints(n)
+
+    def actions(self, n: int) -> Iterator[Action]:
+        return _patterns.enclose(n, _revolve(n, self.budget(n)))
+
+    def bounds(self, n: int) -> Bounds:
+        c = self.budget(n)
+        return Bounds(forward_steps=optimal_forward_steps(n, c), checkpoints=min(c, n - 1))
