@@ -4,6 +4,7 @@ The front
 ---------
 backprop(recurrence, x0, n, strategy)   x_n and the gradient, with measured stats
 reverse(f, x0, n, strategy)             x_{n-1}, ..., x_0, lazily
+walk(f, x0, n, strategy)                (t, x_t) from t = n down to 0: for adjoints of your own
 Recurrence(f, df) / Recurrence(f, vjp=..., params=..., loss=..., indexed=...)
 
 Strategies (frozen configuration objects; subclass ReversalStrategy for your own)
@@ -25,7 +26,7 @@ Result, Stats, Reversal, the errors in revseq.errors, and revseq.testing for
 checking a strategy of your own.
 """
 
-from revseq.engine import DEFAULT_STRATEGY, Result, Reversal, Stats, backprop, reverse
+from revseq.engine import DEFAULT_STRATEGY, Result, Reversal, Stats, Walk, backprop, reverse, walk
 from revseq.errors import ParameterError, RevseqError, ScheduleError, StepError
 from revseq.recurrence import Recurrence
 from revseq.schedule import (
@@ -83,6 +84,7 @@ __all__ = [
     "StepError",
     "Store",
     "StoreAll",
+    "Walk",
     "__version__",
     "backprop",
     "optimal_forward_steps",
@@ -90,4 +92,5 @@ __all__ = [
     "reverse",
     "simulate",
     "validate",
+    "walk",
 ]

@@ -25,7 +25,7 @@ from revseq.store import Store as StoreProtocol
 from revseq.strategies.base import ReversalStrategy
 from revseq.strategies.binomial import BinomialCheckpointing
 
-__all__ = ["DEFAULT_STRATEGY", "Result", "Reversal", "Stats", "backprop", "reverse"]
+__all__ = ["DEFAULT_STRATEGY", "Result", "Reversal", "Stats", "Walk", "backprop", "reverse", "walk"]
 
 DEFAULT_STRATEGY: ReversalStrategy = BinomialCheckpointing()
 """Used when no strategy is given: binomial checkpointing with, for each n,
@@ -296,19 +296,16 @@ def backprop(
         )
     if not recurrence.has_derivative:
         raise ParameterError("backprop needs the step's derivative: Recurrence(f, df=...) or Recurrence(f, vjp=...)")
-    n = check_int("n", n, 1)
-    strategy = _check_strategy(strategy)
     x0 = _as_state(x0)
     seed = _seed(adjoint, x0, recurrence.loss is not None)
-    store = _check_store(store)
-    adjoint_step = recurrence.adjoint_at(_tree.is_leaf(x0))
-    loss_at = recurrence.loss_at()
+    pairs = walk(recurrence, x0, n, strategy, store=store)  # checks n, strategy and store
     leaf = _tree.is_leaf(x0)
-    run = _Run(n, x0, recurrence, store, output=True)
+    adjoint_step = recurrence.adjoint_at(leaf)
+    loss_at = recurrence.loss_at()
     state = g = gp = total = None
-    try:
-        for t, x in run.walk(strategy.schedule(n)):
-            if t == n:
+    with pairs:
+        for t, x in pairs:
+            if t == pairs.n:
                 state, g = x, seed(x)
             else:
                 g, gp_t = adjoint_step(x, t, g)
@@ -322,35 +319,67 @@ def backprop(
                 g = g + gx if leaf else _tree.tree_add(g, gx)
                 if gp_t is not None:
                     gp = gp_t if gp is None else _tree.tree_add(gp, gp_t)
-    finally:
-        store.clear()
-    return Result(state=state, gradient=g, params_gradient=gp, loss=total, stats=run.stats())
+        stats = pairs.stats
+    return Result(state=state, gradient=g, params_gradient=gp, loss=total, stats=stats)
 
 
-class Reversal(Iterator[Any]):
-    """The states ``x_{n-1}, ..., x_0``, produced lazily by a schedule; see :func:`reverse`.
+class Walk(Iterator[tuple[int, Any]]):
+    """The pairs ``(t, x_t)`` a schedule delivers, lazily; see :func:`walk`.
 
-    ``stats`` reports the cost so far. Closing it (or leaving a ``with``
-    block) early empties the store.
+    ``stats`` reports the cost so far. The store is emptied when the walk
+    ends, fails, is closed, or leaves a ``with`` block, whichever comes first.
     """
 
     def __init__(self, run: _Run, actions: Iterable[Action]) -> None:
         self._run = run
-        self._states = run.walk(actions)
+        self._pairs = run.walk(actions)
+
+    def __iter__(self) -> Walk:
+        return self
+
+    def __next__(self) -> tuple[int, Any]:
+        try:
+            return next(self._pairs)
+        except BaseException:  # StopIteration, the step's own error, KeyboardInterrupt: all end the run
+            self._run.store.clear()
+            raise
+
+    def close(self) -> None:
+        self._pairs.close()
+        self._run.store.clear()
+
+    def __enter__(self) -> Walk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def n(self) -> int:
+        return self._run.n
+
+    @property
+    def stats(self) -> Stats:
+        return self._run.stats()
+
+
+class Reversal(Iterator[Any]):
+    """The states ``x_{n-1}, ..., x_0``, lazily; see :func:`reverse`.
+
+    ``stats``, ``close`` and ``with`` work as for :class:`Walk`.
+    """
+
+    def __init__(self, pairs: Walk) -> None:
+        self._pairs = pairs
 
     def __iter__(self) -> Reversal:
         return self
 
     def __next__(self) -> Any:
-        try:
-            return next(self._states)[1]
-        except BaseException:
-            self._run.store.clear()
-            raise
+        return next(self._pairs)[1]
 
     def close(self) -> None:
-        self._states.close()
-        self._run.store.clear()
+        self._pairs.close()
 
     def __enter__(self) -> Reversal:
         return self
@@ -360,7 +389,40 @@ class Reversal(Iterator[Any]):
 
     @property
     def stats(self) -> Stats:
-        return self._run.stats()
+        return self._pairs.stats
+
+
+def walk(
+    f: Callable[[Any], Any] | Recurrence,
+    x0: Any,
+    n: int,
+    strategy: ReversalStrategy | None = None,
+    *,
+    store: StoreProtocol | None = None,
+    output: bool = True,
+) -> Walk:
+    """Run a schedule and yield ``(t, x_t)``: ``(n, x_n)`` first if ``output``, then ``t = n-1`` down to 0.
+
+    The building block under :func:`backprop` and :func:`reverse`, for
+    adjoints revseq does not compute itself (an autodiff framework's VJP, say):
+    consume the pairs in order and apply the adjoint of step ``t`` at ``x_t``.
+    The first pair arrives once the forward sweep has reached ``x_n``, so a
+    caller can stop there, return ``x_n``, and resume the walk later.
+
+    ``f`` is a step function or a :class:`Recurrence` (no derivative needed).
+    The walk makes ``strategy.cost(n).forward_steps`` calls of f, one fewer
+    without ``output``.
+
+    >>> import revseq
+    >>> [(t, int(x)) for t, x in revseq.walk(lambda x: x + 1, 0, 3, revseq.StoreAll())]
+    [(3, 3), (2, 2), (1, 1), (0, 0)]
+    """
+    recurrence = f if isinstance(f, Recurrence) else Recurrence(f)
+    n = check_int("n", n, 1)
+    strategy = _check_strategy(strategy)
+    store = _check_store(store)
+    run = _Run(n, _as_state(x0), recurrence, store, output=output)
+    return Walk(run, strategy.schedule(n))
 
 
 def reverse(
@@ -374,16 +436,11 @@ def reverse(
     """Yield ``x_{n-1}, ..., x_0`` of ``x_{t+1} = f(x_t)`` without storing them all.
 
     ``f`` is a step function or a :class:`Recurrence` (which may be indexed
-    or take parameters; no derivative is needed). The schedule's cost is
-    ``strategy.cost(n)`` less one forward step: ``x_n`` is never computed.
+    or take parameters; no derivative is needed). It makes
+    ``strategy.cost(n).forward_steps - 1`` calls of f: ``x_n`` is never computed.
 
     >>> import revseq
     >>> [int(x) for x in revseq.reverse(lambda x: x + 1, 0, 5, revseq.RecursiveHalving())]
     [4, 3, 2, 1, 0]
     """
-    recurrence = f if isinstance(f, Recurrence) else Recurrence(f)
-    n = check_int("n", n, 1)
-    strategy = _check_strategy(strategy)
-    store = _check_store(store)
-    run = _Run(n, _as_state(x0), recurrence, store, output=False)
-    return Reversal(run, strategy.schedule(n))
+    return Reversal(walk(f, x0, n, strategy, store=store, output=False))

@@ -29,6 +29,7 @@ EXPECTED = [
     "StepError",
     "Store",
     "StoreAll",
+    "Walk",
     "__version__",
     "backprop",
     "optimal_forward_steps",
@@ -36,6 +37,7 @@ EXPECTED = [
     "reverse",
     "simulate",
     "validate",
+    "walk",
 ]
 
 
