@@ -219,8 +219,10 @@ class _Run:
                     else:
                         final = self._first_call(last, n - 1)
                     yield n, final
-                for t in range(stop - 1, start - 1, -1):
-                    yield t, (x if t == live else get(t))
+                top = stop - 1
+                yield top, (x if top == live else get(top))
+                for t in range(top - 1, start - 1, -1):
+                    yield t, get(t)
             elif kind is Store:
                 store.put(action.step, x)  # type: ignore[union-attr]
                 self._measure()
@@ -299,26 +301,36 @@ def backprop(
     x0 = _as_state(x0)
     seed = _seed(adjoint, x0, recurrence.loss is not None)
     pairs = walk(recurrence, x0, n, strategy, store=store)  # checks n, strategy and store
+    n = pairs.n
     leaf = _tree.is_leaf(x0)
     adjoint_step = recurrence.adjoint_at(leaf)
     loss_at = recurrence.loss_at()
-    state = g = gp = total = None
+    # The gist's case (elementwise df of x alone, one array, no loss) gets a
+    # loop of its own: it is the one where the engine's per-step overhead is
+    # comparable with the step itself.
+    plain_df = recurrence.df if leaf and loss_at is None and recurrence.plain_step is not None else None
+    gp = total = None
     with pairs:
-        for t, x in pairs:
-            if t == pairs.n:
-                state, g = x, seed(x)
-            else:
+        steps = pairs._pairs  # the generator itself: `pairs` wraps it with cleanup we hold via `with`
+        _, state = next(steps)  # (n, x_n): the first pair
+        g = seed(state)
+        if loss_at is not None:
+            total, gx, gp = loss_at(state, n)
+            g = g + gx if leaf else _tree.tree_add(g, gx)
+        if plain_df is not None:
+            for _, x in steps:
+                g = g * plain_df(x)
+        else:
+            for t, x in steps:
                 g, gp_t = adjoint_step(x, t, g)
                 if gp_t is not None:
                     gp = gp_t if gp is None else _tree.tree_add(gp, gp_t)
-                if not t:
-                    continue
-            if loss_at is not None:
-                value, gx, gp_t = loss_at(x, t)
-                total = value if total is None else total + value
-                g = g + gx if leaf else _tree.tree_add(g, gx)
-                if gp_t is not None:
-                    gp = gp_t if gp is None else _tree.tree_add(gp, gp_t)
+                if loss_at is not None and t:
+                    value, gx, gp_t = loss_at(x, t)
+                    total = total + value
+                    g = g + gx if leaf else _tree.tree_add(g, gx)
+                    if gp_t is not None:
+                        gp = gp_t if gp is None else _tree.tree_add(gp, gp_t)
         stats = pairs.stats
     return Result(state=state, gradient=g, params_gradient=gp, loss=total, stats=stats)
 

@@ -54,7 +54,8 @@ class MemoryStore:
         if self._copy:
             state = _tree.deep_copy(state)
         self._data[key] = state
-        self._nbytes += _tree.nbytes(state)
+        size = getattr(state, "nbytes", None)  # an array: skip the tree walk
+        self._nbytes += _tree.nbytes(state) if size is None else size
 
     def get(self, key: int) -> Any:
         return self._data[key]
