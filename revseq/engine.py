@@ -219,10 +219,13 @@ class _Run:
                     else:
                         final = self._first_call(last, n - 1)
                     yield n, final
+                released = self.tracker.released
                 top = stop - 1
                 yield top, (x if top == live else get(top))
                 for t in range(top - 1, start - 1, -1):
                     yield t, get(t)
+                for t in released:
+                    store.delete(t)
             elif kind is Store:
                 store.put(action.step, x)  # type: ignore[union-attr]
                 self._measure()

@@ -2,40 +2,53 @@
 
 Each fragment reverses the ``length`` steps starting at ``base`` under the same
 precondition: the live state is ``x_base`` and, if ``length > 1``, ``x_base``
-is stored (the caller frees it).
+is stored. The fragment's last ``Reverse`` releases ``x_base`` and every
+checkpoint above it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from revseq.schedule import Action, Advance, Free, Restore, Reverse, Store
+from revseq.schedule import Action, Advance, Restore, Reverse, Store
 
 
-def store_all(base: int, length: int) -> Iterator[Action]:
-    """Keep every state: ``length - 1`` forward steps, ``length - 1`` checkpoints with ``x_base``."""
+def store_all(base: int, length: int) -> tuple[Action, ...]:
+    """Keep every state: ``length - 1`` forward steps, ``length - 1`` checkpoints with ``x_base``.
+
+    A tuple, not a generator: at most three actions, and strategies emit it
+    at every leaf of their recursion, where a generator's set-up would cost
+    more than the actions.
+    """
     last = base + length - 1
-    if length > 1:
-        yield Advance(base, last, keep=True)
-    yield Reverse(base, base + length)
-    if length > 2:
-        yield Free(base + 1, last)
+    if length == 1:
+        return (Reverse(base, base + 1),)
+    if length == 2:
+        return Advance(base, last), Reverse(base, base + 2)
+    return Advance(base, last, keep=True), Reverse(base, base + length)
 
 
 def sweeps(base: int, length: int) -> Iterator[Action]:
-    """Only ``x_base`` kept: one sweep from it per step, ``length (length - 1) / 2`` forward steps."""
-    for k in range(length, 0, -1):
+    """Only ``x_base`` kept: one sweep from it per step, ``length (length - 1) / 2`` forward steps.
+
+    The last two steps share one sweep's end: ``x_{base+1}`` live and
+    ``x_base`` stored reverse both, which saves a restore.
+    """
+    for k in range(length, 2, -1):
         if k < length:
             yield Restore(base)
-        if k > 1:
-            yield Advance(base, base + k - 1)
+        yield Advance(base, base + k - 1)
         yield Reverse(base + k - 1, base + k)
+    if length > 2:
+        yield Restore(base)
+    yield from store_all(base, min(length, 2))
 
 
-def enclose(n: int, body: Iterator[Action]) -> Iterator[Action]:
-    """Store ``x_0`` around ``body`` (which reverses all ``n`` steps) when there is more than one step."""
+def from_x0(n: int, body: Iterator[Action] | tuple[Action, ...]) -> Iterator[Action]:
+    """Store ``x_0`` before ``body`` (which reverses all ``n`` steps) when there is more than one step.
+
+    Nothing frees it: the final ``Reverse`` releases every checkpoint.
+    """
     if n > 1:
         yield Store(0)
     yield from body
-    if n > 1:
-        yield Free(0)

@@ -28,7 +28,7 @@ class ReversalStrategy(abc.ABC):
     3n/2 forward steps):
 
     >>> import attrs
-    >>> from revseq import Advance, Free, Restore, Reverse, Store
+    >>> from revseq import Advance, Restore, Reverse, Store
     >>> @attrs.frozen
     ... class EveryOther(ReversalStrategy):
     ...     def actions(self, n):
@@ -42,8 +42,7 @@ class ReversalStrategy(abc.ABC):
     ...                 yield Restore(a)
     ...             if a + 1 < n:
     ...                 yield Advance(a, a + 1)
-    ...             yield Reverse(a, min(a + 2, n))
-    ...             yield Free(a)
+    ...             yield Reverse(a, min(a + 2, n))    # releases x_a: nothing needs it now
     >>> EveryOther().cost(10)
     Cost(n=10, forward_steps=14, peak_checkpoints=5, writes=5, reads=4)
     """

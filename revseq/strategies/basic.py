@@ -28,7 +28,7 @@ class StoreAll(ReversalStrategy):
     """
 
     def actions(self, n: int) -> Iterator[Action]:
-        return _patterns.enclose(n, _patterns.store_all(0, n))
+        return _patterns.from_x0(n, _patterns.store_all(0, n))
 
     def bounds(self, n: int) -> Bounds:
         return Bounds(forward_steps=n, checkpoints=n - 1)
@@ -48,7 +48,7 @@ class Recompute(ReversalStrategy):
     """
 
     def actions(self, n: int) -> Iterator[Action]:
-        return _patterns.enclose(n, _patterns.sweeps(0, n))
+        return _patterns.from_x0(n, _patterns.sweeps(0, n))
 
     def bounds(self, n: int) -> Bounds:
         return Bounds(forward_steps=n * (n - 1) // 2 + 1, checkpoints=min(1, n - 1))

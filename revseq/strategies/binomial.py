@@ -10,6 +10,7 @@ exactly that many.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from typing import final
@@ -17,7 +18,7 @@ from typing import final
 import attrs
 
 from revseq._validate import as_int, check_int, int_at_least
-from revseq.schedule import Action, Advance, Bounds, Free, Restore, Store
+from revseq.schedule import Action, Advance, Bounds, Restore, Store
 from revseq.strategies import _patterns
 from revseq.strategies.base import ReversalStrategy
 
@@ -54,12 +55,14 @@ def optimal_forward_steps(n: int, checkpoints: int) -> int:
     return r * n - math.comb(checkpoints + r, r - 1) + 1 if r else 1
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def _split(n: int, s: int) -> int:
     """Where to place the next checkpoint, for 2 <= s <= n - 2 (an argmin of the DP).
 
     The rule of Griewank & Walther (2000, p. 34), as in checkpoint_schedules'
     ``n_advance(..., trajectory="revolve")``; the tests check that it meets
-    the brute-force dynamic programme.
+    the brute-force dynamic programme. Cached: the same sub-problems recur
+    throughout a schedule, and the cache's size is fixed.
     """
     t = 2
     while math.comb(s + t, s) < n:
@@ -77,31 +80,34 @@ def _split(n: int, s: int) -> int:
 
 def _revolve(n: int, c: int) -> Iterator[Action]:
     # Explicit stack rather than recursion: the depth is up to c + r, which can
-    # pass Python's recursion limit for large budgets, and `yield from` chains
-    # would make every action pay for every level.
-    stack: list[tuple[int, int, int] | Action] = [(0, n, c)]
+    # pass Python's recursion limit for large budgets, and nested generators
+    # would make every action pay for every level. The stack holds
+    # sub-problems (base, length, slots) and the Restore of a base deferred
+    # until the sub-problem pushed above it is done. This loop is the planning hot
+    # path (two million actions for n = 10**6, c = 30): keep it flat.
+    if n > 1:
+        yield Store(0)
+    stack: list[tuple[int, int, int] | Restore] = [(0, n, c)]
+    pop, push = stack.pop, stack.append
+    store_all = _patterns.store_all
     while stack:
-        task = stack.pop()
-        if not isinstance(task, tuple):
+        task = pop()
+        if isinstance(task, Restore):
             yield task
             continue
         base, length, slots = task  # live is x_base, stored too if length > 1
         if slots >= length - 1:
-            yield from _patterns.store_all(base, length)
+            yield from store_all(base, length)
         elif slots == 1:
             yield from _patterns.sweeps(base, length)
         else:
-            j = _split(length, slots)
-            mid = base + j
-            right = length - j
+            mid = base + _split(length, slots)
             yield Advance(base, mid)
-            if right > 1:
-                yield Store(mid)
-            stack.append((base, j, slots))
-            stack.append(Restore(base))
-            if right > 1:
-                stack.append(Free(mid))
-            stack.append((mid, right, slots - 1))
+            push((base, mid - base, slots))
+            push(Restore(base))
+            if base + length - mid > 1:
+                yield Store(mid)  # released by the right part's last Reverse
+            push((mid, base + length - mid, slots - 1))
 
 
 def _auto_checkpoints(n: int) -> int:
@@ -145,7 +151,7 @@ class BinomialCheckpointing(ReversalStrategy):
         return self.checkpoints if self.checkpoints is not None else _auto_checkpoints(n)
 
     def actions(self, n: int) -> Iterator[Action]:
-        return _patterns.enclose(n, _revolve(n, self.budget(n)))
+        return _revolve(n, self.budget(n))
 
     def bounds(self, n: int) -> Bounds:
         c = self.budget(n)

@@ -7,7 +7,7 @@ from typing import final
 
 import attrs
 
-from revseq.schedule import Action, Advance, Bounds, Free, Restore, Store
+from revseq.schedule import Action, Advance, Bounds, Restore, Store
 from revseq.strategies import _patterns
 from revseq.strategies.base import ReversalStrategy
 
@@ -18,10 +18,10 @@ def _halving(n: int) -> Iterator[Action]:
     # An explicit stack instead of recursion: depth is log2(n) either way, but
     # a stack keeps each action's cost flat instead of passing it up through
     # every `yield from` level.
-    stack: list[tuple[int, int] | Action] = [(0, n)]
+    stack: list[tuple[int, int] | Restore] = [(0, n)]
     while stack:
         task = stack.pop()
-        if not isinstance(task, tuple):
+        if isinstance(task, Restore):
             yield task
             continue
         base, width = task  # live state is x_base; stored too if width > 1
@@ -31,14 +31,11 @@ def _halving(n: int) -> Iterator[Action]:
         half = width // 2
         mid = base + half
         yield Advance(base, mid)
-        right = width - half
-        if right > 1:
-            yield Store(mid)
+        if width - half > 1:
+            yield Store(mid)  # released by the right half's last Reverse
         stack.append((base, half))
         stack.append(Restore(base))
-        if right > 1:
-            stack.append(Free(mid))
-        stack.append((mid, right))
+        stack.append((mid, width - half))
 
 
 def popcount_sum(n: int) -> int:
@@ -69,7 +66,7 @@ class RecursiveHalving(ReversalStrategy):
     """
 
     def actions(self, n: int) -> Iterator[Action]:
-        return _patterns.enclose(n, _halving(n))
+        return _patterns.from_x0(n, _halving(n))
 
     def bounds(self, n: int) -> Bounds:
         return Bounds(forward_steps=1 + popcount_sum(n), checkpoints=(n - 1).bit_length())

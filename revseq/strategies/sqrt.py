@@ -9,7 +9,7 @@ from typing import final
 import attrs
 
 from revseq._validate import as_int, int_at_least
-from revseq.schedule import Action, Advance, Bounds, Free, Restore, Reverse, Store
+from revseq.schedule import Action, Advance, Bounds, Restore, Reverse, Store
 from revseq.strategies.base import ReversalStrategy
 
 __all__ = ["SqrtCheckpointing"]
@@ -54,15 +54,12 @@ class SqrtCheckpointing(ReversalStrategy):
         if n - last > 1:  # the last segment keeps its states right away
             yield Store(last)
             yield Advance(last, n - 1, keep=True)
-        yield Reverse(last, n)
-        if n - last > 1:
-            yield Free(last, n - 1)
+        yield Reverse(last, n)  # releases the segment's checkpoints, as each Reverse below does
         for a in reversed(starts[:-1]):
             yield Restore(a)
             if k > 1:
                 yield Advance(a, a + k - 1, keep=True)
             yield Reverse(a, a + k)
-            yield Free(a, a + k - 1 if k > 1 else a + 1)
 
     def bounds(self, n: int) -> Bounds:
         k = self._interval(n)
