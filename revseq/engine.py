@@ -123,14 +123,18 @@ def _describe_leaf(desc: Any) -> str:
 class _Run:
     """One execution of a schedule: the live state, the store, and the counters."""
 
-    def __init__(self, n: int, x0: Any, recurrence: Recurrence, store: StoreProtocol, *, output: bool) -> None:
+    def __init__(
+        self, n: int, x0: Any, recurrence: Recurrence, store: StoreProtocol, *, output: bool, limit: int | None
+    ) -> None:
         self.n = n
-        self.x0 = x0
+        # A store that copies is there for steps that work in place: start from
+        # a copy too, or the first step would modify the caller's x0.
+        self.x0 = _tree.deep_copy(x0) if isinstance(store, MemoryStore) and store.copies else x0
         self.plain = recurrence.plain_step
         self.step = recurrence.step_at()
         self.store = store
         self.output = output
-        self.tracker = _Tracker(n, output=output)
+        self.tracker = _Tracker(n, output=output, limit=limit)  # the strategy's promise, enforced
         self.checked = False
         self.calls = 0
         self.peak = 0
@@ -436,8 +440,9 @@ def walk(
     n = check_int("n", n, 1)
     strategy = _check_strategy(strategy)
     store = _check_store(store)
-    run = _Run(n, _as_state(x0), recurrence, store, output=output)
-    return Walk(run, strategy.schedule(n))
+    schedule = strategy.schedule(n)
+    run = _Run(n, _as_state(x0), recurrence, store, output=output, limit=schedule.bounds().checkpoints)
+    return Walk(run, schedule)
 
 
 def reverse(

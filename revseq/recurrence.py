@@ -59,6 +59,11 @@ def _callable(instance: Any, attribute: Any, value: Any) -> None:
         raise ParameterError(f"{attribute.name} must be callable, got {value!r} ({type(value).__name__})")
 
 
+def _boolean(instance: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ParameterError(f"{attribute.name} must be a bool, got {value!r} ({type(value).__name__})")
+
+
 @attrs.frozen
 class Recurrence:
     """A recurrence ``x_{t+1} = f(x_t)`` and the derivative reverse mode needs.
@@ -108,7 +113,7 @@ class Recurrence:
     vjp: VJP | None = attrs.field(default=None, kw_only=True, validator=_callable_or_none)
     params: Any = attrs.field(default=None, kw_only=True)
     loss: Loss | None = attrs.field(default=None, kw_only=True, validator=_callable_or_none)
-    indexed: bool = attrs.field(default=False, kw_only=True, validator=attrs.validators.instance_of(bool))
+    indexed: bool = attrs.field(default=False, kw_only=True, validator=_boolean)
 
     def __attrs_post_init__(self) -> None:
         if self.df is not None and self.vjp is not None:

@@ -38,7 +38,8 @@ class MemoryStore:
 
     By default a checkpoint is a reference to the state f returned, not a
     copy: numpy steps return new arrays, so this is both correct and free.
-    If your step modifies its argument in place, pass ``copy=True``.
+    If your step modifies its argument in place, pass ``copy=True``: states
+    are then copied when stored and again when read back.
     ``nbytes`` counts the ``nbytes`` of every stored leaf (numpy arrays, and
     anything else that reports it).
     """
@@ -58,7 +59,10 @@ class MemoryStore:
         self._nbytes += _tree.nbytes(state) if size is None else size
 
     def get(self, key: int) -> Any:
-        return self._data[key]
+        state = self._data[key]
+        # A step that works in place would otherwise modify the checkpoint
+        # through the live state restored from it.
+        return _tree.deep_copy(state) if self._copy else state
 
     def delete(self, key: int) -> None:
         self._nbytes -= _tree.nbytes(self._data.pop(key))
@@ -69,6 +73,11 @@ class MemoryStore:
 
     def __len__(self) -> int:
         return len(self._data)
+
+    @property
+    def copies(self) -> bool:
+        """Whether states are copied on the way in and out (``copy=True``)."""
+        return self._copy
 
     @property
     def nbytes(self) -> int:

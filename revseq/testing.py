@@ -21,14 +21,15 @@ plain backpropagation (``StoreAll``) on a nonlinear recurrence.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from revseq.engine import backprop, reverse
-from revseq.errors import ParameterError
+from revseq.errors import ParameterError, RevseqError
 from revseq.recurrence import Recurrence
 from revseq.store import MemoryStore
 from revseq.strategies.base import ReversalStrategy
@@ -60,22 +61,33 @@ def _ns(ns: Iterable[int] | None) -> tuple[int, ...]:
     return DEFAULT_NS if ns is None else tuple(ns)
 
 
+@contextlib.contextmanager
+def _about(strategy: ReversalStrategy, n: int) -> Iterator[None]:
+    """Turn an illegal schedule or a step error into a failed check that names the strategy and n."""
+    try:
+        yield
+    except RevseqError as error:
+        raise AssertionError(f"{strategy!r}, n={n}: {type(error).__name__}: {error}") from error
+
+
 def check_reverses_in_order(strategy: ReversalStrategy, ns: Iterable[int] | None = None) -> None:
     """``reverse`` yields exactly x_{n-1}, ..., x_0 (integer states that name themselves)."""
     for n in _ns(ns):
-        got = [int(x) for x in reverse(lambda x: x + 1, 0, n, strategy)]
-        assert got == list(range(n - 1, -1, -1)), f"{strategy!r}, n={n}: reversed states {got[:12]}..."
+        with _about(strategy, n):
+            got = [int(x) for x in reverse(lambda x: x + 1, 0, n, strategy)]
+            assert got == list(range(n - 1, -1, -1)), f"{strategy!r}, n={n}: reversed states {got[:12]}..."
 
 
 def check_keeps_its_promise(strategy: ReversalStrategy, ns: Iterable[int] | None = None) -> None:
     """The simulated cost stays within the bounds the strategy promises."""
     for n in _ns(ns):
-        cost, bounds = strategy.cost(n), strategy.bounds(n)
-        if bounds.forward_steps is not None:
-            assert cost.forward_steps <= bounds.forward_steps, f"{strategy!r}, n={n}: {cost} over {bounds}"
-        if bounds.checkpoints is not None:
-            assert cost.peak_checkpoints <= bounds.checkpoints, f"{strategy!r}, n={n}: {cost} over {bounds}"
-        assert cost.forward_steps >= n, f"{strategy!r}, n={n}: fewer than n forward steps is impossible: {cost}"
+        with _about(strategy, n):
+            cost, bounds = strategy.cost(n), strategy.bounds(n)
+            if bounds.forward_steps is not None:
+                assert cost.forward_steps <= bounds.forward_steps, f"{strategy!r}, n={n}: {cost} over {bounds}"
+            if bounds.checkpoints is not None:
+                assert cost.peak_checkpoints <= bounds.checkpoints, f"{strategy!r}, n={n}: {cost} over {bounds}"
+            assert cost.forward_steps >= n, f"{strategy!r}, n={n}: fewer than n forward steps is impossible: {cost}"
 
 
 def check_measured_equals_predicted(strategy: ReversalStrategy, ns: Iterable[int] | None = None) -> None:
@@ -87,24 +99,25 @@ def check_measured_equals_predicted(strategy: ReversalStrategy, ns: Iterable[int
         return x * 0.5 + 1.0
 
     for n in _ns(ns):
-        calls[0] = 0
-        store = _MeasuringStore()
-        rec = Recurrence(f, df=lambda x: np.full_like(x, 0.5))
-        out = backprop(rec, np.zeros(2), n, strategy, store=store)
-        cost = strategy.cost(n)
-        assert calls[0] == cost.forward_steps == out.stats.forward_steps, (
-            f"{strategy!r}, n={n}: f called {calls[0]} times, engine says {out.stats.forward_steps}, "
-            f"cost() predicts {cost.forward_steps}"
-        )
-        assert store.max_held == cost.peak_checkpoints == out.stats.peak_checkpoints, (
-            f"{strategy!r}, n={n}: store held {store.max_held} at most, engine says "
-            f"{out.stats.peak_checkpoints}, cost() predicts {cost.peak_checkpoints}"
-        )
-        assert out.stats.as_cost() == cost, f"{strategy!r}, n={n}: measured {out.stats}, predicted {cost}"
-        assert len(store) == 0, f"{strategy!r}, n={n}: the store still holds {len(store)} states after the run"
-        calls[0] = 0
-        list(reverse(f, np.zeros(2), n, strategy))
-        assert calls[0] == cost.forward_steps - 1, f"{strategy!r}, n={n}: reverse made {calls[0]} calls"
+        with _about(strategy, n):
+            calls[0] = 0
+            store = _MeasuringStore()
+            rec = Recurrence(f, df=lambda x: np.full_like(x, 0.5))
+            out = backprop(rec, np.zeros(2), n, strategy, store=store)
+            cost = strategy.cost(n)
+            assert calls[0] == cost.forward_steps == out.stats.forward_steps, (
+                f"{strategy!r}, n={n}: f called {calls[0]} times, engine says {out.stats.forward_steps}, "
+                f"cost() predicts {cost.forward_steps}"
+            )
+            assert store.max_held == cost.peak_checkpoints == out.stats.peak_checkpoints, (
+                f"{strategy!r}, n={n}: store held {store.max_held} at most, engine says "
+                f"{out.stats.peak_checkpoints}, cost() predicts {cost.peak_checkpoints}"
+            )
+            assert out.stats.as_cost() == cost, f"{strategy!r}, n={n}: measured {out.stats}, predicted {cost}"
+            assert len(store) == 0, f"{strategy!r}, n={n}: the store still holds {len(store)} states after the run"
+            calls[0] = 0
+            list(reverse(f, np.zeros(2), n, strategy))
+            assert calls[0] == cost.forward_steps - 1, f"{strategy!r}, n={n}: reverse made {calls[0]} calls"
 
 
 def check_gradient_matches_store_all(strategy: ReversalStrategy, ns: Iterable[int] | None = None) -> None:
@@ -114,17 +127,21 @@ def check_gradient_matches_store_all(strategy: ReversalStrategy, ns: Iterable[in
     w = rng.uniform(-1, 1, 4)
     rec = Recurrence(lambda x: np.sin(1.3 * x) + 0.1, df=lambda x: 1.3 * np.cos(1.3 * x))
     for n in _ns(ns):
-        got = backprop(rec, x0, n, strategy, adjoint=w)
-        want = backprop(rec, x0, n, StoreAll(), adjoint=w)
-        np.testing.assert_allclose(got.state, want.state, rtol=1e-12, atol=0, err_msg=f"{strategy!r}, n={n}")
-        np.testing.assert_allclose(got.gradient, want.gradient, rtol=1e-10, atol=1e-300, err_msg=f"{strategy!r}, n={n}")
+        with _about(strategy, n):
+            got = backprop(rec, x0, n, strategy, adjoint=w)
+            want = backprop(rec, x0, n, StoreAll(), adjoint=w)
+            np.testing.assert_allclose(got.state, want.state, rtol=1e-12, atol=0, err_msg=f"{strategy!r}, n={n}")
+            np.testing.assert_allclose(
+                got.gradient, want.gradient, rtol=1e-10, atol=1e-300, err_msg=f"{strategy!r}, n={n}"
+            )
 
 
 def check_schedule_is_data(strategy: ReversalStrategy, ns: Iterable[int] | None = None) -> None:
     """A schedule can be walked twice with the same result; the strategy is hashable and compares by value."""
     for n in _ns(ns):
-        schedule = strategy.schedule(n)
-        assert list(schedule) == list(schedule), f"{strategy!r}, n={n}: two walks of one schedule differ"
+        with _about(strategy, n):
+            schedule = strategy.schedule(n)
+            assert list(schedule) == list(schedule), f"{strategy!r}, n={n}: two walks of one schedule differ"
     assert copy.deepcopy(strategy) == strategy, f"{strategy!r}: a copy does not compare equal"
     hash(strategy)
 

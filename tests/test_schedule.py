@@ -171,11 +171,14 @@ def test_actions_repr_names_their_fields():
     assert repr(Store(2)) == "Store(step=2)"
 
 
-def test_single_step_forms():
-    # PRIMER: Free(start, stop=start+1), Reverse(start, stop=start+1).
-    assert Free(4) == Free(4, 5)
-    assert Reverse(4) == Reverse(4, 5)
-    assert hash(Free(4)) == hash(Free(4, 5))
+def test_ranges_are_explicit():
+    # Actions are NamedTuples (cheap to create by the million); a single step is Reverse(t, t + 1).
+    with pytest.raises(TypeError):
+        Reverse(4)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Free(4)  # type: ignore[call-arg]
+    assert Reverse(4, 5) == Reverse(4, 5)
+    assert hash(Free(4, 5)) == hash(Free(4, 5))
 
 
 # -- schedules are lazy and re-iterable -------------------------------------------------
