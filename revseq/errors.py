@@ -7,7 +7,7 @@ revseq (``ValueError``, ``TypeError``), so ``except ValueError`` keeps working.
 
 from __future__ import annotations
 
-__all__ = ["ParameterError", "RevseqError", "ScheduleError", "StepError"]
+__all__ = ["ParameterError", "RevseqError", "ScheduleError", "StepError", "StoreError"]
 
 
 class RevseqError(Exception):
@@ -42,4 +42,12 @@ class StepError(RevseqError, ValueError):
 
     For example a step that changes the state's shape or dtype, or an
     adjoint seed whose shape differs from the state's.
+    """
+
+
+class StoreError(RevseqError, OSError):
+    """A checkpoint store could not write or read a state (disk full, directory not writable).
+
+    The message names the checkpoint and the place; the run that hit it is
+    ended and its store emptied before the error reaches the caller.
     """
