@@ -9,6 +9,8 @@ of f it really makes, and reads the store's size after every write.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 
@@ -17,12 +19,12 @@ import numpy as np
 
 from revseq import _tree
 from revseq._validate import check_int
-from revseq.errors import ParameterError, StepError
+from revseq.errors import ParameterError, ScheduleError, StepError
 from revseq.recurrence import Recurrence
-from revseq.schedule import Action, Advance, Cost, Restore, Reverse, Store, _Tracker
+from revseq.schedule import Action, Advance, Bounds, Cost, Free, Restore, Reverse, Store, _Tracker
 from revseq.store import MemoryStore
 from revseq.store import Store as StoreProtocol
-from revseq.strategies.base import ReversalStrategy
+from revseq.strategies.base import OnlineStrategy, ReversalStrategy
 from revseq.strategies.binomial import BinomialCheckpointing
 
 __all__ = ["DEFAULT_STRATEGY", "Result", "Reversal", "Stats", "Walk", "backprop", "reverse", "walk"]
@@ -38,10 +40,13 @@ class Stats:
     """What a run really cost, measured by the engine.
 
     ``forward_steps`` counts calls of f made; ``peak_checkpoints`` and
-    ``peak_bytes`` are read from the store after every write; ``writes`` and
-    ``reads`` count stores and restores. They equal the strategy's
-    ``cost(n)`` (see :meth:`as_cost`); ``reverse`` makes one call fewer,
-    since it never needs ``x_n``.
+    ``peak_bytes`` are read from the memory store after every write, and
+    ``peak_disk`` from the disk store; ``writes``/``reads`` and
+    ``disk_writes``/``disk_reads`` count states stored and read back at each
+    level, ``disk_bytes_written``/``disk_bytes_read`` the bytes moved to and
+    from disk. The counts equal the strategy's ``cost(n)`` (see
+    :meth:`as_cost`); ``reverse`` makes one call fewer, since it never
+    needs ``x_n``. For a run of unknown length, ``n`` is where it stopped.
     """
 
     n: int
@@ -50,6 +55,11 @@ class Stats:
     writes: int
     reads: int
     peak_bytes: int
+    peak_disk: int = 0
+    disk_writes: int = 0
+    disk_reads: int = 0
+    disk_bytes_written: int = 0
+    disk_bytes_read: int = 0
 
     @property
     def recompute_factor(self) -> float:
@@ -57,8 +67,16 @@ class Stats:
 
     def as_cost(self) -> Cost:
         """The counts comparable with :meth:`ReversalStrategy.cost`."""
-        return Cost(n=self.n, forward_steps=self.forward_steps, peak_checkpoints=self.peak_checkpoints,
-                    writes=self.writes, reads=self.reads)  # fmt: skip
+        return Cost(
+            n=self.n,
+            forward_steps=self.forward_steps,
+            peak_checkpoints=self.peak_checkpoints,
+            writes=self.writes,
+            reads=self.reads,
+            peak_disk=self.peak_disk,
+            disk_writes=self.disk_writes,
+            disk_reads=self.disk_reads,
+        )
 
 
 @attrs.frozen
@@ -101,13 +119,15 @@ def _check_strategy(strategy: Any) -> ReversalStrategy:
     return strategy
 
 
-def _check_store(store: Any) -> StoreProtocol:
+def _check_store(store: Any, name: str = "store") -> StoreProtocol:
     if store is None:
         return MemoryStore()
     if not isinstance(store, StoreProtocol):
-        raise ParameterError(f"store must implement revseq.Store (put, get, delete, clear, len, nbytes), got {store!r}")
+        raise ParameterError(
+            f"{name} must implement revseq.CheckpointStore (put, get, delete, clear, len, nbytes), got {store!r}"
+        )
     if len(store):
-        raise ParameterError(f"store must be empty when a run starts, got one holding {len(store)} states")
+        raise ParameterError(f"{name} must be empty when a run starts, got one holding {len(store)} states")
     return store
 
 
@@ -121,29 +141,58 @@ def _describe_leaf(desc: Any) -> str:
 
 
 class _Run:
-    """One execution of a schedule: the live state, the store, and the counters."""
+    """One execution of a schedule: the live state, the stores, and the counters."""
 
     def __init__(
-        self, n: int, x0: Any, recurrence: Recurrence, store: StoreProtocol, *, output: bool, limit: int | None
+        self,
+        n: int | None,
+        x0: Any,
+        recurrence: Recurrence,
+        store: StoreProtocol,
+        *,
+        output: bool,
+        bounds: Bounds,
+        disk: StoreProtocol | None = None,
     ) -> None:
         self.n = n
         # A store that copies is there for steps that work in place: start from
         # a copy too, or the first step would modify the caller's x0.
-        self.x0 = _tree.deep_copy(x0) if isinstance(store, MemoryStore) and store.copies else x0
+        self.x = _tree.deep_copy(x0) if isinstance(store, MemoryStore) and store.copies else x0
+        self.live = 0
         self.plain = recurrence.plain_step
         self.step = recurrence.step_at()
         self.store = store
+        self.disk = disk  # checkpoints stored with Store(t, disk=True); a DiskStore is made if needed
         self.output = output
-        self.tracker = _Tracker(n, output=output, limit=limit)  # the strategy's promise, enforced
+        # The strategy's promise, enforced: the run stops before an action that would break it.
+        self.tracker = _Tracker(n, output=output, limit=bounds.checkpoints, disk_limit=bounds.disk_checkpoints)
         self.checked = False
         self.calls = 0
-        self.peak = 0
-        self.peak_bytes = 0
+        self.peak = self.peak_bytes = self.peak_disk = 0
 
     def stats(self) -> Stats:
-        t = self.tracker
-        return Stats(n=self.n, forward_steps=self.calls, peak_checkpoints=self.peak, writes=t.writes,
-                     reads=t.reads, peak_bytes=self.peak_bytes)  # fmt: skip
+        t, disk = self.tracker, self.disk
+        return Stats(
+            n=self.n if self.n is not None else self.live,
+            forward_steps=self.calls,
+            peak_checkpoints=self.peak,
+            writes=t.writes,
+            reads=t.reads,
+            peak_bytes=self.peak_bytes,
+            peak_disk=self.peak_disk,
+            disk_writes=t.disk_writes,
+            disk_reads=t.disk_reads,
+            disk_bytes_written=int(getattr(disk, "bytes_written", 0)),
+            disk_bytes_read=int(getattr(disk, "bytes_read", 0)),
+        )
+
+    def clear(self) -> None:
+        """Empty every store (a run has ended, however it ended)."""
+        try:
+            self.store.clear()
+        finally:
+            if self.disk is not None:
+                self.disk.clear()
 
     def _measure(self) -> None:
         store = self.store
@@ -153,6 +202,22 @@ class _Run:
         size = store.nbytes
         if size > self.peak_bytes:
             self.peak_bytes = size
+
+    def _disk(self) -> StoreProtocol:
+        if self.disk is None:
+            from revseq.disk import DiskStore  # only runs that store on disk need it
+
+            self.disk = DiskStore()
+        return self.disk
+
+    def _fetch(self, t: int) -> Any:
+        """x_t from memory if it is there, else from disk."""
+        try:
+            return self.store.get(t)
+        except KeyError:
+            if self.disk is None:
+                raise
+            return self.disk.get(t)
 
     def _first_call(self, x: Any, t: int) -> Any:
         """The first call of f, checked: a step must return a state like its input."""
@@ -200,22 +265,42 @@ class _Run:
             self._measure()
         return x
 
-    def walk(self, actions: Iterable[Action]) -> Generator[tuple[int, Any], None, None]:
+    def _put(self, action: Store, x: Any) -> None:
+        if action.disk:
+            disk = self._disk()
+            disk.put(action.step, x)
+            self.peak_disk = max(self.peak_disk, len(disk))
+        else:
+            self.store.put(action.step, x)
+            self._measure()
+
+    def _release(self, memory: list[int], disk: list[int]) -> None:
+        for t in memory:
+            self.store.delete(t)
+        if disk:
+            assert self.disk is not None
+            for t in disk:
+                self.disk.delete(t)
+
+    def execute(self, actions: Iterable[Action]) -> Generator[tuple[int, Any], None, None]:
         """Execute ``actions``, yielding ``(t, x_t)`` for each reversed step; first ``(n, x_n)`` if output."""
-        check = self.tracker.check
-        store = self.store
-        get = store.get
-        n = self.n
-        x, live = self.x0, 0
+        tracker = self.tracker
+        check = tracker.check
+        n = tracker.n
+        assert n is not None  # an online run executes actions only once its length is known
+        x, live = self.x, self.live
+        get = self.store.get if self.disk is None else self._fetch
         for index, action in enumerate(actions):
             check(index, action)  # raises before anything illegal runs
             kind = type(action)
             if kind is Advance:
                 x = self._advance(x, action.start, action.stop, action.keep)  # type: ignore[union-attr]
                 live = action.stop  # type: ignore[union-attr]
+                if live == n and self.output:
+                    yield n, x  # this schedule computes x_n itself, before reversing
             elif kind is Reverse:
                 start, stop = action.start, action.stop  # type: ignore[union-attr]
-                if stop == n and self.output:
+                if stop == n and self.output and live != n:
                     last = x if live == n - 1 else get(n - 1)
                     if self.checked:
                         final = self.step(last, n - 1)
@@ -223,23 +308,74 @@ class _Run:
                     else:
                         final = self._first_call(last, n - 1)
                     yield n, final
-                released = self.tracker.released
+                released, released_disk = tracker.released, tracker.released_disk
                 top = stop - 1
                 yield top, (x if top == live else get(top))
                 for t in range(top - 1, start - 1, -1):
                     yield t, get(t)
-                for t in released:
-                    store.delete(t)
+                self._release(released, released_disk)
             elif kind is Store:
-                store.put(action.step, x)  # type: ignore[union-attr]
-                self._measure()
+                self._put(action, x)  # type: ignore[arg-type]
+                if action.disk:  # type: ignore[union-attr]
+                    get = self._fetch
             elif kind is Restore:
                 live = action.step  # type: ignore[union-attr]
                 x = get(live)
             else:  # Free: the tracker has rejected anything else
                 for t in range(action.start, action.stop):  # type: ignore[union-attr]
-                    store.delete(t)
+                    for level in (self.store, self.disk):
+                        if level is not None:
+                            with contextlib.suppress(KeyError):
+                                level.delete(t)
+        self.x, self.live = x, live
+
+    def walk(self, actions: Iterable[Action]) -> Generator[tuple[int, Any], None, None]:
+        """Run a whole schedule for a known ``n``."""
+        yield from self.execute(actions)
         self.tracker.finish()
+
+    def walk_online(
+        self, strategy: OnlineStrategy, until: Callable[[int, Any], Any] | None, max_steps: int
+    ) -> Generator[tuple[int, Any], None, None]:
+        """Run an online strategy's forward sweep until ``until`` says stop, then its reversal."""
+        self._forward_until(strategy, until, max_steps)
+        n = self.live
+        self.tracker.settle(n)
+        self.n = n
+        if self.output:
+            yield n, self.x
+        yield from self.execute(strategy.backward(n, tuple(self.tracker.keys)))
+        self.tracker.finish()
+
+    def _forward_until(self, strategy: OnlineStrategy, until: Callable[[int, Any], Any] | None, max_steps: int) -> None:
+        tracker = self.tracker
+        x = self.x
+        step = self.step
+        for index, action in enumerate(strategy.forward()):
+            tracker.check(index, action)
+            kind = type(action)
+            if kind is Advance:
+                for s in range(action.start, action.stop):  # type: ignore[union-attr]
+                    if self.checked:
+                        x = step(x, s)
+                        self.calls += 1
+                    else:
+                        x = self._first_call(x, s)
+                    t = s + 1
+                    if t >= max_steps or (until is not None and until(t, x)):
+                        tracker.truncate(t)
+                        self.x, self.live = x, t
+                        return
+                self.live = action.stop  # type: ignore[union-attr]
+            elif kind is Store:
+                self._put(action, x)  # type: ignore[arg-type]
+            elif kind is Restore:
+                x = self._fetch(action.step)  # type: ignore[union-attr]
+                self.live = action.step  # type: ignore[union-attr]
+            elif kind is Free:
+                for t in range(action.start, action.stop):  # type: ignore[union-attr]
+                    self.store.delete(t)
+        raise ScheduleError(f"{strategy!r}: the forward sweep ended at x_{self.live} before the run stopped")
 
 
 def _seed(adjoint: Any, x0: Any, has_loss: bool) -> Callable[[Any], Any]:
@@ -259,14 +395,42 @@ def _seed(adjoint: Any, x0: Any, has_loss: bool) -> Callable[[Any], Any]:
     return lambda xn: adjoint
 
 
+_RUN_DOC = """
+    n:
+        Number of steps, ``n >= 1``; or ``None`` for a run of unknown length,
+        which needs an online strategy and ``until`` and/or ``max_steps``.
+    strategy:
+        How to trade memory for recomputation; default :data:`DEFAULT_STRATEGY`,
+        or with ``n=None`` and ``max_steps``, ``OnlineCheckpointing`` with the
+        fewest checkpoints that keep it optimal up to ``max_steps``.
+    store:
+        Where checkpoints live; a fresh :class:`MemoryStore` by default. It is
+        emptied when the run ends, whether it succeeds or raises.
+    disk:
+        Where checkpoints stored with ``Store(t, disk=True)`` live (a
+        multistage schedule's); a :class:`revseq.DiskStore` in a private
+        temporary directory by default, made only if the schedule needs it.
+    until:
+        With ``n=None``: ``until(t, x_t)`` is asked after each new state
+        ``x_t`` (``t >= 1``) of the forward sweep; the first true answer
+        makes ``n = t``.
+    max_steps:
+        With ``n=None``: the run stops at ``x_max_steps`` at the latest (a
+        safety bound; ``stats.n`` says where it stopped). Needed if ``until``
+        is not given."""
+
+
 def backprop(
     recurrence: Recurrence,
     x0: Any,
-    n: int,
+    n: int | None,
     strategy: ReversalStrategy | None = None,
     *,
     adjoint: Any = None,
     store: StoreProtocol | None = None,
+    disk: StoreProtocol | None = None,
+    until: Callable[[int, Any], Any] | None = None,
+    max_steps: int | None = None,
 ) -> Result:
     """Run ``n`` steps from ``x0`` and return ``x_n`` with the gradient of the objective.
 
@@ -280,15 +444,9 @@ def backprop(
         The step and its derivative.
     x0:
         The initial state: an array, or a tuple, list or dict of arrays.
-    n:
-        Number of steps, ``n >= 1``.
-    strategy:
-        How to trade memory for recomputation; default :data:`DEFAULT_STRATEGY`.
     adjoint:
         The seed ``d objective / d x_n``, shaped like the state.
-    store:
-        Where checkpoints live; a fresh :class:`MemoryStore` by default. It is
-        emptied when the run ends, whether it succeeds or raises.
+    {run}
 
     Examples
     --------
@@ -307,8 +465,8 @@ def backprop(
         raise ParameterError("backprop needs the step's derivative: Recurrence(f, df=...) or Recurrence(f, vjp=...)")
     x0 = _as_state(x0)
     seed = _seed(adjoint, x0, recurrence.loss is not None)
-    pairs = walk(recurrence, x0, n, strategy, store=store)  # checks n, strategy and store
-    n = pairs.n
+    # walk() checks n, strategy, stores, until and max_steps before anything runs
+    pairs = walk(recurrence, x0, n, strategy, store=store, disk=disk, until=until, max_steps=max_steps)
     leaf = _tree.is_leaf(x0)
     adjoint_step = recurrence.adjoint_at(leaf)
     loss_at = recurrence.loss_at()
@@ -319,7 +477,7 @@ def backprop(
     gp = total = None
     with pairs:
         steps = pairs._pairs  # the generator itself: `pairs` wraps it with cleanup we hold via `with`
-        _, state = next(steps)  # (n, x_n): the first pair
+        n, state = next(steps)  # (n, x_n): the first pair
         g = seed(state)
         if loss_at is not None:
             total, gx, gp = loss_at(state, n)
@@ -345,13 +503,13 @@ def backprop(
 class Walk(Iterator[tuple[int, Any]]):
     """The pairs ``(t, x_t)`` a schedule delivers, lazily; see :func:`walk`.
 
-    ``stats`` reports the cost so far. The store is emptied when the walk
+    ``stats`` reports the cost so far. The stores are emptied when the walk
     ends, fails, is closed, or leaves a ``with`` block, whichever comes first.
     """
 
-    def __init__(self, run: _Run, actions: Iterable[Action]) -> None:
+    def __init__(self, run: _Run, pairs: Generator[tuple[int, Any], None, None]) -> None:
         self._run = run
-        self._pairs = run.walk(actions)
+        self._pairs = pairs
 
     def __iter__(self) -> Walk:
         return self
@@ -360,12 +518,14 @@ class Walk(Iterator[tuple[int, Any]]):
         try:
             return next(self._pairs)
         except BaseException:  # StopIteration, the step's own error, KeyboardInterrupt: all end the run
-            self._run.store.clear()
+            self._run.clear()
             raise
 
     def close(self) -> None:
-        self._pairs.close()
-        self._run.store.clear()
+        try:
+            self._pairs.close()
+        finally:
+            self._run.clear()
 
     def __enter__(self) -> Walk:
         return self
@@ -374,7 +534,8 @@ class Walk(Iterator[tuple[int, Any]]):
         self.close()
 
     @property
-    def n(self) -> int:
+    def n(self) -> int | None:
+        """The number of steps; None until an online run has stopped."""
         return self._run.n
 
     @property
@@ -383,7 +544,7 @@ class Walk(Iterator[tuple[int, Any]]):
 
 
 class Reversal(Iterator[Any]):
-    """The states ``x_{n-1}, ..., x_0``, lazily; see :func:`reverse`.
+    """The states ``x_{{n-1}}, ..., x_0``, lazily; see :func:`reverse`.
 
     ``stats``, ``close`` and ``with`` work as for :class:`Walk`.
     """
@@ -411,14 +572,40 @@ class Reversal(Iterator[Any]):
         return self._pairs.stats
 
 
+def _check_online(strategy: ReversalStrategy | None, until: Any, max_steps: Any) -> tuple[OnlineStrategy, int]:
+    if until is None and max_steps is None:
+        raise ParameterError("n=None runs until a condition: give until=lambda t, x: ... and/or max_steps=")
+    if until is not None and not callable(until):
+        raise ParameterError(f"until must be callable as until(t, x_t), got {until!r}")
+    limit = sys.maxsize if max_steps is None else check_int("max_steps", max_steps, 1)
+    if strategy is None:
+        if max_steps is None:
+            raise ParameterError(
+                "n=None without max_steps needs a budget: strategy=revseq.OnlineCheckpointing(checkpoints=c)"
+            )
+        from revseq.strategies.online import OnlineCheckpointing  # here: revseq.strategies must not import the engine
+
+        return OnlineCheckpointing.for_max_steps(limit), limit
+    strategy = _check_strategy(strategy)
+    if not isinstance(strategy, OnlineStrategy):
+        raise ParameterError(
+            f"n=None needs an online strategy, one that places checkpoints without knowing n, "
+            f"such as OnlineCheckpointing(checkpoints=...); got {strategy!r}"
+        )
+    return strategy, limit
+
+
 def walk(
     f: Callable[[Any], Any] | Recurrence,
     x0: Any,
-    n: int,
+    n: int | None,
     strategy: ReversalStrategy | None = None,
     *,
     store: StoreProtocol | None = None,
+    disk: StoreProtocol | None = None,
     output: bool = True,
+    until: Callable[[int, Any], Any] | None = None,
+    max_steps: int | None = None,
 ) -> Walk:
     """Run a schedule and yield ``(t, x_t)``: ``(n, x_n)`` first if ``output``, then ``t = n-1`` down to 0.
 
@@ -430,37 +617,66 @@ def walk(
 
     ``f`` is a step function or a :class:`Recurrence` (no derivative needed).
     The walk makes ``strategy.cost(n).forward_steps`` calls of f, one fewer
-    without ``output``.
+    without ``output`` (unless the schedule itself advances to ``x_n``).
+
+    Parameters
+    ----------
+    output:
+        Whether to compute and yield ``x_n``.
+    {run}
 
     >>> import revseq
     >>> [(t, int(x)) for t, x in revseq.walk(lambda x: x + 1, 0, 3, revseq.StoreAll())]
     [(3, 3), (2, 2), (1, 1), (0, 0)]
     """
     recurrence = f if isinstance(f, Recurrence) else Recurrence(f)
+    x0 = _as_state(x0)
+    store = _check_store(store, "store")
+    if disk is not None:
+        disk = _check_store(disk, "disk")
+    if n is None:
+        online, limit = _check_online(strategy, until, max_steps)
+        sized = online.sized(_tree.nbytes(x0))
+        assert isinstance(sized, OnlineStrategy)
+        run = _Run(None, x0, recurrence, store, output=output, bounds=sized.online_bounds(), disk=disk)
+        return Walk(run, run.walk_online(sized, until, limit))
+    if until is not None or max_steps is not None:
+        raise ParameterError(f"until and max_steps go with n=None (a run of unknown length), got n={n!r}")
     n = check_int("n", n, 1)
-    strategy = _check_strategy(strategy)
-    store = _check_store(store)
-    schedule = strategy.schedule(n)
-    run = _Run(n, _as_state(x0), recurrence, store, output=output, limit=schedule.bounds().checkpoints)
-    return Walk(run, schedule)
+    schedule = _check_strategy(strategy).sized(_tree.nbytes(x0)).schedule(n)
+    run = _Run(n, x0, recurrence, store, output=output, bounds=schedule.bounds(), disk=disk)
+    return Walk(run, run.walk(schedule))
 
 
 def reverse(
     f: Callable[[Any], Any] | Recurrence,
     x0: Any,
-    n: int,
+    n: int | None,
     strategy: ReversalStrategy | None = None,
     *,
     store: StoreProtocol | None = None,
+    disk: StoreProtocol | None = None,
+    until: Callable[[int, Any], Any] | None = None,
+    max_steps: int | None = None,
 ) -> Reversal:
-    """Yield ``x_{n-1}, ..., x_0`` of ``x_{t+1} = f(x_t)`` without storing them all.
+    """Yield ``x_{{n-1}}, ..., x_0`` of ``x_{{t+1}} = f(x_t)`` without storing them all.
 
     ``f`` is a step function or a :class:`Recurrence` (which may be indexed
     or take parameters; no derivative is needed). It makes
-    ``strategy.cost(n).forward_steps - 1`` calls of f: ``x_n`` is never computed.
+    ``strategy.cost(n).forward_steps - 1`` calls of f: ``x_n`` is never
+    computed (unless the run's length is unknown: then the forward sweep
+    must reach ``x_n`` to know it has ended).
+
+    Parameters
+    ----------
+    {run}
 
     >>> import revseq
     >>> [int(x) for x in revseq.reverse(lambda x: x + 1, 0, 5, revseq.RecursiveHalving())]
     [4, 3, 2, 1, 0]
     """
-    return Reversal(walk(f, x0, n, strategy, store=store, output=False))
+    return Reversal(walk(f, x0, n, strategy, store=store, disk=disk, output=False, until=until, max_steps=max_steps))
+
+
+for _function in (backprop, walk, reverse):
+    _function.__doc__ = (_function.__doc__ or "").format(run=_RUN_DOC.strip("\n").lstrip())

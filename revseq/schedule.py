@@ -10,8 +10,10 @@ store of checkpoints keyed by step index. At the start the live state is
 ``Advance(start, stop)``   live ``x_start`` -> ``x_stop`` (``stop - start``
                            calls of f). ``keep=True`` also stores the states
                            passed on the way, ``x_{start+1} .. x_{stop-1}``.
-``Store(t)``               store a copy of the live state ``x_t``.
-``Restore(t)``             the live state becomes the stored ``x_t``.
+``Store(t, disk=False)``   store a copy of the live state ``x_t`` (in
+                           memory, or on disk).
+``Restore(t)``             the live state becomes the stored ``x_t`` (the
+                           memory copy if there is one).
 ``Free(start, stop)``      drop the checkpoints ``x_start .. x_{stop-1}``
                            before they expire.
 ``Reverse(start, stop)``   reverse steps ``stop - 1`` down to ``start``; step
@@ -21,10 +23,12 @@ store of checkpoints keyed by step index. At the start the live state is
                            nothing can need it any more.
 =========================  ==================================================
 
-``Advance`` never goes past ``x_{n-1}``: the final state ``x_n`` is computed
-by the engine from ``x_{n-1}`` when the reversal of step ``n - 1`` starts
-(one forward step, counted), so that a schedule need not keep ``x_{n-1}``
-when it produces ``x_n``.
+The final state ``x_n`` is computed once. Usually the engine computes it
+from ``x_{n-1}`` when the reversal of step ``n - 1`` starts (one forward
+step, counted), so that a schedule need not keep ``x_{n-1}`` when it
+produces ``x_n``. A schedule may instead ``Advance`` to ``x_n`` before its
+first ``Reverse`` (an online schedule must: it learns ``n`` only on
+arriving there); the reversal then does not compute it again.
 
 :func:`simulate` walks a schedule without running anything and returns its
 :class:`Cost`; it raises :class:`~revseq.errors.ScheduleError`, naming the
@@ -97,9 +101,17 @@ class Advance(NamedTuple):
 
 
 class Store(NamedTuple):
-    """Store a copy of the live state, which must be ``x_step``."""
+    """Store a copy of the live state, which must be ``x_step``: in memory, or on disk with ``disk=True``.
+
+    A state may be held at both levels at once; ``Restore`` then reads the
+    memory copy.
+    """
 
     step: int
+    disk: bool = False
+
+    def __repr__(self) -> str:
+        return f"Store(step={self.step!r}, disk=True)" if self.disk else f"Store(step={self.step!r})"
 
     def __eq__(self, other: object) -> bool:
         return _action_eq(self, other)
@@ -112,7 +124,10 @@ class Store(NamedTuple):
 
 
 class Restore(NamedTuple):
-    """Make the stored ``x_step`` the live state (the checkpoint stays stored)."""
+    """Make the stored ``x_step`` the live state (the checkpoint stays stored).
+
+    Reads the memory copy if there is one, else the disk copy.
+    """
 
     step: int
 
@@ -127,7 +142,7 @@ class Restore(NamedTuple):
 
 
 class Free(NamedTuple):
-    """Drop the checkpoints ``x_start .. x_{stop-1}``.
+    """Drop the checkpoints ``x_start .. x_{stop-1}``, from memory and disk alike.
 
     Only needed to make room early: a ``Reverse`` releases by itself every
     checkpoint it has made useless.
@@ -170,7 +185,7 @@ class Reverse(NamedTuple):
 Action: TypeAlias = Advance | Store | Restore | Free | Reverse
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class Cost:
     """What a schedule costs, predicted by :func:`simulate` without running f.
 
@@ -182,11 +197,14 @@ class Cost:
         Calls of f over a whole ``backprop``, the first sweep and the one call
         that produces ``x_n`` included (StoreAll: exactly ``n``).
     peak_checkpoints:
-        Most states held in the store at one time (the live state is not counted).
+        Most states held in memory at one time (the live state is not counted).
     writes:
-        States written to the store (``Store`` actions and states kept by ``Advance``).
+        States written to memory (``Store`` actions and states kept by ``Advance``).
     reads:
-        ``Restore`` actions.
+        ``Restore`` actions served from memory.
+    peak_disk, disk_writes, disk_reads:
+        The same for checkpoints on disk (``Store(t, disk=True)``); shown
+        only when a schedule uses the disk.
     """
 
     n: int
@@ -194,23 +212,36 @@ class Cost:
     peak_checkpoints: int
     writes: int
     reads: int
+    peak_disk: int = 0
+    disk_writes: int = 0
+    disk_reads: int = 0
 
     @property
     def recompute_factor(self) -> float:
         """``forward_steps / n``: 1.0 means no recomputation."""
         return self.forward_steps / self.n
 
+    def __repr__(self) -> str:
+        fields = attrs.fields(Cost)
+        shown = [f for f in fields if f.name not in _DISK_FIELDS or any(getattr(self, d) for d in _DISK_FIELDS)]
+        return "Cost(" + ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in shown) + ")"
+
+
+_DISK_FIELDS = ("peak_disk", "disk_writes", "disk_reads")
+
 
 @attrs.frozen
 class Bounds:
     """A strategy's promise for one ``n``: upper bounds on its cost, ``None`` where it promises nothing.
 
-    The engine and the simulator enforce ``checkpoints`` after every action;
-    the contract checks in :mod:`revseq.testing` check both.
+    The engine and the simulator enforce ``checkpoints`` (in memory) and
+    ``disk_checkpoints`` after every action; the contract checks in
+    :mod:`revseq.testing` check them all.
     """
 
     forward_steps: int | None = None
     checkpoints: int | None = None
+    disk_checkpoints: int | None = None
 
 
 class _Tracker:
@@ -218,13 +249,20 @@ class _Tracker:
 
     The single source of truth for legality and counting: :func:`simulate`
     uses it alone, the engine consults it before executing each action.
-    Stored keys are kept sorted, so every check is a bisection, whatever the
-    length of the range an action covers.
+    Stored keys are kept sorted, one list per level (memory, disk), so every
+    check is a bisection whatever the length of the range an action covers.
+
+    With ``n=None`` the length is not known yet (an online run): only
+    forward actions are legal until :meth:`settle` fixes ``n``.
     """
 
     __slots__ = (
         "action",
         "cursor",
+        "disk_keys",
+        "disk_limit",
+        "disk_reads",
+        "disk_writes",
         "forward_steps",
         "index",
         "keys",
@@ -232,24 +270,32 @@ class _Tracker:
         "live",
         "n",
         "output",
+        "output_done",
         "peak",
+        "peak_disk",
         "reads",
         "released",
+        "released_disk",
         "writes",
     )
 
-    def __init__(self, n: int, *, limit: int | None = None, output: bool = True) -> None:
+    def __init__(
+        self, n: int | None, *, limit: int | None = None, disk_limit: int | None = None, output: bool = True
+    ) -> None:
         self.n = n
         self.limit = limit
+        self.disk_limit = disk_limit
         self.output = output  # whether x_n is computed (backprop) or not (reverse)
+        self.output_done = False  # whether x_n has been computed (by an Advance reaching it)
         self.live = 0  # index of the live state
-        self.keys: list[int] = []  # stored checkpoints, sorted
-        self.released: list[int] = []  # what the last Reverse released
-        self.cursor = n  # steps >= cursor are reversed; the next one is cursor - 1
+        self.keys: list[int] = []  # checkpoints in memory, sorted
+        self.disk_keys: list[int] = []  # checkpoints on disk, sorted
+        self.released: list[int] = []  # what the last Reverse released from memory
+        self.released_disk: list[int] = []  # ... and from disk
+        self.cursor = n  # steps >= cursor are reversed; the next one is cursor - 1 (None: n unknown)
         self.forward_steps = 0
-        self.peak = 0
-        self.writes = 0
-        self.reads = 0
+        self.peak = self.peak_disk = 0
+        self.writes = self.reads = self.disk_writes = self.disk_reads = 0
         self.index = -1
         self.action: object = None
 
@@ -280,18 +326,30 @@ class _Tracker:
     def _range(self, start: Any, stop: Any) -> None:
         self._int("start", start)
         self._int("stop", stop)
-        if not 0 <= start < stop <= self.n:
+        if self.n is None:
+            if not 0 <= start < stop:
+                raise self.fail("needs 0 <= start < stop")
+        elif not 0 <= start < stop <= self.n:
             raise self.fail(f"needs 0 <= start < stop <= n = {self.n}")
 
-    def _stored(self, t: int) -> bool:
-        keys = self.keys
+    @staticmethod
+    def _has(keys: list[int], t: int) -> bool:
         i = bisect_left(keys, t)
         return i < len(keys) and keys[i] == t
 
+    def _held_in(self, start: int, stop: int) -> int:
+        """How many of x_start .. x_{stop-1} are stored, at either level."""
+        keys, disk = self.keys, self.disk_keys
+        in_memory = bisect_left(keys, stop) - bisect_left(keys, start)
+        if not disk:
+            return in_memory
+        both = set(keys[bisect_left(keys, start) : bisect_left(keys, stop)])
+        both.update(disk[bisect_left(disk, start) : bisect_left(disk, stop)])
+        return len(both)
+
     def _first_missing(self, start: int, stop: int, *, last: bool = False) -> int:
-        present = set(self.keys[bisect_left(self.keys, start) : bisect_left(self.keys, stop)])
         steps = range(stop - 1, start - 1, -1) if last else range(start, stop)
-        return next(t for t in steps if t not in present)
+        return next(t for t in steps if not (self._has(self.keys, t) or self._has(self.disk_keys, t)))
 
     def _grow(self) -> None:
         held = len(self.keys)
@@ -305,13 +363,15 @@ class _Tracker:
         self._range(start, stop)
         if start != self.live:
             raise self.fail(f"the live state is x_{self.live}, not x_{start}")
-        if stop >= self.cursor:
-            what = (
-                "x_n is computed by the engine when step n-1 is reversed"
-                if stop == self.n
-                else f"steps >= {self.cursor} are already reversed, so x_{stop} is no longer needed"
-            )
-            raise self.fail(f"advances to x_{stop}, but {what}")
+        if self.n is None:
+            if a.keep:
+                raise self.fail("keep=True is not allowed before the length is known (an online forward sweep)")
+        elif stop == self.n and self.cursor == self.n:
+            if self.output_done:
+                raise self.fail("x_n is already computed: a schedule computes it once")
+            self.output_done = True  # this Advance computes x_n; the reversal will not
+        elif stop >= self.cursor:  # type: ignore[operator]
+            raise self.fail(f"advances to x_{stop}, but steps >= {self.cursor} are already reversed")
         if a.keep and stop - start > 1:
             keys = self.keys
             i = bisect_left(keys, start + 1)
@@ -323,71 +383,118 @@ class _Tracker:
         self.forward_steps += stop - start
         self.live = stop
 
+    def truncate(self, stop: int) -> None:
+        """The last Advance (an online one, without keep) stopped early, at ``x_stop``."""
+        self.forward_steps -= self.live - stop
+        self.live = stop
+
+    def settle(self, n: int) -> None:
+        """An online forward sweep has stopped at ``x_n``: the length is now known."""
+        self.index, self.action = -1, None
+        if self.live != n:
+            raise ScheduleError(f"the forward sweep stopped at x_{self.live}, not at x_n = x_{n}")
+        self.n = self.cursor = n
+        self.output_done = True
+
     def _store(self, a: Store) -> None:
         t = a.step
         self._int("step", t)
         if t != self.live:
             raise self.fail(f"the live state is x_{self.live}, not x_{t}")
-        if t >= self.cursor:
-            raise self.fail(f"x_{t} is no longer needed: steps >= {self.cursor} are already reversed")
-        if self._stored(t):
-            raise self.fail(f"x_{t} is already stored")
-        insort(self.keys, t)
-        self.writes += 1
-        self._grow()
+        if self.cursor is not None and t >= self.cursor:
+            what = "x_n is the result, not a checkpoint" if t == self.n else f"steps >= {self.cursor} are reversed"
+            raise self.fail(f"x_{t} is no longer needed: {what}")
+        if a.disk:
+            if self._has(self.disk_keys, t):
+                raise self.fail(f"x_{t} is already stored on disk")
+            insort(self.disk_keys, t)
+            self.disk_writes += 1
+            held = len(self.disk_keys)
+            if self.disk_limit is not None and held > self.disk_limit:
+                raise self.fail(f"holds {held} checkpoints on disk, over the budget of {self.disk_limit}")
+            self.peak_disk = max(self.peak_disk, held)
+        else:
+            if self._has(self.keys, t):
+                raise self.fail(f"x_{t} is already stored")
+            insort(self.keys, t)
+            self.writes += 1
+            self._grow()
 
     def _restore(self, a: Restore) -> None:
-        self._int("step", a.step)
-        if not self._stored(a.step):
-            raise self.fail(f"x_{a.step} is not stored (never stored, freed, or released by a Reverse)")
-        self.live = a.step
-        self.reads += 1
+        t = a.step
+        self._int("step", t)
+        if self._has(self.keys, t):
+            self.reads += 1
+        elif self._has(self.disk_keys, t):
+            self.disk_reads += 1
+        else:
+            raise self.fail(f"x_{t} is not stored (never stored, freed, or released by a Reverse)")
+        self.live = t
 
     def _free(self, a: Free) -> None:
         start, stop = a.start, a.stop
         self._range(start, stop)
-        keys = self.keys
-        i, j = bisect_left(keys, start), bisect_left(keys, stop)
-        if j - i != stop - start:
+        if self._held_in(start, stop) != stop - start:
             raise self.fail(f"x_{self._first_missing(start, stop)} is not stored")
-        del keys[i:j]
+        for keys in (self.keys, self.disk_keys):
+            del keys[bisect_left(keys, start) : bisect_left(keys, stop)]
 
     def _reverse(self, a: Reverse) -> None:
         start, stop = a.start, a.stop
+        if self.n is None:
+            raise self.fail("the length is not known yet: an online forward sweep must end before any Reverse")
         self._range(start, stop)
         if stop != self.cursor:
             if self.cursor == 0:
                 raise self.fail("every step is already reversed")
             raise self.fail(
-                f"steps are reversed from n-1 down to 0: the next one is step {self.cursor - 1}, "
+                f"steps are reversed from n-1 down to 0: the next one is step {self.cursor - 1}, "  # type: ignore[operator]
                 f"so this action must stop at {self.cursor}"
             )
         top = stop - 1
-        if top != self.live and not self._stored(top):
+        if top != self.live and not (self._has(self.keys, top) or self._has(self.disk_keys, top)):
             raise self.fail(f"x_{top} is neither live (x_{self.live} is) nor stored")
-        keys = self.keys
-        i = bisect_left(keys, start)
-        if bisect_left(keys, top) - i != top - start:
+        if self._held_in(start, top) != top - start:
             raise self.fail(f"x_{self._first_missing(start, top, last=True)} is not stored")
-        if stop == self.n and self.output:
+        if stop == self.n and self.output and not self.output_done:
             self.forward_steps += 1  # x_n = f(x_{n-1}), computed once
+            self.output_done = True
         self.cursor = start
         # Nothing can need x_t for t >= start any more: release those checkpoints.
+        keys, disk = self.keys, self.disk_keys
+        i = bisect_left(keys, start)
         self.released = keys[i:]
         del keys[i:]
+        i = bisect_left(disk, start)
+        self.released_disk = disk[i:]
+        del disk[i:]
 
     def finish(self) -> None:
         self.index, self.action = -1, None
         if self.cursor != 0:
-            raise ScheduleError(f"the schedule ended before reversing steps {self.cursor - 1} down to 0")
+            raise ScheduleError(
+                "the schedule ended before the forward sweep ended"
+                if self.cursor is None
+                else f"the schedule ended before reversing steps {self.cursor - 1} down to 0"
+            )
 
     def cost(self) -> Cost:
+        assert self.n is not None
         return Cost(
-            n=self.n, forward_steps=self.forward_steps, peak_checkpoints=self.peak, writes=self.writes, reads=self.reads
+            n=self.n,
+            forward_steps=self.forward_steps,
+            peak_checkpoints=self.peak,
+            writes=self.writes,
+            reads=self.reads,
+            peak_disk=self.peak_disk,
+            disk_writes=self.disk_writes,
+            disk_reads=self.disk_reads,
         )
 
 
-def simulate(actions: Iterable[Action], n: int, *, checkpoints: int | None = None) -> Cost:
+def simulate(
+    actions: Iterable[Action], n: int, *, checkpoints: int | None = None, disk_checkpoints: int | None = None
+) -> Cost:
     """Walk ``actions`` for ``n`` steps without running f and return their cost.
 
     Raises :class:`~revseq.errors.ScheduleError` at the first illegal action
@@ -401,16 +508,20 @@ def simulate(actions: Iterable[Action], n: int, *, checkpoints: int | None = Non
     n = check_int("n", n, 1)
     if checkpoints is not None:
         checkpoints = check_int("checkpoints", checkpoints, 0)
-    tracker = _Tracker(n, limit=checkpoints)
+    if disk_checkpoints is not None:
+        disk_checkpoints = check_int("disk_checkpoints", disk_checkpoints, 0)
+    tracker = _Tracker(n, limit=checkpoints, disk_limit=disk_checkpoints)
     for index, action in enumerate(actions):
         tracker.check(index, action)
     tracker.finish()
     return tracker.cost()
 
 
-def validate(actions: Iterable[Action], n: int, *, checkpoints: int | None = None) -> None:
+def validate(
+    actions: Iterable[Action], n: int, *, checkpoints: int | None = None, disk_checkpoints: int | None = None
+) -> None:
     """Raise :class:`~revseq.errors.ScheduleError` if ``actions`` is not a legal schedule for ``n`` steps."""
-    simulate(actions, n, checkpoints=checkpoints)
+    simulate(actions, n, checkpoints=checkpoints, disk_checkpoints=disk_checkpoints)
 
 
 @attrs.frozen
@@ -432,7 +543,8 @@ class Schedule:
 
     def cost(self) -> Cost:
         """Simulate the schedule (validating it against the strategy's own bounds)."""
-        return simulate(self, self.n, checkpoints=self.bounds().checkpoints)
+        bounds = self.bounds()
+        return simulate(self, self.n, checkpoints=bounds.checkpoints, disk_checkpoints=bounds.disk_checkpoints)
 
     def validate(self) -> None:
         self.cost()

@@ -38,7 +38,12 @@ BAD_N = [0, -1, True, False, 2.5, "3", None, np.float64(4.0)]
     ],
     ids=["backprop", "reverse", "walk", "cost", "schedule", "simulate", "optimal_forward_steps"],
 )
-def test_bad_n_is_refused_naming_n(entry, n):
+def test_bad_n_is_refused_naming_n(entry, n, request):
+    if n is None and request.node.callspec.id.split("-")[0] in {"backprop", "reverse", "walk"}:
+        # For the run functions n=None means "length unknown": it needs a stop condition.
+        with pytest.raises(ParameterError, match=r"^n=None runs until a condition: give until="):
+            entry(n)
+        return
     with pytest.raises(ParameterError, match=r"^n must be an int >= 1, got ") as info:
         entry(n)
     assert repr(n) in str(info.value)

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from typing import final
 
 from revseq._validate import check_int
-from revseq.schedule import Action, Bounds, Cost, Schedule
+from revseq.schedule import Action, Advance, Bounds, Cost, Free, Schedule, Store
 
-__all__ = ["ReversalStrategy"]
+__all__ = ["OnlineStrategy", "ReversalStrategy"]
 
 
 class ReversalStrategy(abc.ABC):
@@ -57,6 +57,14 @@ class ReversalStrategy(abc.ABC):
         """Upper bounds this strategy promises for ``n`` steps (default: none)."""
         return Bounds()
 
+    def sized(self, state_nbytes: int) -> ReversalStrategy:
+        """This strategy for states of ``state_nbytes`` bytes (the engine calls it with x0's size).
+
+        A strategy whose budget is given in bytes returns a copy with the
+        budget turned into a number of checkpoints; the default returns self.
+        """
+        return self
+
     @final
     def schedule(self, n: int) -> Schedule:
         """The schedule for ``n`` steps: a lazy, re-iterable sequence of actions."""
@@ -66,3 +74,55 @@ class ReversalStrategy(abc.ABC):
     def cost(self, n: int) -> Cost:
         """Forward steps and peak checkpoints for ``n`` steps, simulated without running f."""
         return self.schedule(n).cost()
+
+
+class OnlineStrategy(ReversalStrategy):
+    """A strategy that places checkpoints without knowing ``n``: for runs that stop on a condition.
+
+    Implement :meth:`forward`, the actions of the forward sweep for a run of
+    unknown length (``Store``, ``Free`` and ``Advance`` without ``keep``; it
+    may be infinite, and each decision may depend only on the steps taken so
+    far), :meth:`backward`, the reversal once the sweep has stopped at
+    ``x_n``, and :meth:`online_bounds`, what it promises whatever ``n`` turns
+    out to be. Then ``backprop(..., n=None, until=...)`` runs it, and
+    :meth:`actions` (the schedule for a known ``n``) is derived: the forward
+    sweep cut at ``x_n``, then the reversal. So ``cost(n)`` is what a run
+    that stops at ``n`` costs, and the contract checks apply unchanged.
+    """
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    def forward(self) -> Iterator[Action]:
+        """Yield the forward sweep's actions for a run of unknown length."""
+
+    @abc.abstractmethod
+    def backward(self, n: int, stored: tuple[int, ...]) -> Iterator[Action]:
+        """Yield the reversal of ``n`` steps, the live state being ``x_n`` and ``stored`` the checkpoints held."""
+
+    @abc.abstractmethod
+    def online_bounds(self) -> Bounds:
+        """Upper bounds that hold whatever ``n`` turns out to be (checkpoints, at least)."""
+
+    def bounds(self, n: int) -> Bounds:
+        return self.online_bounds()
+
+    @final
+    def actions(self, n: int) -> Iterator[Action]:
+        stored: list[int] = []
+        yield from _cut_forward(self.forward(), n, stored)
+        yield from self.backward(n, tuple(sorted(stored)))
+
+
+def _cut_forward(actions: Iterator[Action], n: int, stored: list[int]) -> Iterator[Action]:
+    """The forward sweep ``actions`` as far as ``x_n``, noting in ``stored`` what it leaves stored."""
+    for action in actions:
+        if isinstance(action, Advance):
+            if action.stop >= n:
+                yield Advance(action.start, n, action.keep)
+                return
+        elif isinstance(action, Store):
+            stored.append(action.step)
+        elif isinstance(action, Free):
+            stored[:] = [t for t in stored if not action.start <= t < action.stop]
+        yield action
