@@ -1,0 +1,62 @@
+"""Helpers shared by the benchmark modules: independent step counts and a minimal schedule walker."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from revseq import Action, Advance, Free, Reverse, Store
+
+
+def binomial_steps(n: int, c: int) -> int:
+    """Griewank & Walther's minimum of forward steps with c checkpoints, as revseq counts them.
+
+    revseq counts the calls of f in a whole backprop: T(n, c) advances, the
+    first sweep included, plus the one call that produces x_n (THEORY.md, section 0).
+    Computed here from the closed form, independently of revseq's code.
+    """
+    r = 0
+    while math.comb(c + r, c) < n:
+        r += 1
+    return r * n - math.comb(c + r, r - 1) + 1 if r else 1
+
+
+def label(n: int, c: int) -> str:
+    """``n=1e6,c=30``."""
+    exponent = round(math.log10(n))
+    return f"n=1e{exponent},c={c}" if 10**exponent == n else f"n={n},c={c}"
+
+
+def walk_revseq(actions: Iterable[Action], n: int) -> tuple[int, int, int]:
+    """Forward steps (x_n's call included), peak checkpoints and number of actions of a revseq schedule.
+
+    The least any executor must do per action: dispatch on its type and keep
+    the counts; no f is run. Checkpoints are kept on a stack (a binomial
+    schedule stores them in increasing order and releases them last-in,
+    first-out): ``Reverse(start, stop)`` releases every checkpoint at or
+    after ``start``, ``Free`` drops a range early.
+    """
+    steps = peak = count = 0
+    held: list[int] = []
+    for action in actions:
+        count += 1
+        kind = type(action)
+        if kind is Advance:
+            start, stop = action.start, action.stop
+            steps += stop - start
+            if action.keep:
+                held.extend(range(start + 1, stop))
+                peak = max(peak, len(held))
+        elif kind is Store:
+            held.append(action.step)
+            peak = max(peak, len(held))
+        elif kind is Reverse:
+            start = action.start
+            while held and held[-1] >= start:
+                held.pop()
+            if action.stop == n:
+                steps += 1  # x_n = f(x_{n-1}), computed by the engine
+        elif kind is Free:
+            start, stop = action.start, action.stop
+            held = [t for t in held if not start <= t < stop]
+    return steps, peak, count

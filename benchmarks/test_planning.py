@@ -1,0 +1,57 @@
+"""Planning speed: the binomial schedule for large n, with no f run at all.
+
+Three ways to consume ``BinomialCheckpointing(c).schedule(n)``:
+
+- generate: pull every action and drop it (``deque(maxlen=0)``), the bare
+  cost of the strategy's generator and the action objects;
+- walk: a minimal executor that dispatches on each action's type and adds
+  up forward steps and checkpoints held, what any interpreter must at least do;
+- cost: ``strategy.cost(n)``, the simulator, which also validates every action.
+
+The forward steps and peak checkpoints are deterministic, so they are
+asserted against Griewank & Walther's closed form computed independently
+(``_common.binomial_steps``); times are recorded only.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+from _common import binomial_steps, label, walk_revseq
+
+import revseq
+
+CASES = [
+    pytest.param(n, c, rounds, id=label(n, c))
+    for n, c, rounds in [(10_000, 10, 10), (100_000, 20, 5), (1_000_000, 30, 2)]
+]
+
+
+@pytest.mark.parametrize(("n", "c", "rounds"), CASES)
+def test_generate(benchmark, timings, n, c, rounds):
+    schedule = revseq.BinomialCheckpointing(checkpoints=c).schedule(n)
+    timings.measure(benchmark, f"revseq generate binomial {label(n, c)}",
+                    lambda: collections.deque(schedule, maxlen=0), rounds=rounds)  # fmt: skip
+    benchmark.extra_info["forward_steps"] = binomial_steps(n, c)
+
+
+@pytest.mark.parametrize(("n", "c", "rounds"), CASES)
+def test_walk(benchmark, timings, n, c, rounds):
+    schedule = revseq.BinomialCheckpointing(checkpoints=c).schedule(n)
+    steps, peak, count = timings.measure(benchmark, f"revseq walk binomial {label(n, c)}",
+                                         lambda: walk_revseq(schedule, n), rounds=rounds)  # fmt: skip
+    assert steps == binomial_steps(n, c)
+    assert peak == c
+    benchmark.extra_info.update(forward_steps=steps, peak_checkpoints=peak, actions=count)
+
+
+@pytest.mark.parametrize(("n", "c", "rounds"), CASES)
+def test_cost(benchmark, timings, n, c, rounds):
+    strategy = revseq.BinomialCheckpointing(checkpoints=c)
+    name = f"revseq cost() binomial {label(n, c)}"
+    cost = timings.measure(benchmark, name, lambda: strategy.cost(n), rounds=rounds)
+    assert cost.forward_steps == binomial_steps(n, c)
+    assert cost.peak_checkpoints == c
+    benchmark.extra_info.update(forward_steps=cost.forward_steps, peak_checkpoints=cost.peak_checkpoints)
+    timings.ratio(benchmark, name, f"revseq walk binomial {label(n, c)}", key="ratio_vs_walk")
