@@ -36,3 +36,26 @@ def int_at_least(minimum: int, *, optional: bool = False) -> Any:
         check_int(attribute.name, value, minimum)
 
     return validator
+
+
+def checkpoints_in(max_bytes: int, state_nbytes: int) -> int:
+    """How many states of ``state_nbytes`` bytes fit in ``max_bytes`` (at least one must: x_0's copy)."""
+    if state_nbytes <= 0:
+        raise ParameterError(
+            "max_bytes needs states whose size is known (numpy arrays report nbytes), "
+            f"got a state of {state_nbytes} bytes"
+        )
+    count = max_bytes // state_nbytes
+    if count < 1:
+        raise ParameterError(
+            f"max_bytes must hold at least one state (x_0's copy) of {state_nbytes} bytes, got {max_bytes}"
+        )
+    return count
+
+
+def unsized(strategy: Any) -> ParameterError:
+    """The error for planning a byte budget before the state's size is known."""
+    return ParameterError(
+        f"{strategy!r} has its budget in bytes and needs the state's size: run it with backprop, reverse "
+        f"or walk, or plan with .sized(state_nbytes)"
+    )

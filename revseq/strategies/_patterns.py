@@ -8,7 +8,8 @@ checkpoint above it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 
 from revseq.schedule import Action, Advance, Restore, Reverse, Store
 
@@ -44,11 +45,11 @@ def sweeps(base: int, length: int) -> Iterator[Action]:
     yield from store_all(base, min(length, 2))
 
 
-def from_x0(n: int, body: Iterator[Action] | tuple[Action, ...]) -> Iterator[Action]:
+def from_x0(n: int, body: Iterable[Action]) -> Iterator[Action]:
     """Store ``x_0`` before ``body`` (which reverses all ``n`` steps) when there is more than one step.
 
-    Nothing frees it: the final ``Reverse`` releases every checkpoint.
+    Nothing frees it: the final ``Reverse`` releases every checkpoint. A
+    chain, not a generator, so that the body's actions pass through no
+    extra Python frame.
     """
-    if n > 1:
-        yield Store(0)
-    yield from body
+    return itertools.chain((Store(0),) if n > 1 else (), body)

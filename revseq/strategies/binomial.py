@@ -17,7 +17,8 @@ from typing import final
 
 import attrs
 
-from revseq._validate import as_int, check_int, int_at_least
+from revseq._validate import as_int, check_int, checkpoints_in, int_at_least, unsized
+from revseq.errors import ParameterError
 from revseq.schedule import Action, Advance, Bounds, Restore, Store
 from revseq.strategies import _patterns
 from revseq.strategies.base import ReversalStrategy
@@ -78,16 +79,22 @@ def _split(n: int, s: int) -> int:
     return b_s_tm1
 
 
-def _revolve(n: int, c: int) -> Iterator[Action]:
+def revolve(base: int, length: int, slots: int) -> Iterator[Action]:
+    """Reverse steps ``base .. base + length - 1`` optimally with ``slots`` checkpoints.
+
+    Precondition: the live state is ``x_base`` and, if ``length > 1``, it is
+    stored (counted in ``slots``; the caller stores it). Makes exactly
+    ``optimal_forward_steps(length, slots) - 1`` forward steps and releases
+    everything it stores. Other strategies (online, multistage) reverse their
+    segments with it.
+    """
     # Explicit stack rather than recursion: the depth is up to c + r, which can
     # pass Python's recursion limit for large budgets, and nested generators
     # would make every action pay for every level. The stack holds
     # sub-problems (base, length, slots) and the Restore of a base deferred
     # until the sub-problem pushed above it is done. This loop is the planning hot
-    # path (two million actions for n = 10**6, c = 30): keep it flat.
-    if n > 1:
-        yield Store(0)
-    stack: list[tuple[int, int, int] | Restore] = [(0, n, c)]
+    # path (1.5 million actions for n = 10**6, c = 30): keep it flat.
+    stack: list[tuple[int, int, int] | Restore] = [(base, length, slots)]
     pop, push = stack.pop, stack.append
     store_all = _patterns.store_all
     while stack:
@@ -139,19 +146,41 @@ class BinomialCheckpointing(ReversalStrategy):
         picks, for each ``n``, the fewest checkpoints with which no step is
         recomputed more than twice (about ``sqrt(2 n)``; at most ``2 n``
         forward steps), the rule equinox and diffrax use.
+    max_bytes:
+        The budget in bytes instead: as many checkpoints as states of the
+        run's size fit (the engine knows the size from ``x0``).
 
     >>> BinomialCheckpointing(checkpoints=15).cost(10_000).forward_steps
     45156
+    >>> BinomialCheckpointing(max_bytes=2**20).sized(800 * 100).budget(10_000)  # 1 MiB of 100-float states
+    13
     """
 
     checkpoints: int | None = attrs.field(default=None, converter=as_int, validator=int_at_least(1, optional=True))
+    max_bytes: int | None = attrs.field(
+        default=None, kw_only=True, converter=as_int, validator=int_at_least(1, optional=True)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.checkpoints is not None and self.max_bytes is not None:
+            raise ParameterError(
+                f"give the budget once, as checkpoints or as max_bytes, got checkpoints={self.checkpoints} "
+                f"and max_bytes={self.max_bytes}"
+            )
+
+    def sized(self, state_nbytes: int) -> BinomialCheckpointing:
+        if self.max_bytes is None:
+            return self
+        return BinomialCheckpointing(checkpoints=checkpoints_in(self.max_bytes, state_nbytes))
 
     def budget(self, n: int) -> int:
         """The number of checkpoints used for ``n`` steps."""
+        if self.max_bytes is not None:
+            raise unsized(self)
         return self.checkpoints if self.checkpoints is not None else _auto_checkpoints(n)
 
     def actions(self, n: int) -> Iterator[Action]:
-        return _revolve(n, self.budget(n))
+        return _patterns.from_x0(n, revolve(0, n, self.budget(n)))
 
     def bounds(self, n: int) -> Bounds:
         c = self.budget(n)
