@@ -1,0 +1,497 @@
+"""Pictures of schedules, computed from the actions alone (no f is run).
+
+Two figures:
+
+- :func:`draw_diagram`: the classic checkpointing diagram of one strategy for
+  one ``n``. Time runs left to right, one unit per call of f and per reversed
+  step; the step index runs bottom to top. Forward sweeps climb, the reversal
+  descends, and each checkpoint is a grey bar from the moment it is stored to
+  the moment it is freed. A lower panel counts the checkpoints held.
+- :func:`draw_frontier`: the trade-off every strategy makes for one ``n``,
+  forward steps against peak checkpoints over a range of budgets, with the
+  proven binomial minimum drawn as the bound no schedule can pass.
+
+matplotlib is an optional dependency (``pip install 'revseq[plot]'``); it is
+imported only when a figure is drawn. :func:`timeline`, the layout the
+diagram draws, needs nothing but revseq.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import numpy as np
+
+from revseq._validate import check_int
+from revseq.errors import ParameterError
+from revseq.schedule import Action, Advance, Cost, Free, Restore, Reverse, Store, simulate
+from revseq.strategies import (
+    BinomialCheckpointing,
+    Recompute,
+    RecursiveHalving,
+    SqrtCheckpointing,
+    StoreAll,
+    optimal_forward_steps,
+)
+from revseq.strategies.base import ReversalStrategy
+
+if TYPE_CHECKING:
+    # Without matplotlib installed (it is an optional extra) mypy sees Any here.
+    from matplotlib.figure import Figure  # type: ignore[import-not-found, unused-ignore]
+
+__all__ = [
+    "MAX_DIAGRAM_N",
+    "MISSING_MATPLOTLIB",
+    "Timeline",
+    "draw_diagram",
+    "draw_frontier",
+    "frontier",
+    "label",
+    "require_matplotlib",
+    "save",
+    "timeline",
+]
+
+MAX_DIAGRAM_N = 64
+"""Largest ``n`` :func:`draw_diagram` accepts: beyond it the lines merge into a smear."""
+
+MISSING_MATPLOTLIB = "matplotlib is needed for plots: pip install 'revseq[plot]'"
+
+FORWARD = "#1f6fb4"
+REVERSE = "#d1492e"
+HELD = "#9aa3ad"
+DISK = "#b07a3b"
+INK = "#222222"
+
+
+@attrs.frozen
+class Timeline:
+    """A schedule laid out in time: one unit per call of f and per reversed step.
+
+    Attributes
+    ----------
+    n:
+        Number of steps.
+    duration:
+        Total time: forward steps plus ``n`` reversed steps.
+    sweeps:
+        ``(time, start, stop)``: f carries ``x_start`` to ``x_stop`` over
+        ``[time, time + stop - start]``. The call producing ``x_n`` is a sweep too.
+    reversals:
+        ``(time, start, stop)``: steps ``stop - 1`` down to ``start`` are
+        reversed over ``[time, time + stop - start]``.
+    stores:
+        ``(time, t, disk)``: ``x_t`` is stored, in memory or on disk (states
+        kept by ``Advance(keep=True)`` included).
+    restores:
+        ``(time, t, previous)``: ``x_t`` becomes the live state; ``previous`` is
+        where the last sweep or reversal ended (the jump drawn back to ``t``).
+    lifetimes:
+        ``(t, begin, end, disk)``: ``x_t`` is held from ``begin`` to ``end``:
+        until it is freed, or until the reversal of step ``t`` is done (a
+        ``Reverse`` releases what it has made useless).
+    held, held_disk:
+        ``(time, count)``: checkpoints held in memory (on disk) from ``time``
+        on, one entry per change, in order (several may share a time).
+    """
+
+    n: int
+    duration: int
+    sweeps: tuple[tuple[int, int, int], ...]
+    reversals: tuple[tuple[int, int, int], ...]
+    stores: tuple[tuple[int, int, bool], ...]
+    restores: tuple[tuple[int, int, int], ...]
+    lifetimes: tuple[tuple[int, int, int, bool], ...]
+    held: tuple[tuple[int, int], ...]
+    held_disk: tuple[tuple[int, int], ...]
+
+    @property
+    def forward_steps(self) -> int:
+        return sum(stop - start for _, start, stop in self.sweeps)
+
+    @property
+    def peak_checkpoints(self) -> int:
+        """Most checkpoints held in memory at once."""
+        return max(count for _, count in self.held)
+
+    @property
+    def peak_disk(self) -> int:
+        return max(count for _, count in self.held_disk)
+
+
+def timeline(actions: Iterable[Action], n: int) -> Timeline:
+    """Lay out ``actions`` (a schedule for ``n`` steps, as ``backprop`` runs it) in time.
+
+    The schedule is validated first, so an illegal one raises
+    :class:`~revseq.errors.ScheduleError` naming the action.
+
+    >>> from revseq import StoreAll
+    >>> t = timeline(StoreAll().schedule(3), 3)
+    >>> t.sweeps, t.reversals, t.duration
+    (((0, 0, 2), (2, 2, 3)), ((3, 0, 3),), 6)
+    >>> t.lifetimes  # x_1 is released once step 1 is reversed (time 5), x_0 at the end
+    ((0, 0, 6, False), (1, 1, 5, False))
+    """
+    n = check_int("n", n, 1)
+    actions = list(actions)
+    simulate(actions, n)
+    now = 0
+    drawn = 0  # where the picture's pen is: the end of the last sweep or reversal
+    output_done = False  # whether a sweep has reached x_n already
+    sweeps: list[tuple[int, int, int]] = []
+    reversals: list[tuple[int, int, int]] = []
+    stores: list[tuple[int, int, bool]] = []
+    restores: list[tuple[int, int, int]] = []
+    lifetimes: list[tuple[int, int, int, bool]] = []
+    born: dict[tuple[int, bool], int] = {}  # (t, disk) -> when it was stored
+    # The number held, after every change, in the order the changes happen (times never decrease):
+    # a checkpoint stored and freed at the same time still shows, and counts towards the peak.
+    held: dict[bool, list[tuple[int, int]]] = {False: [(0, 0)], True: [(0, 0)]}
+
+    def store(t: int, time: int, disk: bool) -> None:
+        born[t, disk] = time
+        stores.append((time, t, disk))
+        held[disk].append((time, held[disk][-1][1] + 1))
+
+    def release(t: int, time: int) -> None:
+        for disk in (False, True):
+            if (t, disk) in born:
+                lifetimes.append((t, born.pop((t, disk)), time, disk))
+                held[disk].append((time, held[disk][-1][1] - 1))
+
+    for action in actions:
+        if isinstance(action, Advance):
+            sweeps.append((now, action.start, action.stop))
+            if action.keep:
+                for t in range(action.start + 1, action.stop):
+                    store(t, now + t - action.start, False)
+            now += action.stop - action.start
+            drawn = action.stop
+            output_done = output_done or action.stop == n
+        elif isinstance(action, Store):
+            store(action.step, now, action.disk)
+        elif isinstance(action, Restore):
+            restores.append((now, action.step, drawn))
+            drawn = action.step
+        elif isinstance(action, Free):
+            for t in range(action.start, action.stop):
+                release(t, now)
+        elif isinstance(action, Reverse):
+            if action.stop == n and not output_done:
+                sweeps.append((now, n - 1, n))
+                now += 1
+                output_done = True
+            reversals.append((now, action.start, action.stop))
+            for t in range(action.stop - 1, action.start - 1, -1):
+                release(t, now + action.stop - t)  # x_t is done with once step t is reversed
+            for t in sorted({t for t, _ in born if t >= action.start}):
+                release(t, now)  # anything else the reversal made useless (none in the built-ins)
+            now += action.stop - action.start
+            drawn = action.start
+    for (t, disk), begin in born.items():
+        lifetimes.append((t, begin, now, disk))
+    return Timeline(
+        n=n,
+        duration=now,
+        sweeps=tuple(sweeps),
+        reversals=tuple(reversals),
+        stores=tuple(stores),
+        restores=tuple(restores),
+        lifetimes=tuple(sorted(lifetimes)),
+        held=tuple(held[False]),
+        held_disk=tuple(held[True]),
+    )
+
+
+def label(strategy: ReversalStrategy) -> str:
+    """The strategy as it would be written, leaving out settings left at their defaults.
+
+    >>> label(BinomialCheckpointing()), label(BinomialCheckpointing(checkpoints=15))
+    ('BinomialCheckpointing()', 'BinomialCheckpointing(checkpoints=15)')
+    """
+    cls = type(strategy)
+    if not attrs.has(cls):
+        return repr(strategy)
+    parts = [
+        f"{field.name}={getattr(strategy, field.name)!r}"
+        for field in attrs.fields(cls)
+        if field.default is attrs.NOTHING or getattr(strategy, field.name) != field.default
+    ]
+    return f"{cls.__name__}({', '.join(parts)})"
+
+
+def require_matplotlib() -> None:
+    """Raise ModuleNotFoundError saying how to install matplotlib if it is missing."""
+    try:
+        import matplotlib  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name != "matplotlib":  # matplotlib is there but broken: let its own error speak
+            raise
+        raise ModuleNotFoundError(MISSING_MATPLOTLIB, name="matplotlib") from exc
+
+
+def _segments(pieces: Iterable[tuple[int, int, int]], *, down: bool) -> list[list[tuple[float, float]]]:
+    # A sweep is a line of slope 1 (one step per time unit); a reversal, of slope -1.
+    out = []
+    for time, start, stop in pieces:
+        length = stop - start
+        if down:
+            out.append([(float(time), float(stop)), (float(time + length), float(start))])
+        else:
+            out.append([(float(time), float(start)), (float(time + length), float(stop))])
+    return out
+
+
+def draw_diagram(strategy: ReversalStrategy, n: int) -> Figure:
+    """The checkpointing diagram of ``strategy`` for ``n <= MAX_DIAGRAM_N`` steps.
+
+    Raises :class:`~revseq.errors.ParameterError` for a larger ``n`` and
+    ``ModuleNotFoundError`` (with the install command) without matplotlib.
+    """
+    n = check_int("n", n, 1)
+    if n > MAX_DIAGRAM_N:
+        raise ParameterError(
+            f"n must be <= {MAX_DIAGRAM_N} for a readable diagram, got {n}; "
+            f"for large n see the frontier plot, or list the schedule with `revseq plan --actions`"
+        )
+    require_matplotlib()
+    from matplotlib.collections import LineCollection  # type: ignore[import-not-found, unused-ignore]
+    from matplotlib.figure import Figure  # type: ignore[import-not-found, unused-ignore]
+    from matplotlib.lines import Line2D  # type: ignore[import-not-found, unused-ignore]
+    from matplotlib.ticker import MaxNLocator  # type: ignore[import-not-found, unused-ignore]
+
+    lay = timeline(strategy.schedule(n), n)
+    bounds = strategy.bounds(n)
+    uses_disk = any(disk for *_, disk in lay.lifetimes)
+    fig = Figure(figsize=(10, 6.6), dpi=150, layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[4, 1])
+
+    # Checkpoints held: bars under everything else, from store to release.
+    for disk, color in ((False, HELD), (True, DISK)):
+        bars = [[(float(b), float(t)), (float(e), float(t))] for t, b, e, d in lay.lifetimes if d is disk]
+        if bars:
+            top.add_collection(LineCollection(bars, colors=color, linewidths=4, alpha=0.5, capstyle="butt", zorder=1))
+    # Restores: a dotted jump of the live state back to a stored one (it costs no step).
+    jumps = [[(float(time), float(previous)), (float(time), float(t))] for time, t, previous in lay.restores]
+    top.add_collection(LineCollection(jumps, colors=INK, linestyles=":", linewidths=0.8, alpha=0.6, zorder=2))
+    top.add_collection(LineCollection(_segments(lay.sweeps, down=False), colors=FORWARD, linewidths=1.6, zorder=3))
+    top.add_collection(LineCollection(_segments(lay.reversals, down=True), colors=REVERSE, linewidths=2.4, zorder=4))
+    if lay.stores:
+        top.scatter([s[0] for s in lay.stores], [s[1] for s in lay.stores], s=16, color=INK, zorder=5, linewidths=0)
+    if lay.restores:
+        rx, ry = [r[0] for r in lay.restores], [r[1] for r in lay.restores]
+        top.scatter(rx, ry, s=30, marker="^", facecolors="white", edgecolors=INK, linewidths=0.9, zorder=6)
+
+    top.set_xlim(-0.5, lay.duration + 0.5)
+    top.set_ylim(-0.7, n + 0.7)
+    top.set_ylabel("step index t  (state x_t)")
+    top.yaxis.set_major_locator(MaxNLocator(integer=True))
+    top.grid(True, color="#e6e6e6", linewidth=0.6, zorder=0)
+    top.set_axisbelow(True)
+    disk_note = f" + {lay.peak_disk} on disk" if uses_disk else ""
+    top.set_title(
+        f"{label(strategy)}, n = {n}: {lay.forward_steps} forward steps "
+        f"({lay.forward_steps / n:.2f} x n), {lay.peak_checkpoints} checkpoints{disk_note}",
+        fontsize=11,
+    )
+    handles = [
+        Line2D([], [], color=FORWARD, linewidth=1.6, label="forward sweep (calls of f)"),
+        Line2D([], [], color=REVERSE, linewidth=2.4, label="reverse step (adjoint)"),
+        Line2D([], [], color=HELD, linewidth=4, alpha=0.5, label="checkpoint held"),
+        Line2D([], [], color=INK, marker="o", markersize=4, linestyle="none", label="store"),
+        Line2D(
+            [],
+            [],
+            color=INK,
+            marker="^",
+            markerfacecolor="white",
+            linestyle=":",
+            linewidth=0.8,
+            markersize=5,
+            label="restore (jump back)",
+        ),
+    ]
+    if uses_disk:
+        handles.insert(3, Line2D([], [], color=DISK, linewidth=4, alpha=0.5, label="checkpoint on disk"))
+    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize=8, frameon=False)
+
+    for held, color, name in ((lay.held, INK, "in memory"), (lay.held_disk, DISK, "on disk")):
+        if held is lay.held_disk and not uses_disk:
+            continue
+        times = [time for time, _ in held] + [lay.duration]
+        counts = [count for _, count in held] + [held[-1][1]]
+        bottom.step(times, counts, where="post", color=color, linewidth=1.2, label=name if uses_disk else None)
+        bottom.fill_between(times, counts, step="post", color=HELD if color is INK else DISK, alpha=0.4)
+    if bounds.checkpoints is not None:
+        bottom.axhline(
+            bounds.checkpoints,
+            color=REVERSE,
+            linestyle="--",
+            linewidth=0.9,
+            label=f"promised bound: {bounds.checkpoints}",
+        )
+    if bounds.checkpoints is not None or uses_disk:
+        bottom.legend(loc="upper right", fontsize=8, framealpha=0.92)
+    top_count = max(lay.peak_checkpoints, lay.peak_disk, bounds.checkpoints or 0, 1)
+    bottom.set_ylim(0, top_count * 1.3)
+    bottom.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
+    bottom.set_ylabel("held")
+    bottom.set_xlabel("time (one unit per call of f and per reversed step)")
+    bottom.grid(True, color="#e6e6e6", linewidth=0.6)
+    return fig
+
+
+def _geometric(low: int, high: int, count: int) -> list[int]:
+    """About ``count`` distinct integers from ``low`` to ``high``, evenly spaced on a log scale."""
+    if high <= low:
+        return [low]
+    ratio = (high / low) ** (1 / max(count - 1, 1))
+    values = {low, high}
+    value = float(low)
+    while value < high:
+        values.add(round(value))
+        value *= ratio
+    return sorted(values)
+
+
+def frontier(n: int = 1000) -> dict[str, list[tuple[ReversalStrategy, Cost]]]:
+    """The points of the frontier plot: each built-in strategy over a range of budgets, simulated.
+
+    Keys are the short strategy names; ``"binomial"`` holds budgets spread
+    evenly on a log scale from 2 to ``n - 1`` and the default budget (last),
+    ``"sqrt"`` intervals from 1 to ``n`` and the default interval (last).
+
+    >>> [(label(s), c.forward_steps) for s, c in frontier(100)["halving"]]
+    [('RecursiveHalving()', 317)]
+    """
+    n = check_int("n", n, 2)
+    binomial: list[ReversalStrategy] = [BinomialCheckpointing(checkpoints=c) for c in _geometric(2, n - 1, 9)]
+    sqrt: list[ReversalStrategy] = [SqrtCheckpointing(interval=k) for k in _geometric(1, n, 24)]
+    groups: dict[str, list[ReversalStrategy]] = {
+        "binomial": [*binomial, BinomialCheckpointing()],
+        "sqrt": [*sqrt, SqrtCheckpointing()],
+        "halving": [RecursiveHalving()],
+        "storeall": [StoreAll()],
+        "recompute": [Recompute()],
+    }
+    return {name: [(s, s.cost(n)) for s in group] for name, group in groups.items()}
+
+
+def draw_frontier(n: int = 1000) -> Figure:
+    """Forward steps against peak checkpoints for every built-in strategy at ``n``, and the binomial bound.
+
+    Costs are simulated from the schedules (the engine measures the same
+    counts). The staircase is ``optimal_forward_steps(n, c)`` for every budget
+    ``c``: no schedule lies below it, and ``BinomialCheckpointing`` lies on it.
+    Raises ``ModuleNotFoundError`` (with the install command) without matplotlib.
+    """
+    n = check_int("n", n, 2)
+    require_matplotlib()
+    from matplotlib.figure import Figure  # type: ignore[import-not-found, unused-ignore]
+    from matplotlib.ticker import FuncFormatter  # type: ignore[import-not-found, unused-ignore]
+
+    data = frontier(n)
+    fig = Figure(figsize=(9, 6), dpi=150, layout="constrained")
+    ax = fig.subplots()
+    xs = [*range(1, n), n]
+    bound = [optimal_forward_steps(n, min(c, n - 1)) for c in xs]
+    floor = n / 1.6
+    ax.fill_between(xs, [floor] * len(xs), bound, step="post", color="#eeeeee", zorder=0, linewidth=0)
+    ax.plot(
+        xs,
+        bound,
+        drawstyle="steps-post",
+        color=INK,
+        linewidth=1.4,
+        zorder=2,
+        label="binomial: the proven minimum (Revolve)",
+    )
+    ax.text(0.04, 0.06, "no schedule can do this", transform=ax.transAxes, color="#888888", fontsize=9)
+
+    def xy(points: list[tuple[ReversalStrategy, Cost]]) -> tuple[list[int], list[int]]:
+        return [c.peak_checkpoints for _, c in points], [c.forward_steps for _, c in points]
+
+    *budgets, (_, auto) = data["binomial"]
+    ax.scatter(*xy(budgets), s=22, color=INK, zorder=5, label="BinomialCheckpointing(checkpoints=c)")
+    ax.scatter(
+        [auto.peak_checkpoints],
+        [auto.forward_steps],
+        s=110,
+        marker="*",
+        color="#e3a21a",
+        edgecolors=INK,
+        linewidths=0.6,
+        zorder=6,
+        label=f"BinomialCheckpointing() (default: c = {auto.peak_checkpoints})",
+    )
+    *intervals, (_, default_sqrt) = data["sqrt"]
+    curve = sorted(set(zip(*xy(intervals), strict=True)))
+    ax.plot(
+        *zip(*curve, strict=True),
+        color="#3a923a",
+        linewidth=1,
+        marker="o",
+        markersize=3.5,
+        alpha=0.85,
+        zorder=3,
+        label="SqrtCheckpointing(interval=k), k from 1 to n",
+    )
+    ax.scatter(
+        [default_sqrt.peak_checkpoints],
+        [default_sqrt.forward_steps],
+        s=70,
+        marker="D",
+        color="#3a923a",
+        edgecolors=INK,
+        linewidths=0.6,
+        zorder=6,
+        label="SqrtCheckpointing() (k = ceil(sqrt n))",
+    )
+    for name, marker, color in (("halving", "s", "#8a4fbf"), ("storeall", "P", FORWARD), ("recompute", "X", REVERSE)):
+        ((strategy, cost),) = data[name]
+        ax.scatter(
+            [cost.peak_checkpoints],
+            [cost.forward_steps],
+            s=70,
+            marker=marker,
+            color=color,
+            edgecolors=INK,
+            linewidths=0.6,
+            zorder=6,
+            label=label(strategy),
+        )
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(0.8, n * 1.25)
+    ax.set_ylim(floor, optimal_forward_steps(n, 1) * 1.6)
+    ax.set_xlabel("peak checkpoints held (states in memory, x_0 included)")
+    ax.set_ylabel("forward steps (calls of f over a whole backprop)")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+
+    def to_factor(steps: Any) -> Any:
+        return np.asarray(steps) / n
+
+    def to_steps(factor: Any) -> Any:
+        return np.asarray(factor) * n
+
+    right = ax.secondary_yaxis("right", functions=(to_factor, to_steps))
+    right.set_ylabel("recompute factor (forward steps / n)")
+    right.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.grid(True, which="major", color="#e0e0e0", linewidth=0.7)
+    ax.grid(True, which="minor", color="#f2f2f2", linewidth=0.5)
+    ax.set_axisbelow(True)
+    ax.set_title(f"The memory / recomputation trade-off, n = {n} (costs simulated from the schedules)", fontsize=11)
+    ax.legend(loc="upper right", fontsize=8, framealpha=0.95)
+    return fig
+
+
+def save(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` (the format follows the suffix; PNG without one) and return the path."""
+    path = Path(path)
+    fmt = path.suffix[1:].lower() or "png"
+    fig.savefig(path, format=fmt)
+    return path
