@@ -610,7 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_strategy_names,
         action="extend",
         metavar="NAMES",
-        help=f"comma-separated, from {', '.join(STRATEGIES)} (default: all; recompute only for n <= {RECOMPUTE_MAX_N})",
+        help=f"comma-separated, from {', '.join(STRATEGIES)} (default: all, but recompute only if n <= "
+        f"{RECOMPUTE_MAX_N} and it would take <= {RECOMPUTE_MAX_SECONDS:.0f} s)",
     )
     c.add_argument(
         "--checkpoints",

@@ -9,9 +9,12 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
+import shlex
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -337,3 +340,31 @@ def test_the_builtin_recurrence_is_the_gist():
     np.testing.assert_array_equal(x, np.sin(np.sin(np.sin(np.sin(work.x0)))))
     assert work.x0.shape == (5,)
     assert np.all(np.abs(work.x0) <= 1)
+
+
+def documented_runs(command: str) -> list:
+    """The `$ revseq <command> ...` examples in docs/cli.md, with the output pasted under each."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    runs = []
+    for block in re.findall(r"```console\n(.*?)```", text, re.S):
+        for chunk in re.split(r"^\$ ", block, flags=re.M)[1:]:
+            line, _, output = chunk.partition("\n")
+            argv = shlex.split(line.split("  #")[0])
+            if argv[:2] == ["revseq", command]:
+                runs.append(pytest.param(argv[1:], output, id=" ".join(argv[1:])))
+    return runs
+
+
+@pytest.mark.parametrize(("argv", "output"), documented_runs("plan"))
+def test_docs_plan_examples_print_what_the_docs_show(capsys, argv, output):
+    code, out, err = run(capsys, *argv)
+    if output.startswith("..."):  # an error, its usage lines left out: the message is the last line
+        assert code == 2
+        assert err.splitlines()[-1] == output.splitlines()[-1]
+    else:
+        assert code == 0
+        assert out == output
+
+
+def test_docs_have_plan_examples():
+    assert len(documented_runs("plan")) >= 5
