@@ -8,7 +8,8 @@
 
 ``revseq <command> --help`` lists the options; docs/cli.md shows real runs.
 Exit status: 0 on success, 2 for a usage error (a bad option value, an unknown
-strategy), 1 when the work fails (matplotlib missing, the recurrence raising).
+strategy), 1 when the work fails (matplotlib missing, the recurrence raising a
+revseq error), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ _ALIASES = {**{name: name for name in STRATEGIES}, **{cls.__name__.lower(): name
 RECOMPUTE_MAX_N = 2000
 RECOMPUTE_MAX_SECONDS = 10.0
 """``compare`` runs Recompute (about n^2/2 forward steps) by default only for ``n <= RECOMPUTE_MAX_N``
-and when StoreAll's time per step predicts it takes at most ``RECOMPUTE_MAX_SECONDS``."""
+and when the fastest time per step of the runs before it predicts at most ``RECOMPUTE_MAX_SECONDS``."""
 
 MIB = 2**20
 
