@@ -21,13 +21,15 @@ Advance, Store, Restore, Free, Reverse   the actions a strategy yields
 simulate(actions, n), validate(...)      cost and legality, without running f
 Cost, Bounds, Schedule                   what they return / promise / wrap
 
-Also: optimal_forward_steps, repetition_number, MemoryStore, Store (protocol),
+Also: optimal_forward_steps, repetition_number, MemoryStore, DiskStore,
+CheckpointStore (the store protocol),
 Result, Stats, Reversal, the errors in revseq.errors, and revseq.testing for
 checking a strategy of your own.
 """
 
+from revseq.disk import DiskStore
 from revseq.engine import DEFAULT_STRATEGY, Result, Reversal, Stats, Walk, backprop, reverse, walk
-from revseq.errors import ParameterError, RevseqError, ScheduleError, StepError
+from revseq.errors import ParameterError, RevseqError, ScheduleError, StepError, StoreError
 from revseq.recurrence import Recurrence
 from revseq.schedule import (
     Action,
@@ -65,6 +67,7 @@ __all__ = [
     "Bounds",
     "CheckpointStore",
     "Cost",
+    "DiskStore",
     "Free",
     "MemoryStore",
     "ParameterError",
@@ -84,6 +87,7 @@ __all__ = [
     "StepError",
     "Store",
     "StoreAll",
+    "StoreError",
     "Walk",
     "__version__",
     "backprop",

@@ -157,12 +157,15 @@ class _Run:
         self.n = n
         # A store that copies is there for steps that work in place: start from
         # a copy too, or the first step would modify the caller's x0.
-        self.x = _tree.deep_copy(x0) if isinstance(store, MemoryStore) and store.copies else x0
+        self.copies = isinstance(store, MemoryStore) and store.copies
+        self.x = _tree.deep_copy(x0) if self.copies else x0
         self.live = 0
         self.plain = recurrence.plain_step
         self.step = recurrence.step_at()
         self.store = store
         self.disk = disk  # checkpoints stored with Store(t, disk=True); a DiskStore is made if needed
+        # A disk store's byte counters are cumulative over its life: count this run's from here.
+        self.disk_bytes_before = (int(getattr(disk, "bytes_written", 0)), int(getattr(disk, "bytes_read", 0)))
         self.output = output
         # The strategy's promise, enforced: the run stops before an action that would break it.
         self.tracker = _Tracker(n, output=output, limit=bounds.checkpoints, disk_limit=bounds.disk_checkpoints)
@@ -182,8 +185,8 @@ class _Run:
             peak_disk=self.peak_disk,
             disk_writes=t.disk_writes,
             disk_reads=t.disk_reads,
-            disk_bytes_written=int(getattr(disk, "bytes_written", 0)),
-            disk_bytes_read=int(getattr(disk, "bytes_read", 0)),
+            disk_bytes_written=int(getattr(disk, "bytes_written", 0)) - self.disk_bytes_before[0],
+            disk_bytes_read=int(getattr(disk, "bytes_read", 0)) - self.disk_bytes_before[1],
         )
 
     def clear(self) -> None:
@@ -302,6 +305,8 @@ class _Run:
                 start, stop = action.start, action.stop  # type: ignore[union-attr]
                 if stop == n and self.output and live != n:
                     last = x if live == n - 1 else get(n - 1)
+                    if self.copies:  # a step that works in place must not consume x_{n-1}
+                        last = _tree.deep_copy(last)
                     if self.checked:
                         final = self.step(last, n - 1)
                         self.calls += 1

@@ -456,6 +456,13 @@ class _Tracker:
             raise self.fail(f"x_{top} is neither live (x_{self.live} is) nor stored")
         if self._held_in(start, top) != top - start:
             raise self.fail(f"x_{self._first_missing(start, top, last=True)} is not stored")
+        if self.disk_keys:  # states read from disk, not memory, are disk reads
+            keys, disk = self.keys, self.disk_keys
+            hi = top if top == self.live else stop  # x_top is read from the store unless it is live
+            lo = start
+            on_disk = set(disk[bisect_left(disk, lo) : bisect_left(disk, hi)])
+            on_disk.difference_update(keys[bisect_left(keys, lo) : bisect_left(keys, hi)])
+            self.disk_reads += len(on_disk)
         if stop == self.n and self.output and not self.output_done:
             self.forward_steps += 1  # x_n = f(x_{n-1}), computed once
             self.output_done = True

@@ -265,3 +265,43 @@ def test_the_engine_enforces_a_strategys_checkpoint_promise():
     assert len(store) == 0
     with pytest.raises(ScheduleError, match=r"over the budget of 1"):
         OverPromising().cost(10)
+
+
+@strategies
+def test_copying_store_keeps_x_n_minus_1_intact_when_computing_x_n(strategy):
+    # The engine computes x_n from x_{n-1} and then reverses step n-1 at x_{n-1}: an in-place
+    # step must not have consumed it. Oracle: integer arithmetic (x_t = 2**t).
+    def double_in_place(x):
+        x *= 2
+        return x
+
+    n = 6
+    pairs = [(t, float(x[0])) for t, x in revseq.walk(double_in_place, np.ones(1), n, strategy,
+                                                      store=revseq.MemoryStore(copy=True))]  # fmt: skip
+    assert pairs == [(t, 2.0**t) for t in range(n, -1, -1)]
+
+
+def test_disk_reads_and_bytes_are_counted_per_run(tmp_path):
+    # x_0 kept on disk only, n = 3: one disk write; x_0 read back from disk twice (a Restore, and
+    # the Reverse of step 0, which finds it on disk only). Reusing the store: each run counts its own.
+    class DiskOnly(revseq.ReversalStrategy):
+        def actions(self, n):
+            assert n == 3
+            yield revseq.Store(0, disk=True)
+            yield revseq.Advance(0, 2)
+            yield revseq.Reverse(2, 3)
+            yield revseq.Restore(0)
+            yield revseq.Advance(0, 1)
+            yield revseq.Reverse(0, 2)
+
+    disk = revseq.DiskStore(tmp_path)
+    rec = Recurrence(np.sin, np.cos)
+    want = revseq.backprop(rec, np.ones(4), 3, revseq.StoreAll())
+    for _ in range(2):
+        out = revseq.backprop(rec, np.ones(4), 3, DiskOnly(), disk=disk)
+        np.testing.assert_allclose(out.gradient, want.gradient, rtol=1e-15)
+        assert (out.stats.disk_writes, out.stats.disk_reads, out.stats.peak_disk) == (1, 2, 1)
+        assert out.stats.disk_bytes_written == 4 * 8
+        assert out.stats.disk_bytes_read == 2 * 4 * 8
+        assert out.stats.as_cost() == DiskOnly().cost(3)
+    assert list(tmp_path.iterdir()) == []
