@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 from revseq import Action, Advance, Free, Reverse, Store
 
@@ -37,6 +38,7 @@ def walk_revseq(actions: Iterable[Action], n: int) -> tuple[int, int, int]:
     after ``start``, ``Free`` drops a range early.
     """
     steps = peak = count = 0
+    computed_n = False  # whether an Advance reached x_n itself (then the reversal does not compute it)
     held: list[int] = []
     for action in actions:
         count += 1
@@ -44,6 +46,7 @@ def walk_revseq(actions: Iterable[Action], n: int) -> tuple[int, int, int]:
         if kind is Advance:
             start, stop = action.start, action.stop
             steps += stop - start
+            computed_n = computed_n or stop == n
             if action.keep:
                 held.extend(range(start + 1, stop))
                 peak = max(peak, len(held))
@@ -54,9 +57,33 @@ def walk_revseq(actions: Iterable[Action], n: int) -> tuple[int, int, int]:
             start = action.start
             while held and held[-1] >= start:
                 held.pop()
-            if action.stop == n:
-                steps += 1  # x_n = f(x_{n-1}), computed by the engine
+            if action.stop == n and not computed_n:
+                steps += 1  # x_n = f(x_{n-1}), computed by the engine when step n-1 is reversed
         elif kind is Free:
             start, stop = action.start, action.stop
             held = [t for t in held if not start <= t < stop]
+    return steps, peak, count
+
+
+def walk_checkpoint_schedules(cs: Any, schedule: Iterable[Any]) -> tuple[int, int, int]:
+    """The same walk over a checkpoint_schedules schedule (module ``cs``).
+
+    Returns forward steps as that library counts them (``n + T``: every
+    reversed step is re-run once before its ``Reverse``), peak snapshots held
+    and the number of actions.
+    """
+    forward, move, end = cs.Forward, cs.Move, cs.EndReverse
+    steps = held = peak = count = 0
+    for action in schedule:
+        count += 1
+        kind = type(action)
+        if kind is forward:
+            steps += action.n1 - action.n0
+            if action.write_ics:  # a snapshot of x_{n0} is written
+                held += 1
+                peak = max(peak, held)
+        elif kind is move:  # a snapshot's last use: it leaves storage
+            held -= 1
+        elif kind is end:
+            break
     return steps, peak, count

@@ -43,7 +43,7 @@ import time
 
 import numpy as np
 import pytest
-from _common import binomial_steps, label, walk_revseq
+from _common import binomial_steps, label, walk_checkpoint_schedules, walk_revseq
 
 import revseq
 
@@ -69,25 +69,6 @@ def pyrevolve():
 
 
 # -- walking the schedule ------------------------------------------------------------------------
-
-
-def walk_checkpoint_schedules(cs, schedule) -> tuple[int, int, int]:
-    """Forward steps as the schedule counts them (n + T), peak snapshots held, number of actions."""
-    forward, move, end = cs.Forward, cs.Move, cs.EndReverse
-    steps = held = peak = count = 0
-    for action in schedule:
-        count += 1
-        kind = type(action)
-        if kind is forward:
-            steps += action.n1 - action.n0
-            if action.write_ics:  # a snapshot of x_{n0} is written
-                held += 1
-                peak = max(peak, held)
-        elif kind is move:  # a snapshot's last use: it leaves storage
-            held -= 1
-        elif kind is end:
-            break
-    return steps, peak, count
 
 
 def walk_revolve(crevolve, n: int, c: int) -> tuple[int, int, int]:
