@@ -1,0 +1,565 @@
+"""PyTorch adapter: backpropagate through ``h_{t+1} = cell(h_t, u_t)`` under a revseq schedule.
+
+PyTorch differentiates one step; revseq decides which states to keep. The
+forward pass runs the cell without building a graph, holding only the
+strategy's checkpoints; the backward pass walks the states back, re-runs the
+cell with gradients enabled at each ``h_t`` and asks autograd for that one
+step's vector-Jacobian product. Gradients reach ``h0``, the inputs and every
+parameter of the cell exactly as they would through the unrolled loop.
+
+>>> import torch, revseq
+>>> import revseq.torch as rt
+>>> _ = torch.manual_seed(0)
+>>> cell = torch.nn.GRUCell(4, 8)
+>>> u = torch.randn(100, 2, 4)                        # 100 steps, batch of 2
+>>> tally = rt.Tally()
+>>> h = rt.unroll(lambda h, u_t: cell(u_t, h), torch.zeros(2, 8), u, params=cell.parameters(),
+...               strategy=revseq.BinomialCheckpointing(checkpoints=5), tally=tally)
+>>> h.sum().backward()                                # fills cell.weight_hh.grad, ...
+>>> tally.forward_steps, tally.vjp_steps, tally.stats.peak_checkpoints
+(317, 100, 5)
+
+See docs/autodiff.md for the design, the counting convention and measured memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+try:
+    import torch
+except ModuleNotFoundError as error:  # only a missing torch; a broken install keeps its own message
+    if error.name != "torch":
+        raise
+    raise ModuleNotFoundError("revseq.torch needs PyTorch: pip install 'revseq[torch]'", name=error.name) from None
+
+import attrs
+
+from revseq import _tree
+from revseq._validate import check_int
+from revseq.engine import DEFAULT_STRATEGY, Stats, Walk, walk
+from revseq.errors import ParameterError, StepError
+from revseq.recurrence import Recurrence
+from revseq.strategies.base import ReversalStrategy
+
+__all__ = ["Tally", "unroll"]
+
+Tensor = torch.Tensor
+
+
+@attrs.define
+class Tally:
+    """What :func:`unroll` cost, counted as it runs; pass one as ``tally=`` and read it afterwards.
+
+    Attributes
+    ----------
+    forward_steps:
+        Calls of the cell made without gradients: the engine's first sweep,
+        its recomputations and the call producing ``h_n``, summed over every
+        forward and backward pass. After one forward and one backward it
+        equals ``strategy.cost(n).forward_steps``.
+    vjp_steps:
+        Calls of the cell made with gradients enabled, one inside each
+        step's adjoint: ``n`` per backward pass.
+    stats:
+        The engine's :class:`revseq.Stats` for the latest walk (its
+        ``as_cost()`` is comparable with ``strategy.cost(n)``); None until a
+        walk has run (a forward pass without gradients runs none).
+    """
+
+    forward_steps: int = 0
+    vjp_steps: int = 0
+    stats: Stats | None = None
+
+    @property
+    def cell_calls(self) -> int:
+        """Every call of the cell: ``forward_steps + vjp_steps``."""
+        return self.forward_steps + self.vjp_steps
+
+
+# -- trees of tensors -------------------------------------------------------
+# A state, an input or an output is a tensor or a tuple, list or dict of
+# tensors (revseq's own tree rule). Autograd wants flat tensor arguments, so
+# each tree travels as its leaves plus a skeleton (the tree with None leaves).
+
+
+def _flatten(tree: Any, name: str) -> tuple[list[Tensor], Any]:
+    leaves = _tree.leaves(tree)
+    for leaf in leaves:
+        if not isinstance(leaf, torch.Tensor):
+            raise ParameterError(
+                f"{name} must be a tensor or a tuple, list or dict of tensors, "
+                f"got a leaf {leaf!r} ({type(leaf).__name__})"
+            )
+    return leaves, _tree.tree_map(lambda _: None, tree)
+
+
+def _unflatten(skeleton: Any, leaves: Iterable[Tensor]) -> Any:
+    items = iter(leaves)
+    return _tree.tree_map(lambda _: next(items), skeleton)
+
+
+def _describe(skeleton: Any) -> str:
+    return repr(_tree.tree_map(lambda _: "tensor", skeleton)).replace("'", "")
+
+
+class _SavedStore:
+    """The walk's checkpoints, held by autograd while the walk waits for the backward pass.
+
+    Between forward and backward the checkpoints leave this dict and become
+    tensors saved with ``ctx.save_for_backward``: autograd then owns them, so
+    ``torch.autograd.graph.saved_tensors_hooks`` (``save_on_cpu``, a memory
+    meter) see them like any other saved tensor, and they are freed with the
+    graph. During the backward pass they come back here, and the checkpoints
+    the schedule makes while reversing live here only until it frees them.
+    """
+
+    __slots__ = ("_arity", "_data", "_keys", "_nbytes")
+
+    def __init__(self, arity: int | None) -> None:
+        self._arity = arity  # leaves per state; None: the state is one tensor
+        self._data: dict[int, Any] = {}
+        self._keys: list[int] = []
+        self._nbytes = 0
+
+    def put(self, key: int, state: Any) -> None:
+        self._data[key] = state
+        self._nbytes += _tree.nbytes(state)
+
+    def get(self, key: int) -> Any:
+        return self._data[key]
+
+    def delete(self, key: int) -> None:
+        self._nbytes -= _tree.nbytes(self._data.pop(key))
+
+    def clear(self) -> None:
+        self._data.clear()
+        self._keys = []
+        self._nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self._data) or len(self._keys)
+
+    @property
+    def nbytes(self) -> int:
+        return self._nbytes
+
+    def seal(self) -> list[Tensor]:
+        """Hand the checkpoints over (as a flat list of tensors) and drop this store's references."""
+        self._keys = sorted(self._data)
+        states = [self._data[key] for key in self._keys]
+        self._data.clear()
+        if self._arity is None:
+            return states
+        return [leaf for state in states for leaf in state]
+
+    def unseal(self, leaves: tuple[Tensor, ...]) -> None:
+        """Take the checkpoints back from the saved tensors :meth:`seal` handed over."""
+        if self._arity is None:
+            self._data = dict(zip(self._keys, leaves, strict=True))
+        else:
+            k = self._arity
+            self._data = {key: tuple(leaves[i * k : (i + 1) * k]) for i, key in enumerate(self._keys)}
+        self._keys = []
+
+
+@attrs.define(eq=False)
+class _Spec:
+    """Everything about one call of :func:`unroll` that is not a tensor autograd routes."""
+
+    cell: Callable[..., Any]
+    output: Callable[[Any], Any] | None
+    strategy: ReversalStrategy
+    n: int
+    state_skeleton: Any
+    has_inputs: bool
+    input_skeleton: Any
+    num_state: int
+    num_inputs: int
+    params: tuple[Tensor, ...]
+    tally: Tally | None
+    output_skeleton: Any = None  # known after the first call of `output`
+
+    @property
+    def single(self) -> bool:
+        return _tree.is_leaf(self.state_skeleton)
+
+    def as_state(self, leaves: Iterable[Tensor]) -> Any:
+        """The engine's state: the tensor itself, or the tuple of the leaves."""
+        return next(iter(leaves)) if self.single else tuple(leaves)
+
+    def state_leaves(self, state: Any) -> tuple[Tensor, ...]:
+        return (state,) if self.single else tuple(state)
+
+    def call(self, leaves: Iterable[Tensor], u: Iterable[Tensor] | None, t: int) -> tuple[Any, list[Tensor]]:
+        """Run step ``t`` on a state and an input given by their leaves: ``(h_{t+1}, its leaves)``."""
+        h = _unflatten(self.state_skeleton, leaves)
+        h1 = self.cell(h) if u is None else self.cell(h, _unflatten(self.input_skeleton, u))
+        new = _tree.leaves(h1)
+        if len(new) != self.num_state or _tree.tree_map(lambda _: None, h1) != self.state_skeleton:
+            raise StepError(
+                f"cell must return a state of h0's structure {_describe(self.state_skeleton)}, "
+                f"got {type(h1).__name__} at step {t}"
+            )
+        return h1, new
+
+    def outputs_of(self, h1: Any) -> list[Tensor]:
+        assert self.output is not None
+        leaves, skeleton = _flatten(self.output(h1), "output(h)")
+        if self.output_skeleton is None:
+            self.output_skeleton = skeleton
+        return leaves
+
+    def count(self, forward: int = 0, vjp: int = 0, stats: Stats | None = None) -> None:
+        if self.tally is not None:
+            self.tally.forward_steps += forward
+            self.tally.vjp_steps += vjp
+            if stats is not None:
+                self.tally.stats = stats
+
+
+class _Paused:
+    """A walk stopped at ``(n, h_n)`` between the forward and the backward pass; resumable once."""
+
+    def __init__(self, pairs: Walk, store: _SavedStore, counted: int) -> None:
+        self.pairs: Walk | None = pairs
+        self.store = store
+        self.counted = counted  # engine calls already added to the tally
+
+
+class _Outputs:
+    """The outputs ``y_t``, each recorded once while the first sweep passes ``h_{t+1}``, then stacked."""
+
+    def __init__(self, spec: _Spec) -> None:
+        self.spec = spec
+        self.pending: list[list[Tensor] | None] | None = [None] * spec.n
+
+    def record(self, t: int, h1: Any) -> None:
+        pending = self.pending
+        if pending is not None and pending[t] is None:
+            pending[t] = self.spec.outputs_of(h1)
+
+    def stack(self) -> list[Tensor]:
+        """The stacked outputs; recording stops, so recomputed steps compute no output."""
+        assert self.pending is not None
+        columns = zip(*self.pending, strict=True)  # the first sweep passes every state before x_n is out
+        self.pending = None
+        return [torch.stack(column) for column in columns]
+
+
+def _step_function(spec: _Spec, inputs: list[Tensor] | None, outputs: _Outputs | None) -> Any:
+    """The engine's step ``(state, t) -> state``, recording the outputs ``y_t`` if asked."""
+
+    @torch.no_grad()  # also when the walk advances inside the backward pass: no graph for recomputed steps
+    def step(state: Any, t: int) -> Any:
+        h1, leaves = spec.call(spec.state_leaves(state), None if inputs is None else [v[t] for v in inputs], t)
+        if outputs is not None:
+            outputs.record(t, h1)
+        return spec.as_state(leaves)
+
+    return step
+
+
+class _Unroll(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, spec: _Spec, *tensors: Tensor) -> tuple[Tensor, ...]:
+        k, m = spec.num_state, spec.num_inputs
+        h0, inputs = list(tensors[:k]), list(tensors[k : k + m])
+        outputs = _Outputs(spec) if spec.output is not None else None
+        step = _step_function(spec, inputs if spec.has_inputs else None, outputs)
+        store = _SavedStore(None if spec.single else k)
+        pairs = walk(Recurrence(step, indexed=True), spec.as_state(h0), spec.n, spec.strategy, store=store)
+        _, final = next(pairs)  # the forward sweep: (n, h_n) comes first
+        stats = pairs.stats
+        spec.count(forward=stats.forward_steps, stats=stats)
+        ctx.spec = spec
+        ctx.paused = _Paused(pairs, store, stats.forward_steps)
+        # h0 and the inputs are saved for a replay (a second backward); the
+        # checkpoints so that autograd, and its saved-tensor hooks, hold them.
+        ctx.save_for_backward(*h0, *inputs, *store.seal())
+        ys = outputs.stack() if outputs is not None else []
+        # Return aliases, not the tensors themselves: the paused walk still
+        # references h_n, and h_n's grad_fn would reference the walk (a cycle
+        # only the garbage collector could free, keeping every checkpoint alive).
+        return (*(leaf.detach() for leaf in spec.state_leaves(final)), *ys)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
+        spec: _Spec = ctx.spec
+        saved = ctx.saved_tensors  # raises PyTorch's own error on a second backward without retain_graph
+        k, m = spec.num_state, spec.num_inputs
+        h0, inputs = saved[:k], list(saved[k : k + m])
+        paused: _Paused = ctx.paused
+        pairs, counted = paused.pairs, paused.counted
+        if pairs is None:
+            # A second backward (retain_graph=True): the first one consumed the
+            # walk, so replay it from h0 with a fresh store; the same cost again.
+            step = _step_function(spec, inputs if spec.has_inputs else None, None)
+            pairs, counted = walk(Recurrence(step, indexed=True), spec.as_state(h0), spec.n, spec.strategy), 0
+        else:
+            paused.pairs = None
+            paused.store.unseal(saved[k + m :])
+        sweep = _AdjointSweep(spec, inputs, ctx.needs_input_grad[1:], grads)
+        with pairs:
+            for t, state in pairs:
+                if t < spec.n:  # (n, h_n) comes first on a replay: its adjoint is the incoming gradient
+                    sweep.step(t, spec.state_leaves(state))
+            spec.count(forward=pairs.stats.forward_steps - counted, stats=pairs.stats)
+        return (None, *sweep.gradients())
+
+
+class _AdjointSweep:
+    """One backward pass: the VJP of each step by autograd, at ``h_t`` for ``t = n-1 .. 0``, accumulated."""
+
+    def __init__(self, spec: _Spec, inputs: list[Tensor], needs: tuple[bool, ...], grads: tuple[Tensor, ...]) -> None:
+        k, m = spec.num_state, spec.num_inputs
+        self.spec = spec
+        self.inputs = inputs
+        self.need_h0, self.need_u, self.need_p = needs[:k], needs[k : k + m], needs[k + m :]
+        self.adjoint: list[Tensor] = list(grads[:k])  # d loss / d h_{t+1}; h_n's is the incoming gradient
+        self.g_outputs = grads[k:]  # d loss / d y_t, stacked
+        self.g_inputs = [torch.zeros_like(u) if need else None for u, need in zip(inputs, self.need_u, strict=True)]
+        self.wanted = [p for p, need in zip(spec.params, self.need_p, strict=True) if need]
+        self.g_params: list[Tensor | None] = [None] * len(self.wanted)
+        self.checked = False
+
+    def step(self, t: int, state: tuple[Tensor, ...]) -> None:
+        spec = self.spec
+        need_x = t > 0 or any(self.need_h0)
+        x = [leaf.detach().requires_grad_(need_x) for leaf in state]
+        u = None
+        if spec.has_inputs:
+            u = [
+                v[t].detach().requires_grad_() if need else v[t]
+                for v, need in zip(self.inputs, self.need_u, strict=True)
+            ]
+        with torch.enable_grad():  # the step, re-run with gradients: its graph lives until the grad below
+            h1, outs = spec.call(x, u, t)
+            if spec.output is not None:
+                outs = outs + spec.outputs_of(h1)
+        spec.count(vjp=1)
+        cotangents = list(self.adjoint)
+        if spec.output is not None:
+            cotangents += [g[t] for g in self.g_outputs]
+        if not self.checked:
+            _check_captured(outs, {id(v) for v in (*x, *(u or ()), *spec.params)})
+            self.checked = True
+        u_wanted = [] if u is None else [v for v, need in zip(u, self.need_u, strict=True) if need]
+        targets = (x if need_x else []) + u_wanted + self.wanted
+        live = [(o, c) for o, c in zip(outs, cotangents, strict=True) if o.requires_grad]
+        found: tuple[Tensor | None, ...] = (None,) * len(targets)
+        if live and targets:
+            found = torch.autograd.grad([o for o, _ in live], targets, [c for _, c in live], allow_unused=True)
+        if need_x:
+            self.adjoint = [torch.zeros_like(v) if g is None else g for v, g in zip(x, found[: len(x)], strict=True)]
+        found = found[len(x) if need_x else 0 :]
+        slots = iter(found[: len(u_wanted)])
+        for g_u, need in zip(self.g_inputs, self.need_u, strict=True):
+            g = next(slots) if need else None
+            if g_u is not None and g is not None:
+                g_u[t] = g
+        for i, g in enumerate(found[len(u_wanted) :]):
+            if g is not None:
+                total = self.g_params[i]
+                self.g_params[i] = g if total is None else total + g  # not in place: g may alias a cotangent
+
+    def gradients(self) -> list[Tensor | None]:
+        """The gradients for (h0 leaves, input leaves, params), None where none was asked for."""
+        g_h0: list[Tensor | None] = [g if need else None for g, need in zip(self.adjoint, self.need_h0, strict=True)]
+        wanted = iter(zip(self.wanted, self.g_params, strict=True))
+        g_p: list[Tensor | None] = []
+        for need in self.need_p:
+            if need:
+                p, g = next(wanted)
+                g_p.append(torch.zeros_like(p) if g is None else g)
+            else:
+                g_p.append(None)
+        return [*g_h0, *self.g_inputs, *g_p]
+
+
+def _check_captured(outs: list[Tensor], allowed: set[int]) -> None:
+    """Raise if the step's graph reaches a tensor needing grad that unroll was not given.
+
+    Its gradient would silently be lost: autograd only routes gradients to
+    the tensors passed to the Function. One graph walk, on the first step.
+    """
+    seen: set[Any] = set()
+    stack: list[Any] = [o.grad_fn for o in outs if o.grad_fn is not None]
+    foreign = [o for o in outs if o.grad_fn is None and o.requires_grad and id(o) not in allowed]
+    while stack and not foreign:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)  # AccumulateGrad: a leaf tensor
+        if variable is not None and id(variable) not in allowed:
+            foreign.append(variable)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    if foreign:
+        leaf = foreign[0]
+        raise ParameterError(
+            f"the cell uses a tensor that requires grad but was not passed to unroll "
+            f"(shape {tuple(leaf.shape)}, dtype {leaf.dtype}); its gradient would be lost: "
+            f"pass it in params=[...] (an nn.Module cell's own parameters are found by default), or detach it"
+        )
+
+
+def _plain(spec: _Spec, h0: list[Tensor], inputs: list[Tensor]) -> list[Tensor]:
+    """The forward pass when no gradient is wanted: the plain loop, n calls, no checkpoints."""
+    has_inputs = spec.has_inputs
+    recorded: list[list[Tensor]] = []
+    state: list[Tensor] = h0
+    grad_mode = torch.is_grad_enabled()
+    for t in range(spec.n):
+        # The first step runs in the caller's grad mode, so that a cell capturing
+        # a tensor that needs grad is caught rather than silently cut off.
+        with torch.set_grad_enabled(grad_mode and not t):
+            h1, state = spec.call(state, [v[t] for v in inputs] if has_inputs else None, t)
+            if spec.output is not None:
+                recorded.append(spec.outputs_of(h1))
+        if grad_mode and not t:
+            _check_captured(state + (recorded[0] if recorded else []), set())
+    spec.count(forward=spec.n)
+    ys = [torch.stack(column) for column in zip(*recorded, strict=True)] if recorded else []
+    return [*state, *ys]
+
+
+def _strategy(strategy: Any) -> ReversalStrategy:
+    if strategy is None:
+        return DEFAULT_STRATEGY
+    if isinstance(strategy, type) and issubclass(strategy, ReversalStrategy):
+        raise ParameterError(
+            f"strategy must be a ReversalStrategy instance, got the class {strategy.__name__}; "
+            f"did you mean {strategy.__name__}()?"
+        )
+    if not isinstance(strategy, ReversalStrategy):
+        raise ParameterError(f"strategy must be a ReversalStrategy instance, got {strategy!r}")
+    return strategy
+
+
+def _parameters(module: Any) -> list[Tensor]:
+    return list(module.parameters()) if isinstance(module, torch.nn.Module) else []
+
+
+def unroll(
+    cell: Callable[..., Any],
+    h0: Any,
+    inputs: Any = None,
+    *,
+    steps: int | None = None,
+    strategy: ReversalStrategy | None = None,
+    output: Callable[[Any], Any] | None = None,
+    params: Iterable[Tensor] | None = None,
+    tally: Tally | None = None,
+) -> Any:
+    """Run ``h_{t+1} = cell(h_t, u_t)`` for ``t < n`` and return ``h_n`` (and the outputs), differentiably.
+
+    The backward pass follows ``strategy``'s schedule: the forward pass keeps
+    only its checkpoints (held by autograd as saved tensors), and each step
+    is re-run with gradients enabled when its adjoint is needed. Gradients
+    reach ``h0``, ``inputs`` and ``params`` exactly as through the unrolled
+    loop; the cell must be a pure function of them (no in-place updates of
+    its argument, no randomness such as dropout in training mode: a
+    recomputed step must reproduce the first one).
+
+    Parameters
+    ----------
+    cell:
+        ``cell(h, u_t) -> h_next``, or ``cell(h) -> h_next`` without inputs.
+        ``h`` has ``h0``'s structure: a tensor, or a tuple, list or dict of
+        tensors (floating point). An ``nn.Module`` is called as it is; note
+        that ``nn.GRUCell`` takes ``(input, hidden)``, so wrap it:
+        ``lambda h, u: gru(u, h)`` with ``params=gru.parameters()``.
+    h0:
+        The initial state.
+    inputs:
+        Per-step inputs: a tensor (or tree of tensors) whose first dimension
+        is the number of steps ``n``; step ``t`` gets ``inputs[t]``.
+    steps:
+        ``n``, required without inputs (and checked against them otherwise).
+    strategy:
+        A :class:`revseq.ReversalStrategy`; default :data:`revseq.DEFAULT_STRATEGY`.
+    output:
+        ``output(h_{t+1}) -> y_t``: if given, ``unroll`` returns
+        ``(h_n, ys)`` with the ``y_t`` stacked along a new first dimension
+        (``n`` of them; a tensor or a tree of tensors). Keep them small
+        (a scalar loss term, a few logits): they are all returned, so they
+        cost ``n`` times their size, whatever the strategy.
+    params:
+        The tensors the cell (or ``output``) uses that should get a
+        gradient, besides the parameters of ``cell`` and ``output`` when
+        they are ``nn.Module``s, which are always included. A tensor needing
+        grad that the cell uses but ``unroll`` was not given raises an
+        error (in the backward pass) rather than losing its gradient.
+    tally:
+        A :class:`Tally` to count the cell's calls into.
+
+    Returns
+    -------
+    ``h_n``, or ``(h_n, ys)`` when ``output`` is given.
+
+    Notes
+    -----
+    Without gradients (``torch.no_grad()``, or no tensor requiring grad) the
+    plain loop runs: ``n`` calls, no checkpoints. A second backward pass
+    (``retain_graph=True``) replays the schedule from ``h0``; without
+    ``retain_graph`` PyTorch raises its usual "backward through the graph a
+    second time" error. The backward pass itself is not differentiable
+    (no ``create_graph=True`` double backward).
+    """
+    h0_leaves, state_skeleton = _flatten(h0, "h0")
+    for leaf in h0_leaves:
+        if not (leaf.is_floating_point() or leaf.is_complex()):
+            raise ParameterError(f"h0 must hold floating-point tensors, got one of dtype {leaf.dtype}")
+    if inputs is None:
+        if steps is None:
+            raise ParameterError("steps must be given when there are no inputs: unroll(cell, h0, steps=n)")
+        n = check_int("steps", steps, 1)
+        input_leaves: list[Tensor] = []
+        input_skeleton = None
+    else:
+        input_leaves, input_skeleton = _flatten(inputs, "inputs")
+        lengths = {int(leaf.shape[0]) if leaf.dim() else 0 for leaf in input_leaves}
+        if len(lengths) != 1 or 0 in lengths:
+            raise ParameterError(
+                f"inputs must have a first dimension of length n >= 1 (one slice per step), shared by every leaf, "
+                f"got shapes {[tuple(leaf.shape) for leaf in input_leaves]}"
+            )
+        n = lengths.pop()
+        if steps is not None and check_int("steps", steps, 1) != n:
+            raise ParameterError(f"steps must equal the inputs' first dimension {n}, got {steps}")
+    found = _parameters(cell) + _parameters(output)
+    for p in () if params is None else params:
+        if not isinstance(p, torch.Tensor):
+            raise ParameterError(f"params must be tensors, got {p!r} ({type(p).__name__})")
+        found.append(p)
+    unique = tuple({id(p): p for p in found}.values())
+    if output is not None and not callable(output):
+        raise ParameterError(f"output must be callable or None, got {output!r}")
+    if tally is not None and not isinstance(tally, Tally):
+        raise ParameterError(f"tally must be a revseq.torch.Tally, got {tally!r}")
+    spec = _Spec(
+        cell=cell,
+        output=output,
+        strategy=_strategy(strategy),
+        n=n,
+        state_skeleton=state_skeleton,
+        has_inputs=inputs is not None,
+        input_skeleton=input_skeleton,
+        num_state=len(h0_leaves),
+        num_inputs=len(input_leaves),
+        params=unique,
+        tally=tally,
+    )
+    tensors = (*h0_leaves, *input_leaves, *unique)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        flat = _Unroll.apply(spec, *tensors)  # type: ignore[no-untyped-call]
+    else:
+        flat = _plain(spec, h0_leaves, input_leaves)
+    k = spec.num_state
+    h_n = _unflatten(state_skeleton, flat[:k])
+    if output is None:
+        return h_n
+    return h_n, _unflatten(spec.output_skeleton, flat[k:])
