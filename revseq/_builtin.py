@@ -14,12 +14,12 @@ import inspect
 import os
 import sys
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import numpy as np
 
-from revseq.recurrence import Derivative, Recurrence, Step
+from revseq.recurrence import Recurrence
 
 __all__ = ["LoadError", "Workload", "builtin", "load"]
 
@@ -46,8 +46,7 @@ def builtin(size: int, seed: int = 0) -> Workload:
     'x_{t+1} = sin(x_t) (built-in), x_0: 3 float64 drawn from U[-1, 1), seed 0'
     """
     return Workload(
-        # numpy's ufunc overloads do not match the Step protocol's (x, /, *args) shape for mypy.
-        Recurrence(f=cast(Step, np.sin), df=cast(Derivative, np.cos)),
+        Recurrence(f=np.sin, df=np.cos),
         _random_state(size, seed),
         f"x_{{t+1}} = sin(x_t) (built-in), x_0: {size} float64 drawn from U[-1, 1), seed {seed}",
     )

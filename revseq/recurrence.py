@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, Protocol, TypeAlias
+from typing import Any, TypeAlias
 
 import attrs
 
@@ -16,37 +16,31 @@ __all__ = ["VJP", "Derivative", "Loss", "Recurrence", "Step"]
 State: TypeAlias = Any
 
 
-class Step(Protocol):
-    """``f(x, [t], [params]) -> x_next``: the arguments in brackets only when enabled."""
+# The callables' types are plain `Callable[..., Any]`, not Protocols: how many
+# arguments they take depends on `indexed` and `params` (the calling rule),
+# and numpy's ufuncs (`np.sin`, the gist's step) match no Protocol with a
+# variable signature under mypy. Their contracts are documented here instead.
 
-    def __call__(self, x: State, /, *args: Any) -> State: ...
+Step: TypeAlias = Callable[..., Any]
+"""``f(x, [t], [params]) -> x_next``: the arguments in brackets only when enabled."""
 
+Derivative: TypeAlias = Callable[..., Any]
+"""``df(x, [t]) -> d``: the diagonal of the Jacobian, so the adjoint of a step is ``adj * d``."""
 
-class Derivative(Protocol):
-    """``df(x, [t]) -> d``: the diagonal of the Jacobian, so the adjoint of a step is ``adj * d``."""
+VJP: TypeAlias = Callable[..., Any]
+"""``vjp(x, [t], [params], adj) -> adj_x``, or ``(adj_x, adj_params)`` when params are given.
 
-    def __call__(self, x: State, /, *args: Any) -> State: ...
+``adj`` is the gradient of the objective with respect to the step's output
+``f(x, ...)``; return the gradient with respect to its input ``x`` (and to
+``params``).
+"""
 
+Loss: TypeAlias = Callable[..., Any]
+"""``loss(x, [t], [params]) -> (value, grad_x)``, or ``(value, grad_x, grad_params)`` with params.
 
-class VJP(Protocol):
-    """``vjp(x, [t], [params], adj) -> adj_x``, or ``(adj_x, adj_params)`` when params are given.
-
-    ``adj`` is the gradient of the objective with respect to the step's
-    output ``f(x, ...)``; return the gradient with respect to its input ``x``
-    (and to ``params``).
-    """
-
-    def __call__(self, x: State, /, *args: Any) -> Any: ...
-
-
-class Loss(Protocol):
-    """``loss(x, [t], [params]) -> (value, grad_x)``, or ``(value, grad_x, grad_params)`` with params.
-
-    Called once for every state the recurrence produces, ``x_1 .. x_n``,
-    with ``t`` its index; the objective is the sum of the values.
-    """
-
-    def __call__(self, x: State, /, *args: Any) -> Any: ...
+Called once for every state the recurrence produces, ``x_1 .. x_n``, with
+``t`` its index; the objective is the sum of the values.
+"""
 
 
 def _callable_or_none(instance: Any, attribute: Any, value: Any) -> None:
