@@ -94,26 +94,29 @@ def revolve(base: int, length: int, slots: int) -> Iterator[Action]:
     # sub-problems (base, length, slots) and the Restore of a base deferred
     # until the sub-problem pushed above it is done. This loop is the planning hot
     # path (1.5 million actions for n = 10**6, c = 30): keep it flat.
+    # Actions are made with tuple.__new__ (see _patterns); tasks are plain
+    # tuples, told apart from the deferred Restores by their exact type.
+    new = tuple.__new__
     stack: list[tuple[int, int, int] | Restore] = [(base, length, slots)]
     pop, push = stack.pop, stack.append
-    store_all = _patterns.store_all
+    store_all, sweeps, split = _patterns.store_all, _patterns.sweeps, _split
     while stack:
         task = pop()
-        if isinstance(task, Restore):
-            yield task
+        if type(task) is not tuple:
+            yield task  # type: ignore[misc]  # a Restore
             continue
-        base, length, slots = task  # live is x_base, stored too if length > 1
+        base, length, slots = task  # type: ignore[misc]  # live is x_base, stored too if length > 1
         if slots >= length - 1:
             yield from store_all(base, length)
         elif slots == 1:
-            yield from _patterns.sweeps(base, length)
+            yield from sweeps(base, length)
         else:
-            mid = base + _split(length, slots)
-            yield Advance(base, mid)
+            mid = base + split(length, slots)
+            yield new(Advance, (base, mid, False))
             push((base, mid - base, slots))
-            push(Restore(base))
+            push(new(Restore, (base,)))
             if base + length - mid > 1:
-                yield Store(mid)  # released by the right part's last Reverse
+                yield new(Store, (mid, False))  # released by the right part's last Reverse
             push((mid, base + length - mid, slots - 1))
 
 
