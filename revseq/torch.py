@@ -24,7 +24,7 @@ See docs/autodiff.md for the design, the counting convention and measured memory
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 try:
@@ -164,6 +164,9 @@ class _SavedStore:
         self._keys = []
 
 
+_UNKNOWN = object()
+
+
 @attrs.define(eq=False)
 class _Spec:
     """Everything about one call of :func:`unroll` that is not a tensor autograd routes."""
@@ -179,7 +182,7 @@ class _Spec:
     num_inputs: int
     params: tuple[Tensor, ...]
     tally: Tally | None
-    output_skeleton: Any = None  # known after the first call of `output`
+    output_skeleton: Any = _UNKNOWN  # known after the first call of `output`
 
     @property
     def single(self) -> bool:
@@ -192,10 +195,15 @@ class _Spec:
     def state_leaves(self, state: Any) -> tuple[Tensor, ...]:
         return (state,) if self.single else tuple(state)
 
-    def call(self, leaves: Iterable[Tensor], u: Iterable[Tensor] | None, t: int) -> tuple[Any, list[Tensor]]:
+    def call(self, leaves: Sequence[Tensor], u: Sequence[Tensor] | None, t: int) -> tuple[Any, list[Tensor]]:
         """Run step ``t`` on a state and an input given by their leaves: ``(h_{t+1}, its leaves)``."""
-        h = _unflatten(self.state_skeleton, leaves)
-        h1 = self.cell(h) if u is None else self.cell(h, _unflatten(self.input_skeleton, u))
+        h = leaves[0] if self.single else _unflatten(self.state_skeleton, leaves)
+        if u is None:
+            h1 = self.cell(h)
+        else:
+            h1 = self.cell(h, u[0] if self.input_skeleton is None else _unflatten(self.input_skeleton, u))
+        if self.single and isinstance(h1, torch.Tensor):  # the common case, checked cheaply
+            return h1, [h1]
         new = _tree.leaves(h1)
         if len(new) != self.num_state or _tree.tree_map(lambda _: None, h1) != self.state_skeleton:
             raise StepError(
@@ -206,8 +214,11 @@ class _Spec:
 
     def outputs_of(self, h1: Any) -> list[Tensor]:
         assert self.output is not None
-        leaves, skeleton = _flatten(self.output(h1), "output(h)")
-        if self.output_skeleton is None:
+        y = self.output(h1)
+        if isinstance(y, torch.Tensor) and self.output_skeleton is not _UNKNOWN:
+            return [y]
+        leaves, skeleton = _flatten(y, "output(h)")
+        if self.output_skeleton is _UNKNOWN:
             self.output_skeleton = skeleton
         return leaves
 
