@@ -1,0 +1,467 @@
+"""Multistage checkpointing: a few checkpoints in memory, more on disk, where disk traffic costs time.
+
+When a state is large (a PDE field of hundreds of MB), a handful fit in RAM
+and many fit on disk, but writing one to disk or reading it back costs about
+as much as a step, or more. :class:`MultistageCheckpointing` minimises
+
+    time = step * forward_steps + write * disk_writes + read * disk_reads
+
+(:meth:`DiskCosts.time`; memory reads and writes are free), exactly, by a
+dynamic programme over where each segment of the reversal keeps its first
+state ``x_base``. With unlimited disk it finds the optimum of Aupy,
+Herrmann, Hovland and Robert (2016, SIAM J. Sci. Comput. 38(3), "Optimal
+multistage algorithm for adjoint computation") in the variant whose disk
+checkpoints may be read more than once (THEORY.md 5.1). With ``uf`` the
+step cost, ``T`` revolve's fewest advances and the adjoints left out (every
+schedule makes the same ``n`` of them)::
+
+    R[n]    = uf * T(n, ram)                                      revolve in memory
+    D1[n]   = min(R[n], min_j  j uf + R[n-j] + read + D1[j])            x_base on disk
+    Dinf[n] = min(R[n], min_j  write + j uf + Dinf[n-j] + read + D1[j])  x_base live
+
+``Dinf[n]`` is the optimum (``step`` more for the call producing ``x_n``).
+Reading ``Dinf``'s left part back with ``R`` instead of ``D1`` (each disk
+checkpoint read once, checkpoint_schedules' default) is not always optimal:
+ram=1, write=6, read=2, n=9 costs 37 there and 36 here (their accounting,
+adjoints at 1 each).
+
+With a budget of ``disk`` checkpoints, writing to disk on the first sweep
+only (``Dinf_d[n] = min(R[n], min_j write + j uf + Dinf_{d-1}[n-j] + read +
+D1[j])``) is no longer optimal: once a right part has released its disk
+slots, the left part may want them (ram=0, disk=2, write=read=0.5, n=6:
+12 at best, 12.5 that way). The programme revseq solves lets every segment
+choose. Row ``k`` is a budget of ``k`` disk slots (row 0: memory alone,
+revolve); ``F_L(n, k)`` reverses ``n`` steps from a live ``x_base`` kept
+nowhere yet, ``F_D(n, k)`` one kept on disk::
+
+    S_M(n, k) = min_j  j uf + uf T(n-j, ram-1) + F_L(j, k)              x_base in memory
+    S_D(n, k) = min_j  j uf + F_L(n-j, k-1) + read + F_D(j, k)          x_base on disk
+    F_L = min(S_M, write + S_D)     F_D = min(S_D, S_M)     F_L(n, 0) = uf T(n, ram)
+
+A segment keeping ``x_base`` in memory reverses its right part in memory
+alone: a segment with disk slots left may move ``x_base`` between the levels
+before any split. With unlimited disk there is one row, ``k - 1 = k``, and
+``F_L = Dinf``. The programme is checked, not proven: it equals an
+exhaustive search over every schedule of revseq's actions for all n <= 9
+(and many n = 10) with ram <= 3, disk in {1, 2, 3, unlimited} and five
+cost pairs, and a more general programme (``x_base`` anywhere, right parts
+with any share of both levels) for n <= 40; see
+``tests/multistage_oracles.py``.
+
+Planning costs ``O(n^2)`` with unlimited disk (or a budget the
+unlimited-disk plan fits in) and ``O(n^2 disk)`` when the budget binds. It
+is vectorised with numpy and cached per configuration; problems over
+:data:`MAX_PLAN_WORK` are refused.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any, final
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+
+from revseq._validate import as_int, check_int, int_at_least, unsized
+from revseq.errors import ParameterError
+from revseq.schedule import Action, Advance, Bounds, Cost, Free, Restore, Reverse, Store
+from revseq.strategies.base import ReversalStrategy
+from revseq.strategies.binomial import revolve
+
+__all__ = ["MAX_PLAN_WORK", "DiskCosts", "MultistageCheckpointing"]
+
+MAX_PLAN_WORK = 10**10
+"""The largest planning problem :class:`MultistageCheckpointing` accepts: ``n**2`` times the disk rows.
+
+With unlimited disk, or a budget the unlimited-disk plan fits in, there is
+one row: ``n = 100_000`` is the longest accepted (about a minute to plan;
+``n = 10_000`` takes about a second). A binding budget of ``disk`` slots
+has ``disk + 1`` rows (``disk = 10``: up to ``n = 30_000``; ``n = 8_000``
+takes about 5 s). Beyond it planning raises
+:class:`~revseq.errors.ParameterError` rather than run for hours.
+"""
+
+_INF = math.inf
+_Floats = npt.NDArray[np.float64]
+
+
+def _as_float(value: Any) -> Any:
+    """attrs converter: ints and numpy numbers become float; anything else is left for the validator."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _cost_at_least_zero(instance: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, float) or not math.isfinite(value) or value < 0:
+        raise ParameterError(f"{attribute.name} must be a finite number >= 0, got {value!r}")
+
+
+def _cost_above_zero(instance: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, float) or not math.isfinite(value) or value <= 0:
+        raise ParameterError(f"{attribute.name} must be a finite number > 0, got {value!r}")
+
+
+@final
+@attrs.frozen
+class DiskCosts:
+    """The time of one forward step, one disk write and one disk read, in any one unit.
+
+    Memory writes and reads are taken as free, and the adjoint steps are left
+    out (every strategy makes the same ``n`` of them). The defaults (a step
+    1, a write 2, a read 1) fit a state of a few hundred MB on a local SSD
+    next to a step of about a second: writes are slower than reads, and both
+    are of the order of a step. Measure yours: time one step, one
+    ``np.save`` of a state and one ``np.load``, and pass the three (only
+    their ratios matter for the plan).
+
+    >>> from revseq import BinomialCheckpointing
+    >>> costs = DiskCosts(step=1.0, write=3.0, read=1.5)
+    >>> costs.time(BinomialCheckpointing(2).cost(100)), costs.time(MultistageCheckpointing(2, costs=costs).cost(100))
+    (846.0, 298.5)
+    """
+
+    step: float = attrs.field(default=1.0, converter=_as_float, validator=_cost_above_zero)
+    write: float = attrs.field(default=2.0, converter=_as_float, validator=_cost_at_least_zero)
+    read: float = attrs.field(default=1.0, converter=_as_float, validator=_cost_at_least_zero)
+
+    def time(self, cost: Cost) -> float:
+        """``step * forward_steps + write * disk_writes + read * disk_reads`` of a schedule's cost."""
+        return self.step * cost.forward_steps + self.write * cost.disk_writes + self.read * cost.disk_reads
+
+
+def _costs_instance(instance: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, DiskCosts):
+        raise ParameterError(
+            f"costs must be a DiskCosts, got {value!r} ({type(value).__name__}); "
+            f"for example costs=DiskCosts(step=1.0, write=2.0, read=1.0)"
+        )
+
+
+@final
+@attrs.frozen
+class MultistageCheckpointing(ReversalStrategy):
+    """Checkpoints in memory and on disk, placed to minimise step, write and read time together.
+
+    For states so large that only ``ram`` of them fit in memory while many
+    more fit on disk. The schedule minimises ``costs.time(cost(n))``, that
+    is ``step * forward_steps + write * disk_writes + read * disk_reads``
+    (:meth:`predicted_time` gives the minimum without simulating), over
+    every schedule that never holds more than ``ram`` checkpoints in memory
+    and ``disk`` on disk (Aupy, Herrmann, Hovland and Robert 2016, with disk
+    checkpoints that may be read more than once; see the module's notes for
+    the programme and for disk budgets). With expensive disk it is
+    ``BinomialCheckpointing(ram)``; with cheap disk it stores on disk
+    whatever would be recomputed.
+
+    Planning is a dynamic programme, ``O(n^2)`` with unlimited disk (about
+    a second for ``n = 10_000``, ten for ``n = 40_000``) and ``O(n^2
+    disk)`` when a disk budget binds, cached per configuration; problems
+    larger than :data:`MAX_PLAN_WORK` are refused.
+
+    Parameters
+    ----------
+    ram:
+        Checkpoints held in memory at most, x_0's copy included when it is
+        there; ``0`` keeps every checkpoint on disk (and needs ``disk >= 1``).
+    disk:
+        Checkpoints held on disk at most; ``None`` (the default) for no limit.
+        ``0`` is plain ``BinomialCheckpointing(ram)``.
+    costs:
+        The times of a step, a disk write and a disk read (:class:`DiskCosts`).
+    ram_bytes:
+        The memory budget in bytes instead of ``ram``: as many checkpoints as
+        states of the run's size fit (the engine knows the size from ``x0``).
+
+    The engine puts disk checkpoints in its ``disk=`` store, a
+    :class:`revseq.DiskStore` in a temporary directory by default.
+
+    >>> strategy = MultistageCheckpointing(ram=2, costs=DiskCosts(step=1.0, write=2.0, read=1.0))
+    >>> strategy.cost(100)
+    Cost(n=100, forward_steps=167, peak_checkpoints=2, writes=65, reads=3, peak_disk=31, disk_writes=31, disk_reads=31)
+    >>> strategy.predicted_time(100), strategy.costs.time(strategy.cost(100))
+    (260.0, 260.0)
+    """
+
+    ram: int | None = attrs.field(default=None, converter=as_int, validator=int_at_least(0, optional=True))
+    disk: int | None = attrs.field(default=None, converter=as_int, validator=int_at_least(0, optional=True))
+    costs: DiskCosts = attrs.field(factory=DiskCosts, validator=_costs_instance)
+    ram_bytes: int | None = attrs.field(
+        default=None, kw_only=True, converter=as_int, validator=int_at_least(1, optional=True)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.ram is None and self.ram_bytes is None:
+            raise ParameterError(
+                "ram must be given: the number of checkpoints that fit in memory "
+                "(or ram_bytes=, the bytes they may use)"
+            )
+        if self.ram is not None and self.ram_bytes is not None:
+            raise ParameterError(
+                f"give the memory budget once, as ram or as ram_bytes, "
+                f"got ram={self.ram} and ram_bytes={self.ram_bytes}"
+            )
+        if self.ram == 0 and self.disk == 0:
+            raise ParameterError("ram=0 and disk=0 leave nowhere to keep x_0: give ram >= 1 or disk >= 1 (or None)")
+
+    def sized(self, state_nbytes: int) -> MultistageCheckpointing:
+        if self.ram_bytes is None:
+            return self
+        if state_nbytes <= 0:
+            raise ParameterError(
+                "ram_bytes needs states whose size is known (numpy arrays report nbytes), "
+                f"got a state of {state_nbytes} bytes"
+            )
+        ram = self.ram_bytes // state_nbytes
+        if ram == 0 and self.disk == 0:
+            raise ParameterError(
+                f"ram_bytes={self.ram_bytes} holds no state of {state_nbytes} bytes and disk=0: "
+                f"give more ram_bytes, or disk >= 1"
+            )
+        return MultistageCheckpointing(ram=ram, disk=self.disk, costs=self.costs)
+
+    def budget(self) -> int:
+        """The number of checkpoints held in memory at most."""
+        if self.ram is None:
+            raise unsized(self)
+        return self.ram
+
+    def predicted_time(self, n: int) -> float:
+        """The least ``costs.time`` of any schedule for ``n`` steps under the budgets: this schedule's.
+
+        >>> MultistageCheckpointing(ram=1, costs=DiskCosts(write=6.0, read=2.0)).predicted_time(9)
+        28.0
+        """
+        n = check_int("n", n, 1)
+        return self.costs.step + self._table(n).time(n)
+
+    def actions(self, n: int) -> Iterator[Action]:
+        return self._table(n).actions(n)
+
+    def bounds(self, n: int) -> Bounds:
+        """At most ``ram`` checkpoints in memory; on disk, exactly what the plan holds at its peak (``<= disk``)."""
+        return Bounds(checkpoints=min(self.budget(), n - 1), disk_checkpoints=self._table(n).peak_disk(n))
+
+    def _table(self, n: int) -> _Table:
+        """The programme's table that decides ``n``: unlimited disk, unless the budget binds."""
+        plans = _plans_for(self.budget(), self.disk, self.costs, n)
+        unlimited = plans.unlimited
+        if self.disk is None or self.disk >= unlimited.peak_disk(n):
+            return unlimited
+        return plans.budgeted()
+
+
+# Where a segment keeps its first state x_base (live at the segment's start) while it splits,
+# or _REVOLVE: in memory, reversing the whole segment in memory alone.
+_MEMORY, _DISK, _REVOLVE = 0, 1, 2
+_LIVE = 3  # not kept yet: the start of a segment
+
+
+class _Table:
+    """Values and choices of the programme for every length up to ``size`` and every disk budget row.
+
+    Row ``k`` is a budget of ``k`` disk slots, row 0 being memory alone
+    (revolve); with ``disk=None`` there is one row, unlimited, whose right
+    parts use the same row. ``F_L[k, n]``: x_base live and nothing kept;
+    ``F_D[k, n]``: x_base live and on disk. A segment either keeps x_base
+    in memory and reverses its right part in memory alone with one slot
+    fewer (``S_M``), or keeps it on disk and reverses its right part with
+    one disk slot fewer (``S_D``)::
+
+        S_M(n, k) = min_j  j uf + R_{ram-1}[n-j] + F_L(j, k)
+        S_D(n, k) = min_j  j uf + F_L(n-j, k-1) + read + F_D(j, k)
+        F_L = min(R_ram, S_M, write + S_D)        F_D = min(S_D, R_ram, S_M)
+
+    ``R_ram[n] = uf T(n, ram)`` is revolve's time; ``S_M <= R_ram`` already,
+    but on ties the plain revolve schedule is preferred (it is
+    ``BinomialCheckpointing``'s, and restores less). Keeping x_base in
+    memory and on disk at once never pays here: revseq's ``Free`` drops both
+    copies, so x_base cannot go back to disk alone for free.
+    """
+
+    def __init__(self, ram: int, disk: int | None, costs: DiskCosts, size: int) -> None:
+        rows = 1 if disk is None else disk + 1
+        _check_work(size, rows, ram, disk)
+        self.ram, self.size = ram, size
+        self.row = 0 if disk is None else disk  # the row of the whole problem
+        uf, w, r = costs.step, costs.write, costs.read
+        FL = np.full((rows, size + 1), _INF)
+        FD = np.full((rows, size + 1), _INF)
+        FL[:, 1] = FD[:, 1] = 0.0
+        # choice[have, k, n]: _MEMORY, _DISK or _REVOLVE, from x_base not kept (or in memory) / on disk
+        self.choice = np.zeros((2, rows, size + 1), dtype=np.int8)
+        self.split = np.zeros((2, rows, size + 1), dtype=np.int32)  # split[kind, k, n]: j
+        peak_l = np.zeros((rows, size + 1), dtype=np.int32)  # disk checkpoints held at once by F_L's plan
+        peak_d = np.ones((rows, size + 1), dtype=np.int32)  # ... by F_D's (x_base's copy included)
+        whole = _revolve_times(size, ram, uf)  # R_ram
+        if disk is None:
+            computed = below = slice(0, 1)
+        else:
+            FL[0] = whole
+            peak_d[0] = 0
+            computed, below = slice(1, rows), slice(0, rows - 1)
+        smaller = _revolve_times(size, ram - 1, uf) if ram else None  # right parts of a memory split
+        choice, split = self.choice, self.split
+        ramp = uf * np.arange(size + 1, dtype=float)
+        width = rows - (disk is not None)
+        arange = np.arange(width)
+        rows_at, below_at = np.arange(rows)[computed], np.arange(rows)[below]  # for gathers, row by row
+        # Right parts are read backwards (lengths n-1 .. 1): keep reversed copies, read forwards, which is
+        # faster, and reuse buffers (this loop is all of planning).
+        FL_back = FL[:, ::-1].copy()  # FL_back[k, size - i] = FL[k, i]
+        smaller_back = smaller[::-1].copy() if smaller is not None else None
+        by_disk, by_memory, memory_right = np.empty((width, size)), np.empty((width, size)), np.empty(size)
+        for n in range(2, size + 1 if width else 2):
+            lo, hi, k = size - n + 1, size, n - 1  # [lo, hi) backwards = lengths n-1 .. 1 of the right part
+            t = by_disk[:, :k]
+            np.add(FL_back[below, lo:hi], FD[computed, 1:n], out=t)
+            t += ramp[1:n]
+            jd = t.argmin(axis=1)
+            sd = t[arange, jd] + r
+            if smaller_back is not None:
+                u = memory_right[:k]
+                np.add(ramp[1:n], smaller_back[lo:hi], out=u)
+                t = by_memory[:, :k]
+                np.add(FL[computed, 1:n], u, out=t)
+                jm = t.argmin(axis=1)
+                sm = t[arange, jm]
+            else:
+                jm = np.zeros(width, dtype=np.int64)
+                sm = np.full(width, _INF)
+            split[_MEMORY, computed, n] = jm + 1
+            split[_DISK, computed, n] = jd + 1
+            peak_m = peak_l[rows_at, jm + 1]  # the right part holds nothing on disk
+            peak_s = np.maximum(1 + peak_l[below_at, n - 1 - jd], peak_d[rows_at, jd + 1])
+            rv = whole[n]
+            to_disk = w + sd < sm  # ties: memory
+            best = np.where(to_disk, w + sd, sm)
+            plain = rv <= best  # ties: revolve
+            FL[computed, n] = FL_back[computed, size - n] = np.where(plain, rv, best)
+            choice[_MEMORY, computed, n] = np.where(plain, _REVOLVE, to_disk)
+            peak_l[computed, n] = np.where(plain, 0, np.where(to_disk, peak_s, peak_m))
+            stay = sd <= np.minimum(rv, sm)  # ties: no moves
+            plain = ~stay & (rv <= sm)
+            FD[computed, n] = np.where(stay, sd, np.where(plain, rv, sm))
+            choice[_DISK, computed, n] = np.where(stay, _DISK, np.where(plain, _REVOLVE, _MEMORY))
+            peak_d[computed, n] = np.where(stay, peak_s, np.maximum(np.where(plain, 0, peak_m), 1))  # x_base on disk
+        self.FL, self.peak = FL, peak_l
+        self.unlimited = disk is None
+
+    def time(self, n: int) -> float:
+        return float(self.FL[self.row, n])
+
+    def peak_disk(self, n: int) -> int:
+        return int(self.peak[self.row, n])
+
+    def actions(self, n: int) -> Iterator[Action]:
+        ram, choice, split, unlimited = self.ram, self.choice, self.split, self.unlimited
+        # An explicit stack, as in revolve: (base, length, row, where x_base is kept) and deferred Restores.
+        stack: list[tuple[int, int, int, int] | Restore] = [(0, n, self.row, _LIVE)]
+        pop, push = stack.pop, stack.append
+        while stack:
+            task = pop()
+            if isinstance(task, Restore):
+                yield task
+                continue
+            base, length, k, have = task  # the live state is x_base
+            if length == 1:
+                yield Reverse(base, base + 1)
+                continue
+            if k == 0 and not unlimited:  # no disk slot left: revolve in memory
+                if have == _LIVE:
+                    yield Store(base)
+                yield from revolve(base, length, ram)
+                continue
+            want = int(choice[_DISK if have == _DISK else _MEMORY, k, length])
+            if want == _REVOLVE:  # (a copy on disk may stay: nothing here needs its slot)
+                if have != _MEMORY:
+                    yield Store(base)
+                yield from revolve(base, length, ram)
+                continue
+            if want != have:
+                if have != _LIVE:
+                    yield Free(base, base + 1)  # from memory to disk or back: rewrite it
+                yield Store(base, disk=want == _DISK)
+            j = int(split[want, k, length])
+            yield Advance(base, base + j)
+            push((base, j, k, want))
+            push(Restore(base))  # a disk read if x_base is on disk
+            right = length - j
+            if want == _DISK:
+                push((base + j, right, k if unlimited else k - 1, _LIVE))
+            else:  # the right part in memory alone, with one slot fewer
+                if right > 1:
+                    yield Store(base + j)
+                yield from revolve(base + j, right, ram - 1)
+
+
+def _revolve_times(size: int, slots: int, step: float) -> _Floats:
+    """``step * T(n, slots)`` for ``n = 0 .. size`` (index 0 unused): revolve's time with x_base in memory.
+
+    ``T(n, s) = r n - C(s + r, r - 1)``, r the repetition number, computed
+    block by block of equal r; infinite without a slot (unless ``n = 1``).
+    """
+    times = np.full(size + 1, _INF)
+    times[1] = 0.0
+    if slots == 0:
+        return times
+    lengths = np.arange(size + 1, dtype=float)
+    low, r = 1, 0  # lengths in (C(s + r - 1, s), C(s + r, s)] have repetition number r
+    while low < size:
+        r += 1
+        high = min(math.comb(slots + r, slots), size)
+        times[low + 1 : high + 1] = step * (r * lengths[low + 1 : high + 1] - math.comb(slots + r, r - 1))
+        low = high
+    return times
+
+
+def _check_work(size: int, rows: int, ram: int, disk: int | None) -> None:
+    work = size * size * rows
+    if work > MAX_PLAN_WORK:
+        budget = "" if disk is None else f" with a binding disk budget (disk={disk})"
+        raise ParameterError(
+            f"n={size} is too long to plan{budget}: about {work:.1e} terms of dynamic programming, over "
+            f"revseq.strategies.multistage.MAX_PLAN_WORK = {MAX_PLAN_WORK:.0e}; reverse it in pieces, "
+            f"give fewer disk slots, or disk=None"
+        )
+
+
+class _Plans:
+    """The tables of one configuration, up to one length: unlimited disk always, the budgeted one if needed."""
+
+    def __init__(self, ram: int, disk: int | None, costs: DiskCosts, size: int) -> None:
+        self.ram, self.disk, self.costs, self.size = ram, disk, costs, size
+        self.unlimited = _Table(ram, None, costs, size)
+        self._budgeted: _Table | None = None
+
+    def budgeted(self) -> _Table:
+        if self._budgeted is None:
+            self._budgeted = _Table(self.ram, self.disk, self.costs, self.size)
+        return self._budgeted
+
+
+_CACHE: OrderedDict[tuple[int, int | None, DiskCosts], _Plans] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 8
+
+
+def _plans_for(ram: int, disk: int | None, costs: DiskCosts, n: int) -> _Plans:
+    """The tables covering ``n`` for this configuration: cached ones if they are long enough."""
+    key = (ram, disk, costs)
+    with _CACHE_LOCK:
+        plans = _CACHE.get(key)
+        if plans is not None and plans.size >= n:
+            _CACHE.move_to_end(key)
+            return plans
+    plans = _Plans(ram, disk, costs, max(n, 64))  # small lengths share one table
+    with _CACHE_LOCK:
+        _CACHE[key] = plans
+        _CACHE.move_to_end(key)
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return plans
