@@ -10,6 +10,7 @@ parameter of the cell exactly as they would through the unrolled loop.
 >>> import torch, revseq
 >>> import revseq.torch as rt
 >>> _ = torch.manual_seed(0)
+>>> torch.set_num_threads(1)                           # steps this small run fastest on one thread
 >>> cell = torch.nn.GRUCell(4, 8)
 >>> u = torch.randn(100, 2, 4)                        # 100 steps, batch of 2
 >>> tally = rt.Tally()
@@ -29,6 +30,7 @@ from typing import Any
 
 try:
     import torch
+    from torch import Tensor
 except ModuleNotFoundError as error:  # only a missing torch; a broken install keeps its own message
     if error.name != "torch":
         raise
@@ -44,8 +46,6 @@ from revseq.recurrence import Recurrence
 from revseq.strategies.base import ReversalStrategy
 
 __all__ = ["Tally", "unroll"]
-
-Tensor = torch.Tensor
 
 
 @attrs.define
@@ -262,17 +262,17 @@ class _Outputs:
 def _step_function(spec: _Spec, inputs: list[Tensor] | None, outputs: _Outputs | None) -> Any:
     """The engine's step ``(state, t) -> state``, recording the outputs ``y_t`` if asked."""
 
-    @torch.no_grad()  # also when the walk advances inside the backward pass: no graph for recomputed steps
     def step(state: Any, t: int) -> Any:
-        h1, leaves = spec.call(spec.state_leaves(state), None if inputs is None else [v[t] for v in inputs], t)
-        if outputs is not None:
-            outputs.record(t, h1)
+        with torch.no_grad():  # also when the walk advances inside the backward pass: no graph for recomputed steps
+            h1, leaves = spec.call(spec.state_leaves(state), None if inputs is None else [v[t] for v in inputs], t)
+            if outputs is not None:
+                outputs.record(t, h1)
         return spec.as_state(leaves)
 
     return step
 
 
-class _Unroll(torch.autograd.Function):
+class _Unroll(torch.autograd.Function):  # type: ignore[misc,unused-ignore]  # Any where torch is not type-checked
     @staticmethod
     def forward(ctx: Any, spec: _Spec, *tensors: Tensor) -> tuple[Tensor, ...]:
         k, m = spec.num_state, spec.num_inputs
@@ -296,7 +296,7 @@ class _Unroll(torch.autograd.Function):
         return (*(leaf.detach() for leaf in spec.state_leaves(final)), *ys)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @torch.autograd.function.once_differentiable  # type: ignore[untyped-decorator,misc,unused-ignore]
     def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
         spec: _Spec = ctx.spec
         saved = ctx.saved_tensors  # raises PyTorch's own error on a second backward without retain_graph
@@ -566,7 +566,7 @@ def unroll(
     )
     tensors = (*h0_leaves, *input_leaves, *unique)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        flat = _Unroll.apply(spec, *tensors)  # type: ignore[no-untyped-call]
+        flat = _Unroll.apply(spec, *tensors)  # type: ignore[no-untyped-call,unused-ignore]
     else:
         flat = _plain(spec, h0_leaves, input_leaves)
     k = spec.num_state
