@@ -307,6 +307,29 @@ def test_the_backward_pass_holds_one_steps_graph_at_a_time():
 
 
 @needs_torch
+def test_checkpoints_go_through_saved_tensor_hooks_that_move_them():
+    # A hook that stores a copy elsewhere and gives back another copy (what save_on_cpu does
+    # across devices): the backward pass must use what the hooks give back, and stay exact.
+    n = 25
+    cell, readout, u, h0, loss = gru_problem(n)
+    wrt = [h0, u, *cell.parameters(), *readout.parameters()]
+    expected = torch.autograd.grad(loss(*unrolled(cell, readout, u, h0)), wrt)
+    packed = []
+
+    def pack(t):
+        packed.append(t.shape)
+        return t.clone()
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t.clone()):
+        h, ys = rt.unroll(lambda h, u_t: cell(u_t, h), h0, u, output=readout, params=cell.parameters(),
+                          strategy=revseq.BinomialCheckpointing(checkpoints=4))  # fmt: skip
+    assert packed.count(h0.shape) >= 4  # x_0 and the three other checkpoints
+    got = torch.autograd.grad(loss(h, ys), wrt)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e)
+
+
+@needs_torch
 def test_checkpoints_are_freed_with_the_graph_when_backward_never_runs():
     cell, _, u, h0, _ = gru_problem(30)
     saved = []
