@@ -1,0 +1,345 @@
+"""OnlineCheckpointing: runs whose length is known only when they stop.
+
+Oracles: the brute-force DP of the offline bound T' (tests/online_oracles.py,
+built on tests/oracles.py's DP of T), an independent port of equinox's
+forward rule with Table O1 of THEORY 4.3, an exhaustive search over which
+checkpoints to discard before reversing, plain backpropagation (StoreAll),
+plain loops, and calls of f counted from outside.
+"""
+
+from __future__ import annotations
+
+import doctest
+import itertools
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import online_oracles
+import oracles
+import pytest
+
+import revseq
+from revseq import Advance, Free, ParameterError, Store
+from revseq.strategies.online import OnlineCheckpointing, online_lower_bound
+from revseq.testing import check_strategy
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def optimal_range(c: int) -> int:
+    return (c + 1) * (c + 2) // 2 - 1
+
+
+def held_by_n(strategy: OnlineCheckpointing, nmax: int) -> dict[int, tuple[int, ...]]:
+    """The checkpoints the forward sweep holds on reaching x_n, n = 1 .. nmax, read from its actions."""
+    held: set[int] = set()
+    out: dict[int, tuple[int, ...]] = {}
+    live = 0
+    for action in strategy.forward():
+        if type(action) is Store:
+            held.add(action.step)
+        elif type(action) is Free:
+            held.difference_update(range(action.start, action.stop))
+        else:
+            assert type(action) is Advance
+            for n in range(live + 1, min(action.stop, nmax) + 1):
+                out[n] = tuple(sorted(held))
+            live = action.stop
+            if live >= nmax:
+                return out
+    raise AssertionError("the forward sweep ended")
+
+
+# -- the contract, and the promise ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("c", [1, 2, 3, 5, 8])
+def test_passes_the_contract(c):
+    check_strategy(OnlineCheckpointing(checkpoints=c))
+
+
+def test_cost_is_the_offline_bound_in_the_optimal_range():
+    # T'(n, c) (DP): no schedule that computes x_n before reversing can do better, even knowing n.
+    for c in range(1, 9):
+        strategy = OnlineCheckpointing(checkpoints=c)
+        for n in range(1, optimal_range(c) + 1):
+            assert strategy.cost(n).forward_steps == online_oracles.lower_bound_dp(n, c), (c, n)
+            assert strategy.bounds(n).forward_steps == online_oracles.lower_bound_dp(n, c), (c, n)
+
+
+def test_one_checkpoint_is_optimal_for_every_n():
+    # x_0 alone: sweep to x_n, then n (n - 1) / 2 steps of sweeps from x_0, the bound T'(n, 1).
+    for n in range(1, 60):
+        assert OnlineCheckpointing(checkpoints=1).cost(n).forward_steps == online_oracles.lower_bound_dp(n, 1)
+
+
+def test_lower_bound_matches_the_dp():
+    for c in range(1, 11):
+        for n in range(1, 257):
+            assert online_lower_bound(n, c) == online_oracles.lower_bound_dp(n, c), (c, n)
+
+
+def test_lower_bound_is_within_two_of_the_offline_optimum_in_the_optimal_range():
+    # THEORY 4.1: T' - T is 1 or 2 for 2 <= c <= 10 and n < (c+1)(c+2)/2; revseq's offline count is T + 1.
+    for c in range(2, 11):
+        for n in range(2, optimal_range(c) + 1):
+            offline = revseq.optimal_forward_steps(n, c)
+            assert online_lower_bound(n, c) - offline in (0, 1), (c, n)
+
+
+def test_table_o1():
+    for (c, n), (offline, bound, _equinox, equinox_forward) in online_oracles.TABLE_O1.items():
+        assert oracles.closed_form_advances(n, c) == offline
+        assert online_lower_bound(n, c) == bound
+        # The oracle's port of equinox's rule, reversed optimally, reproduces the table's last column...
+        positions = dict(online_oracles.positions_by_n(online_oracles.equinox_placements(c), c, n))[n]
+        assert online_oracles.reversal_cost(positions, n, c) == equinox_forward, (c, n)
+        # ... and OnlineCheckpointing never does worse than it.
+        ours = OnlineCheckpointing(checkpoints=c).cost(n).forward_steps
+        assert bound <= ours <= equinox_forward, (c, n, ours)
+
+
+@pytest.mark.parametrize("c", [3, 5, 10])
+def test_stays_close_to_the_bound_beyond_the_optimal_range(c):
+    # Measured over n <= 2000 (docs/online.md has n <= 10^5): worst ratio to T' 1.066 (c=3), 1.049 (5),
+    # 1.039 (10); equinox's rule, reversed optimally, reaches 1.21, 1.26, 1.32 there.
+    strategy = OnlineCheckpointing(checkpoints=c)
+    held = held_by_n(strategy, 2000)
+    costs = {n: online_oracles.reversal_cost(held[n], n, c) for n in held}
+    assert max(costs[n] / online_lower_bound(n, c) for n in costs) <= {3: 1.066, 5: 1.05, 10: 1.039}[c]
+    equinox = online_oracles.positions_by_n(online_oracles.equinox_placements(c), c, 2000)
+    assert max(online_oracles.reversal_cost(p, n, c) / online_lower_bound(n, c) for n, p in equinox) > 1.2
+    for n in (*range(optimal_range(c) + 1, optimal_range(c) + 40), 333, 1000, 1999):
+        assert strategy.cost(n).forward_steps == costs[n], (c, n)  # the schedule costs what the oracle says
+
+
+@pytest.mark.parametrize(("c", "nmax"), [(2, 8000), (3, 4000), (6, 1500), (12, 700)])
+def test_forward_sweep_follows_its_rule(c, nmax):
+    # The library's O(1)-per-step bookkeeping against the rule stated plainly and priced in full at every step.
+    assert held_by_n(OnlineCheckpointing(checkpoints=c), nmax) == dict(online_oracles.adaptive_positions(c, nmax))
+
+
+def test_reversal_is_optimal_for_the_positions_left():
+    # Discarding checkpoints before reversing, to give later segments more room, never beats keeping them all.
+    for c in range(2, 6):
+        strategy = OnlineCheckpointing(checkpoints=c)
+        held = held_by_n(strategy, 150)
+        for n in range(1, 151):
+            cost = strategy.cost(n).forward_steps
+            assert cost == online_oracles.reversal_cost(held[n], n, c) == online_oracles.best_subset_cost(held[n], n, c)
+
+
+def test_never_more_than_c_checkpoints():
+    c = 5
+    strategy = OnlineCheckpointing(checkpoints=c)
+    # The forward sweep, whatever n turns out to be: count what is held after every action up to x_3000.
+    held: set[int] = set()
+    for action in strategy.forward():
+        if type(action) is Store:
+            held.add(action.step)
+            assert len(held) <= c
+        elif type(action) is Free:
+            held.difference_update(range(action.start, action.stop))
+        elif action.stop >= 3000:
+            break
+    # The whole schedule, the reversal included, for many n: the simulator checks after every action.
+    for n in (*range(1, 200), *range(200, 3001, 37), 3000):
+        assert revseq.simulate(strategy.schedule(n), n, checkpoints=c).peak_checkpoints == min(c, n)
+
+
+def test_forward_sweep_is_lazy_and_endless():
+    for c in (1, 2, 7):
+        actions = list(itertools.islice(OnlineCheckpointing(checkpoints=c).forward(), 300))
+        assert {type(a) for a in actions} <= {Advance, Store, Free}
+        assert not any(a.keep for a in actions if type(a) is Advance)
+        steps = [a for a in actions if type(a) is Advance]
+        assert all(b.start == a.stop for a, b in itertools.pairwise([Advance(0, 0), *steps]))  # one after another
+    last = list(OnlineCheckpointing(checkpoints=1).forward())  # one checkpoint: x_0, then on until stopped
+    assert last == [Store(0), Advance(0, sys.maxsize)]
+
+
+# -- running it: n=None with until / max_steps -----------------------------------------------------------------
+
+
+def counting(f):
+    calls = [0]
+
+    def step(x):
+        calls[0] += 1
+        return f(x)
+
+    return step, calls
+
+
+def test_backprop_until_a_step_matches_store_all():
+    x0 = np.linspace(-1.0, 1.0, 5)
+    step, calls = counting(np.sin)
+    strategy = OnlineCheckpointing(checkpoints=4)
+    out = revseq.backprop(revseq.Recurrence(step, np.cos), x0, None, strategy, until=lambda t, x: t == 37)
+    want = revseq.backprop(revseq.Recurrence(np.sin, np.cos), x0, 37, revseq.StoreAll())
+    np.testing.assert_allclose(out.state, want.state, rtol=1e-14)
+    np.testing.assert_allclose(out.gradient, want.gradient, rtol=1e-12)
+    assert out.stats.n == 37
+    assert calls[0] == out.stats.forward_steps == strategy.cost(37).forward_steps
+    assert out.stats.peak_checkpoints <= 4
+    assert out.stats.as_cost() == strategy.cost(37)  # the known-n schedule is the same run
+    known = revseq.backprop(revseq.Recurrence(np.sin, np.cos), x0, 37, strategy)
+    np.testing.assert_array_equal(known.gradient, out.gradient)
+
+
+def test_data_dependent_stop_matches_a_plain_loop():
+    # Damped oscillator, stopped when the state's norm drops below a threshold.
+    a = np.array([[0.99, 0.1], [-0.1, 0.97]])
+
+    def f(x):
+        return a @ x + 0.01 * np.sin(x)
+
+    def vjp(x, g):
+        return a.T @ g + 0.01 * np.cos(x) * g
+
+    x0 = np.array([1.0, 0.5])
+    stop = lambda t, x: np.linalg.norm(x) < 0.05  # noqa: E731
+    x, n = x0, 0
+    while True:
+        x, n = f(x), n + 1
+        if stop(n, x):
+            break
+    assert n > 100  # long enough to leave the optimal range of 5 checkpoints (20 steps)
+    rec = revseq.Recurrence(f, vjp=vjp)
+    out = revseq.backprop(rec, x0, None, OnlineCheckpointing(checkpoints=5), until=stop)
+    want = revseq.backprop(rec, x0, n, revseq.StoreAll())
+    assert out.stats.n == n
+    np.testing.assert_array_equal(out.state, x)
+    np.testing.assert_allclose(out.gradient, want.gradient, rtol=1e-12)
+    assert out.stats.forward_steps == OnlineCheckpointing(checkpoints=5).cost(n).forward_steps
+
+
+def test_max_steps_stops_the_run():
+    step, calls = counting(lambda x: 0.5 * x + 1.0)
+    rec = revseq.Recurrence(step, df=lambda x: np.full_like(x, 0.5))
+    out = revseq.backprop(
+        rec, np.zeros(2), None, OnlineCheckpointing(checkpoints=3), until=lambda t, x: False, max_steps=50
+    )
+    assert out.stats.n == 50
+    assert calls[0] == OnlineCheckpointing(checkpoints=3).cost(50).forward_steps
+    np.testing.assert_allclose(out.gradient, 0.5**50)
+
+
+def test_max_steps_alone_picks_an_optimal_budget():
+    for m in (1, 2, 9, 100):
+        rec = revseq.Recurrence(np.sin, np.cos)
+        out = revseq.backprop(rec, np.ones(3), None, max_steps=m)
+        c = OnlineCheckpointing.for_max_steps(m).checkpoints
+        assert out.stats.n == m
+        assert out.stats.peak_checkpoints <= c
+        assert out.stats.forward_steps == online_oracles.lower_bound_dp(m, c)
+    out = revseq.backprop(
+        revseq.Recurrence(np.sin, np.cos), np.ones(3), None, until=lambda t, x: t == 40, max_steps=100
+    )
+    assert out.stats.n == 40
+
+
+def test_reverse_until():
+    step, calls = counting(lambda x: x + 1)
+    states = revseq.reverse(step, 0, None, OnlineCheckpointing(3), until=lambda t, x: x == 12)
+    assert [int(x) for x in states] == list(range(11, -1, -1))
+    assert states.stats.n == 12
+    # The forward sweep had to compute x_12 to know it had stopped: one call more than an offline reverse.
+    assert calls[0] == states.stats.forward_steps == OnlineCheckpointing(3).cost(12).forward_steps
+
+
+def test_max_bytes_budget():
+    x0 = np.zeros(100)  # 800 bytes
+    strategy = OnlineCheckpointing(max_bytes=4000)
+    assert strategy.sized(800) == OnlineCheckpointing(checkpoints=5)
+    out = revseq.backprop(revseq.Recurrence(np.cos, lambda x: -np.sin(x)), x0, None, strategy, max_steps=200)
+    assert out.stats.peak_checkpoints == 5
+    assert out.stats.peak_bytes <= 4000
+    assert out.stats.forward_steps == OnlineCheckpointing(checkpoints=5).cost(200).forward_steps
+
+
+# -- for_max_steps -----------------------------------------------------------------------------------------------
+
+
+def test_for_max_steps_is_the_smallest_optimal_budget():
+    c = 1
+    for m in range(1, 3000):
+        while optimal_range(c) < m:  # brute force: the smallest c whose optimal range covers m
+            c += 1
+        assert OnlineCheckpointing.for_max_steps(m).checkpoints == c, m
+        # equinox's formula (its checkpointed_while_loop default), in floating point
+        assert c == (1 if m == 1 else math.floor(-1.5 + math.sqrt(2 * m + 0.25)) + 1), m
+    for m in (10**6, 10**9 + 7, 2**62):
+        c = OnlineCheckpointing.for_max_steps(m).checkpoints
+        assert optimal_range(c - 1) < m <= optimal_range(c)
+
+
+# -- bad inputs ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "OnlineCheckpointing needs a budget, checkpoints=c or max_bytes=, got neither"),
+        ({"checkpoints": 0}, "checkpoints must be an int >= 1, got 0"),
+        ({"checkpoints": True}, "checkpoints must be an int >= 1, got True"),
+        ({"checkpoints": 2.5}, "checkpoints must be an int >= 1, got 2.5"),
+        ({"checkpoints": 3, "max_bytes": 100}, "give the budget once"),
+        ({"max_bytes": 0}, "max_bytes must be an int >= 1, got 0"),
+    ],
+)
+def test_rejects_bad_configuration(kwargs, message):
+    with pytest.raises(ParameterError, match=message):
+        OnlineCheckpointing(**kwargs)
+
+
+def test_accepts_numpy_integers():
+    assert OnlineCheckpointing(checkpoints=np.int64(4)) == OnlineCheckpointing(checkpoints=4)
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.0, None])
+def test_for_max_steps_rejects_bad_values(bad):
+    with pytest.raises(ParameterError, match="max_steps must be an int >= 1"):
+        OnlineCheckpointing.for_max_steps(bad)
+
+
+def test_byte_budget_needs_the_state_size():
+    with pytest.raises(ParameterError, match="needs the state's size"):
+        OnlineCheckpointing(max_bytes=1000).cost(10)
+    with pytest.raises(ParameterError, match="must hold at least one state"):
+        revseq.backprop(
+            revseq.Recurrence(np.sin, np.cos), np.ones(10), None, OnlineCheckpointing(max_bytes=40), max_steps=5
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"strategy": OnlineCheckpointing(3), "until": 5}, r"until must be callable as until\(t, x_t\), got 5"),
+        ({"strategy": OnlineCheckpointing(3)}, "n=None runs until a condition: give until="),
+        ({"strategy": revseq.StoreAll(), "until": lambda t, x: t == 3}, "n=None needs an online strategy"),
+        ({"until": lambda t, x: t == 3}, "n=None without max_steps needs a budget"),
+        ({"strategy": OnlineCheckpointing(3), "max_steps": 0}, "max_steps must be an int >= 1, got 0"),
+        ({"n": 10, "strategy": OnlineCheckpointing(3), "max_steps": 5}, "until and max_steps go with n=None"),
+    ],
+)
+def test_run_rejects_bad_inputs(kwargs, message):
+    n = kwargs.pop("n", None)
+    with pytest.raises(ParameterError, match=message):
+        revseq.backprop(revseq.Recurrence(np.sin, np.cos), np.ones(2), n, **kwargs)
+
+
+# -- the documentation -----------------------------------------------------------------------------------------
+
+
+def test_docs_examples():
+    result = doctest.testfile(
+        str(ROOT / "docs" / "online.md"),
+        module_relative=False,
+        globs={"revseq": revseq, "np": np},
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
+    )
+    assert result.attempted > 0
+    assert result.failed == 0
