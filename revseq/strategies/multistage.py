@@ -79,10 +79,10 @@ MAX_PLAN_WORK = 10**10
 """The largest planning problem :class:`MultistageCheckpointing` accepts: ``n**2`` times the disk rows.
 
 With unlimited disk, or a budget the unlimited-disk plan fits in, there is
-one row: ``n = 100_000`` is the longest accepted (about a minute to plan;
-``n = 10_000`` takes about a second). A binding budget of ``disk`` slots
+one row: ``n = 100_000`` is the longest accepted (about half a minute to
+plan; ``n = 10_000`` takes about a second). A binding budget of ``disk`` slots
 has ``disk + 1`` rows (``disk = 10``: up to ``n = 30_000``; ``n = 8_000``
-takes about 5 s). Beyond it planning raises
+takes about 2 s). Beyond it planning raises
 :class:`~revseq.errors.ParameterError` rather than run for hours.
 """
 
@@ -160,7 +160,7 @@ class MultistageCheckpointing(ReversalStrategy):
     whatever would be recomputed.
 
     Planning is a dynamic programme, ``O(n^2)`` with unlimited disk (about
-    a second for ``n = 10_000``, ten for ``n = 40_000``) and ``O(n^2
+    a second for ``n = 10_000``, five for ``n = 40_000``) and ``O(n^2
     disk)`` when a disk budget binds, cached per configuration; problems
     larger than :data:`MAX_PLAN_WORK` are refused.
 
