@@ -14,6 +14,8 @@ Recompute()                              ~n^2/2 steps, 1 checkpoint
 RecursiveHalving()                       ~(n/2) log2 n steps, ceil(log2 n) checkpoints
 SqrtCheckpointing(interval=None)         <= 2n steps, ~2 sqrt(n) checkpoints
 BinomialCheckpointing(checkpoints=c)     the proven minimum of steps for c checkpoints
+OnlineCheckpointing(checkpoints=c)       for runs of unknown length (n=None, until=...)
+MultistageCheckpointing(ram, disk, costs)  least step + disk time, checkpoints in RAM and on disk
 
 Schedules as data
 -----------------
@@ -48,11 +50,16 @@ from revseq.store import MemoryStore
 from revseq.store import Store as CheckpointStore
 from revseq.strategies import (
     BinomialCheckpointing,
+    DiskCosts,
+    MultistageCheckpointing,
+    OnlineCheckpointing,
+    OnlineStrategy,
     Recompute,
     RecursiveHalving,
     ReversalStrategy,
     SqrtCheckpointing,
     StoreAll,
+    online_lower_bound,
     optimal_forward_steps,
     repetition_number,
 )
@@ -67,9 +74,13 @@ __all__ = [
     "Bounds",
     "CheckpointStore",
     "Cost",
+    "DiskCosts",
     "DiskStore",
     "Free",
     "MemoryStore",
+    "MultistageCheckpointing",
+    "OnlineCheckpointing",
+    "OnlineStrategy",
     "ParameterError",
     "Recompute",
     "Recurrence",
@@ -91,6 +102,7 @@ __all__ = [
     "Walk",
     "__version__",
     "backprop",
+    "online_lower_bound",
     "optimal_forward_steps",
     "repetition_number",
     "reverse",

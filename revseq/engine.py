@@ -292,6 +292,7 @@ class _Run:
         n = tracker.n
         assert n is not None  # an online run executes actions only once its length is known
         x, live = self.x, self.live
+        produced = tracker.output_done  # x_n is already computed: an online sweep stopped there
         get = self.store.get if self.disk is None else self._fetch
         for index, action in enumerate(actions):
             check(index, action)  # raises before anything illegal runs
@@ -300,10 +301,12 @@ class _Run:
                 x = self._advance(x, action.start, action.stop, action.keep)  # type: ignore[union-attr]
                 live = action.stop  # type: ignore[union-attr]
                 if live == n and self.output:
+                    produced = True
                     yield n, x  # this schedule computes x_n itself, before reversing
             elif kind is Reverse:
                 start, stop = action.start, action.stop  # type: ignore[union-attr]
-                if stop == n and self.output and live != n:
+                if stop == n and self.output and not produced:
+                    produced = True
                     last = x if live == n - 1 else get(n - 1)
                     if self.copies:  # a step that works in place must not consume x_{n-1}
                         last = _tree.deep_copy(last)

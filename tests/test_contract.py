@@ -58,6 +58,9 @@ REGISTRY = [
     revseq.RecursiveHalving(),
     *(revseq.SqrtCheckpointing(interval=k) for k in (None, 1, 3, 7)),
     *(revseq.BinomialCheckpointing(checkpoints=c) for c in (1, 2, 3, 5, None)),
+    *(revseq.OnlineCheckpointing(checkpoints=c) for c in (1, 2, 3, 5)),
+    revseq.MultistageCheckpointing(ram=2, disk=None, costs=revseq.DiskCosts(step=1.0, write=2.0, read=1.0)),
+    revseq.MultistageCheckpointing(ram=0, disk=2, costs=revseq.DiskCosts(step=1.0, write=0.5, read=0.5)),
     EveryKth(k=1),
     EveryKth(k=3),
     EveryKth(k=8),
@@ -74,7 +77,7 @@ def test_registry_covers_every_built_in_strategy():
         getattr(revseq, name)
         for name in revseq.__all__
         if isinstance(getattr(revseq, name), type) and issubclass(getattr(revseq, name), ReversalStrategy)
-    } - {ReversalStrategy}
+    } - {ReversalStrategy, revseq.OnlineStrategy}
     assert built_in <= {type(s) for s in REGISTRY}
 
 

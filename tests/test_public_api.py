@@ -3,6 +3,11 @@
 import revseq
 
 EXPECTED = [
+    "online_lower_bound",
+    "OnlineStrategy",
+    "OnlineCheckpointing",
+    "MultistageCheckpointing",
+    "DiskCosts",
     "Action",
     "Advance",
     "BinomialCheckpointing",
