@@ -51,6 +51,7 @@ def test_readme_quickstart_snippet_numbers():
         revseq.SqrtCheckpointing(),
         revseq.BinomialCheckpointing(),
         revseq.BinomialCheckpointing(checkpoints=15),
+        revseq.OnlineCheckpointing(checkpoints=15),
         revseq.RecursiveHalving(),
         revseq.Recompute(),
     ]
