@@ -111,7 +111,7 @@ def train(model: Model, u: torch.Tensor, y: torch.Tensor, strategy: revseq.Rever
         optimiser.step()
         losses.append(loss.item())
         seconds = time.perf_counter() - start
-        print(f"epoch {epoch}: loss {losses[-1]:.4f}   ({tally.cell_calls} cell calls, {seconds:.1f} s)")
+        print(f"epoch {epoch}: loss {losses[-1]:.4f}   ({tally.step_calls} cell calls, {seconds:.1f} s)")
     assert losses[-1] < 0.5 * losses[0], "the loss did not go down"
 
 

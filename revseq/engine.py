@@ -24,7 +24,7 @@ from revseq.recurrence import Recurrence
 from revseq.schedule import Action, Advance, Bounds, Cost, Free, Restore, Reverse, Store, _Tracker
 from revseq.store import MemoryStore
 from revseq.store import Store as StoreProtocol
-from revseq.strategies.base import OnlineStrategy, ReversalStrategy
+from revseq.strategies.base import OnlineStrategy, ReversalStrategy, as_strategy
 from revseq.strategies.binomial import BinomialCheckpointing
 
 __all__ = ["DEFAULT_STRATEGY", "Result", "Reversal", "Stats", "Walk", "backprop", "reverse", "walk"]
@@ -107,16 +107,7 @@ class Result:
 
 
 def _check_strategy(strategy: Any) -> ReversalStrategy:
-    if strategy is None:
-        return DEFAULT_STRATEGY
-    if isinstance(strategy, type) and issubclass(strategy, ReversalStrategy):
-        raise ParameterError(
-            f"strategy must be a ReversalStrategy instance, got the class {strategy.__name__}; "
-            f"did you mean {strategy.__name__}()?"
-        )
-    if not isinstance(strategy, ReversalStrategy):
-        raise ParameterError(f"strategy must be a ReversalStrategy, got {strategy!r} ({type(strategy).__name__})")
-    return strategy
+    return as_strategy(strategy, DEFAULT_STRATEGY)
 
 
 def _check_store(store: Any, name: str = "store") -> StoreProtocol:

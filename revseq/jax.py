@@ -48,42 +48,14 @@ import attrs
 import jax.numpy as jnp
 import numpy as np
 
+from revseq._adapter import Tally, strategy_or_default
 from revseq._validate import check_int
-from revseq.engine import DEFAULT_STRATEGY, Stats, Walk, walk
+from revseq.engine import Stats, Walk, walk
 from revseq.errors import ParameterError
 from revseq.recurrence import Recurrence
 from revseq.strategies.base import ReversalStrategy
 
 __all__ = ["Tally", "scan"]
-
-
-@attrs.define
-class Tally:
-    """What :func:`scan` cost, counted as it runs; pass one as ``tally=`` and read it afterwards.
-
-    Attributes
-    ----------
-    forward_steps:
-        Calls of the step made by the engine: the first sweep, its
-        recomputations and the call producing the final carry, summed over
-        every forward and backward pass. After one forward and one backward
-        it equals ``strategy.cost(n).forward_steps``. The primal-only
-        ``lax.scan`` (no differentiation) is not counted.
-    vjp_steps:
-        Calls of the step's :func:`jax.vjp` (each re-runs the step once):
-        ``n`` per backward pass.
-    stats:
-        The engine's :class:`revseq.Stats` for the latest walk.
-    """
-
-    forward_steps: int = 0
-    vjp_steps: int = 0
-    stats: Stats | None = None
-
-    @property
-    def step_calls(self) -> int:
-        """Every evaluation of the step: ``forward_steps + vjp_steps``."""
-        return self.forward_steps + self.vjp_steps
 
 
 @attrs.frozen(eq=False)
@@ -150,19 +122,6 @@ def _compiled(fn: Callable[..., Any], treedef: Any) -> tuple[Any, Any]:
         return jax.tree_util.tree_leaves(g_c), g_x, g_k
 
     return jax.jit(forward), jax.jit(adjoint)
-
-
-def _strategy(strategy: Any) -> ReversalStrategy:
-    if strategy is None:
-        return DEFAULT_STRATEGY
-    if isinstance(strategy, type) and issubclass(strategy, ReversalStrategy):
-        raise ParameterError(
-            f"strategy must be a ReversalStrategy instance, got the class {strategy.__name__}; "
-            f"did you mean {strategy.__name__}()?"
-        )
-    if not isinstance(strategy, ReversalStrategy):
-        raise ParameterError(f"strategy must be a ReversalStrategy instance, got {strategy!r}")
-    return strategy
 
 
 def _is_traced(tree: Any) -> bool:
@@ -327,5 +286,5 @@ def scan(
     init = jax.tree_util.tree_map(jnp.asarray, init)
     x_example = None if xs is None else jax.tree_util.tree_map(lambda a: a[0], xs)
     fn, consts = jax.closure_convert(f, init, x_example)
-    spec = _Spec(fn=fn, n=n, strategy=_strategy(strategy), tally=tally)
+    spec = _Spec(fn=fn, n=n, strategy=strategy_or_default(strategy), tally=tally)
     return _scan(spec, init, xs, tuple(consts))  # type: ignore[no-any-return]

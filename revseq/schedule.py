@@ -71,6 +71,7 @@ __all__ = [
 # immutable and have a field repr; the `__eq__`/`__hash__` below add what
 # attrs would have given, that actions of different kinds never compare
 # equal (`Store(3) != Restore(3)`, though both are the tuple `(3,)`).
+# (NamedTuples take no base classes, so the methods are set on each after.)
 # Actions carry no validators either: every schedule is checked by the
 # _Tracker below, which names the offending action.
 
@@ -83,21 +84,16 @@ def _action_hash(self: tuple[Any, ...]) -> int:
     return hash((type(self).__name__, tuple.__hash__(self)))
 
 
+def _action_ne(self: tuple[Any, ...], other: object) -> bool:
+    return not _action_eq(self, other)
+
+
 class Advance(NamedTuple):
     """Advance the live state from ``x_start`` to ``x_stop``; ``keep`` stores the states in between."""
 
     start: int
     stop: int
     keep: bool = False
-
-    def __eq__(self, other: object) -> bool:
-        return _action_eq(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        return not _action_eq(self, other)
-
-    def __hash__(self) -> int:
-        return _action_hash(self)
 
 
 class Store(NamedTuple):
@@ -113,15 +109,6 @@ class Store(NamedTuple):
     def __repr__(self) -> str:
         return f"Store(step={self.step!r}, disk=True)" if self.disk else f"Store(step={self.step!r})"
 
-    def __eq__(self, other: object) -> bool:
-        return _action_eq(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        return not _action_eq(self, other)
-
-    def __hash__(self) -> int:
-        return _action_hash(self)
-
 
 class Restore(NamedTuple):
     """Make the stored ``x_step`` the live state (the checkpoint stays stored).
@@ -130,15 +117,6 @@ class Restore(NamedTuple):
     """
 
     step: int
-
-    def __eq__(self, other: object) -> bool:
-        return _action_eq(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        return not _action_eq(self, other)
-
-    def __hash__(self) -> int:
-        return _action_hash(self)
 
 
 class Free(NamedTuple):
@@ -150,15 +128,6 @@ class Free(NamedTuple):
 
     start: int
     stop: int
-
-    def __eq__(self, other: object) -> bool:
-        return _action_eq(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        return not _action_eq(self, other)
-
-    def __hash__(self) -> int:
-        return _action_hash(self)
 
 
 class Reverse(NamedTuple):
@@ -172,15 +141,11 @@ class Reverse(NamedTuple):
     start: int
     stop: int
 
-    def __eq__(self, other: object) -> bool:
-        return _action_eq(self, other)
 
-    def __ne__(self, other: object) -> bool:
-        return not _action_eq(self, other)
-
-    def __hash__(self) -> int:
-        return _action_hash(self)
-
+for _kind in (Advance, Store, Restore, Free, Reverse):
+    _kind.__eq__ = _action_eq  # type: ignore[method-assign]
+    _kind.__ne__ = _action_ne  # type: ignore[method-assign,assignment]
+    _kind.__hash__ = _action_hash  # type: ignore[method-assign]
 
 Action: TypeAlias = Advance | Store | Restore | Free | Reverse
 

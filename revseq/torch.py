@@ -39,43 +39,14 @@ except ModuleNotFoundError as error:  # only a missing torch; a broken install k
 import attrs
 
 from revseq import _tree
+from revseq._adapter import Tally, strategy_or_default
 from revseq._validate import check_int
-from revseq.engine import DEFAULT_STRATEGY, Stats, Walk, walk
+from revseq.engine import Stats, Walk, walk
 from revseq.errors import ParameterError, StepError
 from revseq.recurrence import Recurrence
 from revseq.strategies.base import ReversalStrategy
 
 __all__ = ["Tally", "unroll"]
-
-
-@attrs.define
-class Tally:
-    """What :func:`unroll` cost, counted as it runs; pass one as ``tally=`` and read it afterwards.
-
-    Attributes
-    ----------
-    forward_steps:
-        Calls of the cell made without gradients: the engine's first sweep,
-        its recomputations and the call producing ``h_n``, summed over every
-        forward and backward pass. After one forward and one backward it
-        equals ``strategy.cost(n).forward_steps``.
-    vjp_steps:
-        Calls of the cell made with gradients enabled, one inside each
-        step's adjoint: ``n`` per backward pass.
-    stats:
-        The engine's :class:`revseq.Stats` for the latest walk (its
-        ``as_cost()`` is comparable with ``strategy.cost(n)``); None until a
-        walk has run (a forward pass without gradients runs none).
-    """
-
-    forward_steps: int = 0
-    vjp_steps: int = 0
-    stats: Stats | None = None
-
-    @property
-    def cell_calls(self) -> int:
-        """Every call of the cell: ``forward_steps + vjp_steps``."""
-        return self.forward_steps + self.vjp_steps
 
 
 # -- trees of tensors -------------------------------------------------------
@@ -437,19 +408,6 @@ def _plain(spec: _Spec, h0: list[Tensor], inputs: list[Tensor]) -> list[Tensor]:
     return [*state, *ys]
 
 
-def _strategy(strategy: Any) -> ReversalStrategy:
-    if strategy is None:
-        return DEFAULT_STRATEGY
-    if isinstance(strategy, type) and issubclass(strategy, ReversalStrategy):
-        raise ParameterError(
-            f"strategy must be a ReversalStrategy instance, got the class {strategy.__name__}; "
-            f"did you mean {strategy.__name__}()?"
-        )
-    if not isinstance(strategy, ReversalStrategy):
-        raise ParameterError(f"strategy must be a ReversalStrategy instance, got {strategy!r}")
-    return strategy
-
-
 def _parameters(module: Any) -> list[Tensor]:
     return list(module.parameters()) if isinstance(module, torch.nn.Module) else []
 
@@ -554,7 +512,7 @@ def unroll(
     spec = _Spec(
         cell=cell,
         output=output,
-        strategy=_strategy(strategy),
+        strategy=strategy_or_default(strategy),
         n=n,
         state_skeleton=state_skeleton,
         has_inputs=inputs is not None,

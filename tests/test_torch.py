@@ -132,7 +132,7 @@ def test_cell_calls_are_the_strategys_cost_plus_one_rerun_per_step(strategy):
     cost = strategy.cost(n)
     assert calls.count(False) == cost.forward_steps  # the engine's calls, without gradients
     assert calls.count(True) == n  # one re-run inside each step's adjoint
-    assert (tally.forward_steps, tally.vjp_steps, tally.cell_calls) == (cost.forward_steps, n, len(calls))
+    assert (tally.forward_steps, tally.vjp_steps, tally.step_calls) == (cost.forward_steps, n, len(calls))
     assert tally.stats.as_cost() == cost
 
 

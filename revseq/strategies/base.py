@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator
-from typing import final
+from typing import Any, final
 
 from revseq._validate import check_int
+from revseq.errors import ParameterError
 from revseq.schedule import Action, Advance, Bounds, Cost, Free, Schedule, Store
 
-__all__ = ["OnlineStrategy", "ReversalStrategy"]
+__all__ = ["OnlineStrategy", "ReversalStrategy", "as_strategy"]
 
 
 class ReversalStrategy(abc.ABC):
@@ -112,6 +113,20 @@ class OnlineStrategy(ReversalStrategy):
         stored: list[int] = []
         yield from _cut_forward(self.forward(), n, stored)
         yield from self.backward(n, tuple(sorted(stored)))
+
+
+def as_strategy(strategy: Any, default: ReversalStrategy) -> ReversalStrategy:
+    """``strategy`` checked where a user passes one (``default`` for None), with a hint for a class."""
+    if strategy is None:
+        return default
+    if isinstance(strategy, type) and issubclass(strategy, ReversalStrategy):
+        raise ParameterError(
+            f"strategy must be a ReversalStrategy instance, got the class {strategy.__name__}; "
+            f"did you mean {strategy.__name__}()?"
+        )
+    if not isinstance(strategy, ReversalStrategy):
+        raise ParameterError(f"strategy must be a ReversalStrategy, got {strategy!r} ({type(strategy).__name__})")
+    return strategy
 
 
 def _cut_forward(actions: Iterator[Action], n: int, stored: list[int]) -> Iterator[Action]:

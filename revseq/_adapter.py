@@ -1,0 +1,47 @@
+"""What the autodiff adapters (revseq.torch, revseq.jax) share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from revseq.engine import DEFAULT_STRATEGY, Stats
+from revseq.strategies.base import ReversalStrategy, as_strategy
+
+__all__ = ["Tally", "strategy_or_default"]
+
+
+@attrs.define
+class Tally:
+    """What an adapter's run cost, counted as it runs; pass one as ``tally=`` and read it afterwards.
+
+    Attributes
+    ----------
+    forward_steps:
+        Calls of the step made without gradients by the engine: the first
+        sweep, its recomputations and the call producing the final state,
+        summed over every forward and backward pass. After one forward and
+        one backward it equals ``strategy.cost(n).forward_steps``. A primal
+        computed by the framework alone (no differentiation) is not counted.
+    vjp_steps:
+        Calls of the step inside each step's adjoint, where the framework
+        re-runs it to differentiate it: ``n`` per backward pass.
+    stats:
+        The engine's :class:`revseq.Stats` for the latest walk (its
+        ``as_cost()`` is comparable with ``strategy.cost(n)``); None until a
+        walk has run.
+    """
+
+    forward_steps: int = 0
+    vjp_steps: int = 0
+    stats: Stats | None = None
+
+    @property
+    def step_calls(self) -> int:
+        """Every call of the step: ``forward_steps + vjp_steps``."""
+        return self.forward_steps + self.vjp_steps
+
+
+def strategy_or_default(strategy: Any) -> ReversalStrategy:
+    return as_strategy(strategy, DEFAULT_STRATEGY)
