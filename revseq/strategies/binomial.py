@@ -34,13 +34,7 @@ def repetition_number(n: int, checkpoints: int) -> int:
     >>> repetition_number(10_000, 15)
     5
     """
-    n = check_int("n", n, 1)
-    c = check_int("checkpoints", checkpoints, 1)
-    r, reach = 0, 1  # reach = C(c + r, c)
-    while reach < n:
-        r += 1
-        reach = reach * (c + r) // r
-    return r
+    return _repetitions(check_int("n", n, 1), check_int("checkpoints", checkpoints, 1))
 
 
 def optimal_forward_steps(n: int, checkpoints: int) -> int:
@@ -52,8 +46,25 @@ def optimal_forward_steps(n: int, checkpoints: int) -> int:
     >>> optimal_forward_steps(100, 5), optimal_forward_steps(1000, 10)
     (317, 3637)
     """
-    r = repetition_number(n, checkpoints)
-    return r * n - math.comb(checkpoints + r, r - 1) + 1 if r else 1
+    return revolve_advances(check_int("n", n, 1), check_int("checkpoints", checkpoints, 1)) + 1
+
+
+def _repetitions(n: int, c: int) -> int:
+    r, reach = 0, 1  # reach = C(c + r, c)
+    while reach < n:
+        r += 1
+        reach = reach * (c + r) // r
+    return r
+
+
+def revolve_advances(length: int, slots: int) -> int:
+    """``T(length, slots)``: the forward steps :func:`revolve` makes (no call producing an ``x_n``).
+
+    Unchecked, for planners that call it in their inner loops; the
+    closed form of Griewank and Walther (THEORY 1.1).
+    """
+    r = _repetitions(length, slots)
+    return r * length - math.comb(slots + r, r - 1) if r else 0
 
 
 @functools.lru_cache(maxsize=1 << 14)

@@ -43,7 +43,7 @@ from revseq._validate import as_int, check_int, checkpoints_in, int_at_least, un
 from revseq.errors import ParameterError
 from revseq.schedule import Action, Advance, Bounds, Free, Restore, Reverse, Store
 from revseq.strategies.base import OnlineStrategy
-from revseq.strategies.binomial import revolve
+from revseq.strategies.binomial import revolve, revolve_advances
 
 __all__ = ["OnlineCheckpointing", "online_lower_bound"]
 
@@ -51,15 +51,6 @@ __all__ = ["OnlineCheckpointing", "online_lower_bound"]
 def _optimal_range(c: int) -> int:
     """The longest run for which the forward sweep stays optimal: ``(c + 1)(c + 2)/2 - 1`` steps."""
     return (c + 1) * (c + 2) // 2 - 1
-
-
-def _advances(length: int, slots: int) -> int:
-    """``T(length, slots)``: Revolve's forward steps for a segment whose base is stored (THEORY 1.1)."""
-    r, reach = 0, 1  # reach = C(slots + r, slots)
-    while reach < length:
-        r += 1
-        reach = reach * (slots + r) // r
-    return r * length - math.comb(slots + r, r - 1) if r else 0
 
 
 def online_lower_bound(n: int, checkpoints: int) -> int:
@@ -103,7 +94,7 @@ class _Growing:
     __slots__ = ("length", "r", "reach", "slots", "value")
 
     def __init__(self, length: int, slots: int) -> None:
-        self.length, self.slots, self.value = length, slots, _advances(length, slots)
+        self.length, self.slots, self.value = length, slots, revolve_advances(length, slots)
         self.r, self.reach = 0, 1  # reach = C(slots + r, slots) >= length
         while self.reach < length:
             self.r += 1
@@ -167,15 +158,15 @@ def _adaptive(c: int, held: list[int], t: int) -> Iterator[tuple[int, int]]:
         del seg[changed:], gain[changed:], before[changed + 1 :]
         for i in range(changed, k):
             length = held[i + 1] - held[i]
-            cost = _advances(length, c - i)
+            cost = revolve_advances(length, c - i)
             seg.append(cost)
-            gain.append(_advances(length, c - i + 1) - cost)
+            gain.append(revolve_advances(length, c - i + 1) - cost)
             before.append(before[i] + cost)
         changed = max(changed, 1)
         del gains[changed:], best[changed:]
         for j in range(changed, k):
             gains.append(gains[j - 1] + gain[j])
-            merge = _advances(held[j + 1] - held[j - 1], c - j + 1) - seg[j - 1] - seg[j] - gains[j]
+            merge = revolve_advances(held[j + 1] - held[j - 1], c - j + 1) - seg[j - 1] - seg[j] - gains[j]
             best.append(best[j - 1] if best[j - 1][0] <= merge else (merge, j))
         inner = before[k] + best[k - 1][0] + gains[k - 1]  # all but the last segment, after the best inner eviction
         keep = _Growing(t + 1 - held[k], c - k)  # the last segment, if x_t is not stored
