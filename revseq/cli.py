@@ -6,6 +6,10 @@
     revseq plan      the predicted cost of one strategy (nothing is run); --actions lists its schedule
     revseq plot      the checkpointing diagram and the memory / recomputation frontier, as PNG files
 
+Strategies by short name: storeall, recompute, halving, sqrt, binomial, online
+(checkpoints placed without knowing n) and multistage (checkpoints in memory
+and on disk; ``compare`` runs it only when asked for, since it writes to disk).
+
 ``revseq <command> --help`` lists the options; docs/cli.md shows real runs.
 Exit status: 0 on success, 2 for a usage error (a bad option value, an unknown
 strategy), 1 when the work fails (matplotlib missing, the recurrence raising a
@@ -18,8 +22,11 @@ import argparse
 import functools
 import importlib
 import json
+import math
 import os
 import sys
+import tempfile
+import textwrap
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
@@ -31,16 +38,22 @@ import attrs
 import numpy as np
 
 from revseq import _builtin, _tree
+from revseq.disk import DiskStore
 from revseq.engine import Result, backprop
-from revseq.errors import RevseqError
+from revseq.errors import ParameterError, RevseqError
 from revseq.plot import MISSING_MATPLOTLIB, label
 from revseq.recurrence import Recurrence
+from revseq.schedule import Cost
 from revseq.strategies import (
     BinomialCheckpointing,
+    DiskCosts,
+    MultistageCheckpointing,
+    OnlineCheckpointing,
     Recompute,
     RecursiveHalving,
     SqrtCheckpointing,
     StoreAll,
+    online_lower_bound,
     optimal_forward_steps,
     repetition_number,
 )
@@ -54,8 +67,27 @@ STRATEGIES: dict[str, type[ReversalStrategy]] = {
     "halving": RecursiveHalving,
     "sqrt": SqrtCheckpointing,
     "binomial": BinomialCheckpointing,
+    "online": OnlineCheckpointing,
+    "multistage": MultistageCheckpointing,
 }
 """The short names the command accepts; the class names work too, in any case."""
+
+COMPARE_DEFAULT = ["storeall", "sqrt", "binomial", "online", "halving", "recompute"]
+"""What ``compare`` runs without ``--strategies``: every strategy but multistage, which writes to disk."""
+
+DIAGRAM_RAM = 3
+"""``revseq plot diagram -s multistage`` without ``--ram``: 3 checkpoints in memory, as the default diagram has."""
+
+# Options that configure one family of strategies: (option, dest in the namespace, the strategies it applies to).
+_Option = tuple[str, str, tuple[str, ...]]
+_BUDGET_OPTIONS: list[_Option] = [
+    ("--checkpoints", "checkpoints", ("binomial", "online")),
+    ("--interval", "interval", ("sqrt",)),
+]
+_DISK_OPTIONS: list[_Option] = [
+    (f"--{dest.replace('_', '-')}", dest, ("multistage",))
+    for dest in ("ram", "disk", "step_cost", "write_cost", "read_cost")
+]
 
 _ALIASES = {**{name: name for name in STRATEGIES}, **{cls.__name__.lower(): name for name, cls in STRATEGIES.items()}}
 
@@ -82,6 +114,33 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
 
     parse.__name__ = f"int >= {minimum}"
     return parse
+
+
+def _finite_at_least(minimum: float, *, strict: bool = False) -> Callable[[str], float]:
+    relation = ">" if strict else ">="
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a finite number {relation} {minimum:g}, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be a finite number {relation} {minimum:g}, got {text}")
+        return value
+
+    parse.__name__ = f"number {relation} {minimum:g}"
+    return parse
+
+
+def _directory(text: str) -> str:
+    """An existing, writable directory (``--disk-dir``), as an absolute path."""
+    path = os.path.abspath(text)
+    if not os.path.isdir(path):
+        why = "not a directory" if os.path.exists(path) else "no such directory"
+        raise argparse.ArgumentTypeError(f"must be an existing, writable directory, got {text!r} ({why})")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"must be an existing, writable directory, got {text!r} (not writable)")
+    return path
 
 
 def _budgets(text: str) -> list[int | None]:
@@ -112,12 +171,46 @@ def _strategy_names(text: str) -> list[str]:
     return [_strategy_name(part) for part in text.split(",") if part.strip()]
 
 
-def _make(name: str, *, checkpoints: int | None = None, interval: int | None = None) -> ReversalStrategy:
-    if name == "binomial":
-        return BinomialCheckpointing(checkpoints=checkpoints)
-    if name == "sqrt":
-        return SqrtCheckpointing(interval=interval)
-    return STRATEGIES[name]()
+def _small_budget(n: int) -> int:
+    """ceil(log2 n) + 1: the small budget ``compare`` gives binomial and online, and multistage's default ram."""
+    return (n - 1).bit_length() + 1
+
+
+def _online(n: int, checkpoints: int | None) -> OnlineCheckpointing:
+    """``checkpoints``, or by default the fewest that keep every run of up to ``n`` steps optimal."""
+    if checkpoints is None:
+        return OnlineCheckpointing.for_max_steps(n)
+    return OnlineCheckpointing(checkpoints=checkpoints)
+
+
+def _multistage(args: argparse.Namespace, n: int, default_ram: int | None = None) -> MultistageCheckpointing:
+    """MultistageCheckpointing from --ram, --disk and the three costs (DiskCosts' defaults where not given)."""
+    ram = args.ram if args.ram is not None else default_ram if default_ram is not None else _small_budget(n)
+    defaults = DiskCosts()
+    costs = DiskCosts(
+        step=defaults.step if args.step_cost is None else args.step_cost,
+        write=defaults.write if args.write_cost is None else args.write_cost,
+        read=defaults.read if args.read_cost is None else args.read_cost,
+    )
+    return MultistageCheckpointing(ram=ram, disk=args.disk, costs=costs)
+
+
+def _check_disk_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.ram == 0 and args.disk == 0:
+        parser.error("argument --disk: --ram 0 and --disk 0 leave nowhere to keep x_0; give --ram >= 1 or --disk >= 1")
+
+
+def _given(args: argparse.Namespace, options: list[_Option]) -> list[tuple[str, tuple[str, ...]]]:
+    """The options of ``options`` given on the command line, with the strategies each applies to."""
+    return [(option, owners) for option, dest, owners in options if getattr(args, dest, None) is not None]
+
+
+def _cost_of(strategy: ReversalStrategy, n: int, parser: argparse.ArgumentParser) -> Cost:
+    """``strategy.cost(n)``; a plan too large to make (multistage's limit) is a usage error naming -n."""
+    try:
+        return strategy.cost(n)
+    except ParameterError as exc:
+        parser.error(f"argument -n: {exc}")
 
 
 # -- progress: tqdm on a terminal, nothing otherwise ----------------------------------------------
@@ -196,6 +289,17 @@ class _Row:
     deviation: float
     reference: bool
     traced_bytes: int | None = None
+    peak_disk: int = 0
+    disk_writes: int = 0
+    disk_reads: int = 0
+    disk_bytes_written: int = 0
+    disk_bytes_read: int = 0
+
+    @property
+    def disk_columns(self) -> bool:
+        """Whether the row fills the disk columns: multistage always, others only if they used the disk."""
+        used = self.peak_disk or self.disk_writes or self.disk_reads
+        return bool(used) or isinstance(self.strategy, MultistageCheckpointing)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -210,6 +314,13 @@ class _Row:
             "max_gradient_deviation": self.deviation,
             "reference": self.reference,
             "traced_peak_mib": None if self.traced_bytes is None else self.traced_bytes / MIB,
+            "peak_disk": self.peak_disk,
+            "disk_writes": self.disk_writes,
+            "disk_reads": self.disk_reads,
+            "disk_bytes_written": self.disk_bytes_written,
+            "disk_bytes_read": self.disk_bytes_read,
+            "disk_mib_written": self.disk_bytes_written / MIB,
+            "disk_mib_read": self.disk_bytes_read / MIB,
         }
 
 
@@ -220,36 +331,66 @@ def _name_of(strategy: ReversalStrategy) -> str:
     return type(strategy).__name__  # pragma: no cover - compare only builds the built-ins
 
 
-def _compare_plan(
-    args: argparse.Namespace, parser: argparse.ArgumentParser
-) -> tuple[list[ReversalStrategy], list[str]]:
-    """The strategies to run, in the order to show them, and a note for each one skipped."""
+@attrs.frozen
+class _Plan:
+    """What ``compare`` runs, in the order to show it, with the notes to print under the table."""
+
+    strategies: list[ReversalStrategy]
+    skipped: list[str]  # one line for each strategy left out, and why
+    notes: list[str]  # how a strategy was run
+
+
+def _compare_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> _Plan:
     n = args.n
     explicit = args.strategies is not None
-    names = (
-        list(dict.fromkeys(args.strategies)) if explicit else ["storeall", "sqrt", "binomial", "halving", "recompute"]
-    )
-    if args.checkpoints and "binomial" not in names:
-        parser.error("--checkpoints sets binomial's budgets, but --strategies does not include binomial")
+    names = list(dict.fromkeys(args.strategies)) if explicit else COMPARE_DEFAULT
+    if args.checkpoints and not {"binomial", "online"} & set(names):
+        parser.error("--checkpoints sets the budgets of binomial and online, but --strategies includes neither")
     if args.interval and "sqrt" not in names:
         parser.error("--interval sets sqrt's intervals, but --strategies does not include sqrt")
+    disk_options = [option for option, _ in _given(args, _DISK_OPTIONS)] + (["--disk-dir"] if args.disk_dir else [])
+    if disk_options and "multistage" not in names:
+        parser.error(
+            f"{disk_options[0]} configures multistage, but --strategies does not include it "
+            f"(multistage runs only when asked for, as it writes checkpoints to disk)"
+        )
+    _check_disk_options(args, parser)
+    small = _small_budget(n)
     chosen: list[ReversalStrategy] = []
+    skipped: list[str] = []
     notes: list[str] = []
     for name in names:
         if name == "binomial":
-            budgets = args.checkpoints or [None, (n - 1).bit_length() + 1]  # the default, and ceil(log2 n) + 1
-            used: dict[int, BinomialCheckpointing] = {}
-            for c in budgets:
-                s = BinomialCheckpointing(checkpoints=c)
-                used.setdefault(s.budget(n), s)  # two spellings of one budget run once
-            chosen.extend(used[c] for c in sorted(used, reverse=True))
+            budgets = args.checkpoints or [None, small]  # the default, and ceil(log2 n) + 1
+            binomial = [BinomialCheckpointing(checkpoints=c) for c in budgets]
+            by_budget = {s.budget(n): s for s in reversed(binomial)}  # two spellings of one budget: the first
+            chosen.extend(by_budget[c] for c in sorted(by_budget, reverse=True))
+        elif name == "online":
+            # by default the small budget only, so that its row compares with binomial's
+            online = {s.budget(): s for s in reversed([_online(n, c) for c in args.checkpoints or [small]])}
+            chosen.extend(online[c] for c in sorted(online, reverse=True))
+            bounds = ", ".join(f"{online_lower_bound(n, c)} with {c} checkpoints" for c in sorted(online, reverse=True))
+            notes.append(
+                f"OnlineCheckpointing ran with n known: its schedule is the one a run of unknown length makes "
+                f"if it stops at x_n (checkpoints placed without knowing n). The fewest forward steps any online "
+                f"schedule can make: {bounds} (online_lower_bound)"
+            )
+        elif name == "multistage":
+            strategy = _multistage(args, n)
+            chosen.append(strategy)
+            where = args.disk_dir or tempfile.gettempdir()
+            notes.append(
+                f"{label(strategy)} writes its disk checkpoints to a private directory (revseq-XXXXXXXX, mode "
+                f"0700) under {where}, made for each run and removed when the run ends"
+                + ("" if args.disk_dir else "; --disk-dir chooses where")
+            )
         elif name == "sqrt":
             chosen.extend(SqrtCheckpointing(interval=k) for k in dict.fromkeys(args.interval or [None]))
         elif name == "recompute" and not explicit and n > RECOMPUTE_MAX_N:
-            notes.append(_recompute_note(n, f"n > {RECOMPUTE_MAX_N}"))
+            skipped.append(_recompute_note(n, f"n > {RECOMPUTE_MAX_N}"))
         else:
-            chosen.append(_make(name))
-    return chosen, notes
+            chosen.append(STRATEGIES[name]())
+    return _Plan(chosen, skipped, notes)
 
 
 def _recompute_note(n: int, why: str) -> str:
@@ -273,12 +414,14 @@ def _deviation(a: Result, b: Result) -> float:
     return worst
 
 
-def _traced_peak(recurrence: Recurrence, x0: Any, n: int, strategy: ReversalStrategy) -> int:
+def _traced_peak(
+    recurrence: Recurrence, x0: Any, n: int, strategy: ReversalStrategy, disk: DiskStore | None = None
+) -> int:
     """Peak bytes traced by tracemalloc over one backprop: checkpoints, live state, adjoint, temporaries."""
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
-        backprop(recurrence, x0, n, strategy)
+        backprop(recurrence, x0, n, strategy, disk=disk)
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -299,19 +442,24 @@ def _load(args: argparse.Namespace, parser: argparse.ArgumentParser) -> _builtin
 
 def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     n = args.n
+    plan = _compare_plan(args, parser)
+    strategies, skipped = plan.strategies, plan.skipped
     work = _load(args, parser)
-    strategies, notes = _compare_plan(args, parser)
     reference = next((s for s in strategies if type(s) is StoreAll), StoreAll())
     # StoreAll runs first: it is the gradient reference. Recompute, if only defaulted to, runs last,
     # priced by the fastest time per step seen so far.
     runs = [reference, *(s for s in strategies if s is not reference)]
-    predicted = {id(s): s.cost(n) for s in runs}
+    predicted = {id(s): _cost_of(s, n, parser) for s in runs}
     optional = None if args.strategies is not None else next((s for s in runs if type(s) is Recompute), None)
 
     passes = 2 if args.trace_memory else 1
 
     def total() -> int:  # the optional Recompute joins the bar only once it is sure to run
         return passes * sum(c.forward_steps for s, c in zip(runs, predicted.values(), strict=True) if s is not optional)
+
+    def disk_store(strategy: ReversalStrategy) -> DiskStore | None:
+        # Only multistage stores on disk; its store makes its private directory on the first write.
+        return DiskStore(args.disk_dir) if isinstance(strategy, MultistageCheckpointing) else None
 
     rows: dict[int, _Row] = {}
     ref_result: Result | None = None
@@ -322,13 +470,14 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             expected = predicted[id(strategy)]
             if strategy is optional and expected.forward_steps * per_step > RECOMPUTE_MAX_SECONDS:
                 estimate = expected.forward_steps * per_step
-                notes.append(_recompute_note(n, f"about {estimate:.0f} s at the pace of the runs above"))
+                skipped.append(_recompute_note(n, f"about {estimate:.0f} s at the pace of the runs above"))
                 continue
             if strategy is optional:
                 progress.extend(passes * expected.forward_steps)
             progress.stage(label(strategy))
+            disk = disk_store(strategy)
             start = time.perf_counter()
-            result = backprop(recurrence, work.x0, n, strategy)
+            result = backprop(recurrence, work.x0, n, strategy, disk=disk)
             seconds = time.perf_counter() - start
             progress.flush()
             pace = seconds / result.stats.forward_steps
@@ -339,7 +488,7 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             traced = None
             if args.trace_memory:  # a separate pass, so tracing does not slow the timed run
                 progress.stage(f"{label(strategy)} (tracemalloc)")
-                traced = _traced_peak(recurrence, work.x0, n, strategy)
+                traced = _traced_peak(recurrence, work.x0, n, strategy, disk_store(strategy))
                 progress.flush()
             stats = result.stats
             if stats.as_cost() != expected:
@@ -358,13 +507,19 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 deviation=_deviation(result, ref_result),
                 reference=strategy is reference,
                 traced_bytes=traced,
+                peak_disk=stats.peak_disk,
+                disk_writes=stats.disk_writes,
+                disk_reads=stats.disk_reads,
+                disk_bytes_written=stats.disk_bytes_written,
+                disk_bytes_read=stats.disk_bytes_read,
             )
-    _report(args, work, [rows[id(s)] for s in strategies if id(s) in rows], notes, shown=reference in strategies)
+    shown = [rows[id(s)] for s in strategies if id(s) in rows]
+    _report(args, work, shown, _Plan(strategies, skipped, plan.notes), shown_reference=reference in strategies)
     return 0
 
 
 def _report(
-    args: argparse.Namespace, work: _builtin.Workload, rows: list[_Row], notes: list[str], *, shown: bool
+    args: argparse.Namespace, work: _builtin.Workload, rows: list[_Row], plan: _Plan, *, shown_reference: bool
 ) -> None:
     n = args.n
     out = sys.stdout
@@ -378,7 +533,8 @@ def _report(
             "objective": objective,
             "reference": "StoreAll()",
             "rows": [row.as_json() for row in rows],
-            "skipped": notes,
+            "skipped": plan.skipped,
+            "notes": plan.notes,
         }
         json.dump(doc, out, indent=2)
         out.write("\n")
@@ -391,9 +547,13 @@ def _report(
         file=out,
     )
     print(file=out)
-    header = ["strategy", "checkpoints", "forward steps", "x n", "ckpt MiB", "seconds", "max|grad - StoreAll|"]
+    disk = any(row.disk_columns for row in rows)
+    header = ["strategy", "checkpoints", "forward steps", "x n", "ckpt MiB"]
+    if disk:
+        header += ["on disk", "disk w/r", "disk MiB w/r"]
     if args.trace_memory:
-        header.insert(5, "traced MiB")
+        header.append("traced MiB")
+    header += ["seconds", "max|grad - StoreAll|"]
     table = []
     for row in rows:
         cells = [
@@ -402,11 +562,15 @@ def _report(
             str(row.forward_steps),
             f"{row.recompute_factor:.2f}",
             _mib(row.peak_bytes),
-            f"{row.seconds:.3f}",
-            "(reference)" if row.reference else f"{row.deviation:.1e}",
         ]
+        if disk and row.disk_columns:
+            written, read = _mib(row.disk_bytes_written), _mib(row.disk_bytes_read)
+            cells += [str(row.peak_disk), f"{row.disk_writes}/{row.disk_reads}", f"{written}/{read}"]
+        elif disk:
+            cells += ["-", "-", "-"]
         if args.trace_memory:
-            cells.insert(5, _mib(row.traced_bytes or 0))
+            cells.append(_mib(row.traced_bytes or 0))
+        cells += [f"{row.seconds:.3f}", "(reference)" if row.reference else f"{row.deviation:.1e}"]
         table.append(cells)
     widths = [max(len(h), *(len(r[i]) for r in table)) if table else len(h) for i, h in enumerate(header)]
     for cells in [header, *table]:
@@ -414,16 +578,23 @@ def _report(
         rest = "  ".join(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
         print(f"{first}  {rest}".rstrip(), file=out)
     print(file=out)
+    where = " in memory" if disk else ""
     print(
-        "checkpoints: most states held at once (x_0's copy included, the live state not); x n: forward steps / n",
+        f"checkpoints: most states held at once{where} (x_0's copy included, the live state not); "
+        f"x n: forward steps / n",
         file=out,
     )
-    print("ckpt MiB: most bytes held in the checkpoint store (nbytes of the stored states)", file=out)
+    print(f"ckpt MiB: most bytes held in the checkpoint store{where} (nbytes of the stored states)", file=out)
+    if disk:
+        print("on disk: most checkpoints held on disk at once; disk w/r: states written to / read from disk", file=out)
+        print("disk MiB w/r: the bytes of those states, as the engine measured them", file=out)
     if args.trace_memory:
         print("traced MiB: peak of everything Python allocated during the run (tracemalloc, a separate run)", file=out)
-    if not shown:
+    if not shown_reference:
         print("StoreAll() was run as the gradient reference, not shown", file=out)
-    for note in notes:
+    for note in plan.notes:
+        print(textwrap.fill(note, width=110, subsequent_indent="  ", break_long_words=False), file=out)
+    for note in plan.skipped:  # one line each, whole: easy to grep for
         print(note, file=out)
 
 
@@ -445,14 +616,28 @@ def _size(nbytes: int) -> str:
 # -- plan ---------------------------------------------------------------------------------------------
 
 
-def _single(args: argparse.Namespace, parser: argparse.ArgumentParser, default: str = "binomial") -> ReversalStrategy:
-    """The one strategy named by --strategy, --checkpoints and --interval."""
+def _single(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    n: int,
+    default: str = "binomial",
+    default_ram: int | None = None,
+) -> ReversalStrategy:
+    """The one strategy named by --strategy and configured by the options that apply to it."""
     name = args.strategy or default
-    if args.checkpoints is not None and name != "binomial":
-        parser.error(f"argument --checkpoints: applies to binomial only, not {name}")
-    if args.interval is not None and name != "sqrt":
-        parser.error(f"argument --interval: applies to sqrt only, not {name}")
-    return _make(name, checkpoints=args.checkpoints, interval=args.interval)
+    for option, owners in _given(args, _BUDGET_OPTIONS + _DISK_OPTIONS):
+        if name not in owners:
+            parser.error(f"argument {option}: applies to {' and '.join(owners)} only, not {name}")
+    if name == "binomial":
+        return BinomialCheckpointing(checkpoints=args.checkpoints)
+    if name == "online":
+        return _online(n, args.checkpoints)
+    if name == "sqrt":
+        return SqrtCheckpointing(interval=args.interval)
+    if name == "multistage":
+        _check_disk_options(args, parser)
+        return _multistage(args, n, default_ram)
+    return STRATEGIES[name]()
 
 
 def _action_json(action: Any) -> dict[str, Any]:
@@ -460,18 +645,102 @@ def _action_json(action: Any) -> dict[str, Any]:
     return {"action": type(action).__name__, **fields}
 
 
+def _number(value: float) -> str:
+    """A time in the costs' unit: an integer without its ``.0``, else up to two decimals."""
+    if value == int(value):
+        return str(int(value))
+    return f"{value:.2f}".rstrip("0")
+
+
+def _optimal_up_to(c: int) -> int:
+    """The longest run for which OnlineCheckpointing(c) is optimal: (c + 1)(c + 2)/2 - 1 steps (docs/online.md)."""
+    return (c + 1) * (c + 2) // 2 - 1
+
+
+def _online_lines(
+    strategy: OnlineCheckpointing, n: int, cost: Cost, defaulted: bool
+) -> tuple[list[str], dict[str, Any]]:
+    """What ``plan`` adds for an online strategy: the online bound and the offline optimum, as lines and JSON."""
+    c = strategy.budget()
+    bound = online_lower_bound(n, c)
+    offline = optimal_forward_steps(n, c)
+    up_to = _optimal_up_to(c)
+    if cost.forward_steps == bound:
+        first = f"{bound} forward steps, met: no online schedule with {c} checkpoints makes fewer"
+        second = f"(this one is optimal for every n <= {up_to})"
+    else:
+        first = f"{bound} forward steps: no online schedule with {c} checkpoints makes fewer"
+        second = f"(this one makes {cost.forward_steps / bound:.3f}x as many; it is optimal for n <= {up_to} only)"
+    lines = [
+        f"  online bound      {first}",
+        f"                    {second}",
+        f"  offline optimum   {offline} forward steps: binomial with the same {c} checkpoints, told n in advance",
+        "  unknown n         this is what a run that stops at x_n costs: its checkpoints are placed without knowing n",
+    ]
+    if defaulted:
+        lines += [
+            f"  budget            by default the fewest checkpoints that keep every run of up to {n} steps optimal",
+            f"                    (OnlineCheckpointing.for_max_steps({n})); --checkpoints sets it",
+        ]
+    doc = {"online_lower_bound": bound, "optimal_forward_steps": offline, "optimal_up_to": up_to}
+    return lines, doc
+
+
+def _multistage_lines(strategy: MultistageCheckpointing, n: int, cost: Cost) -> tuple[list[str], dict[str, Any]]:
+    """What ``plan`` adds for multistage: the time its costs give, and memory alone (binomial) in the same unit."""
+    costs = strategy.costs
+    predicted = strategy.predicted_time(n)
+    if costs.time(cost) != predicted:  # the schedule should take exactly the programme's optimum
+        print(
+            f"revseq plan: warning: {label(strategy)} simulated time {costs.time(cost)}, predicted {predicted}",
+            file=sys.stderr,
+        )
+    terms = (
+        f"{cost.forward_steps} steps x {costs.step:g} + {cost.disk_writes} disk writes x {costs.write:g} "
+        f"+ {cost.disk_reads} disk reads x {costs.read:g}"
+    )
+    lines = [
+        f"  time              {_number(predicted)} = {terms}",
+        "                    the least any schedule within these budgets takes (in the unit of the costs)",
+    ]
+    ram = strategy.budget()
+    alone: dict[str, Any] | None = None
+    if ram >= 1:
+        binomial = BinomialCheckpointing(checkpoints=ram)
+        steps = binomial.cost(n).forward_steps
+        time_alone = costs.step * steps
+        lines.append(
+            f"  memory alone      {label(binomial)}: {steps} forward steps, time {_number(time_alone)} "
+            f"({time_alone / predicted:.2f}x as long)"
+        )
+        alone = {"strategy": label(binomial), "forward_steps": steps, "time": time_alone}
+    else:
+        lines.append("  memory alone      impossible: --ram 0 keeps every checkpoint on disk")
+    doc = {"costs": attrs.asdict(costs), "predicted_time": predicted, "memory_alone": alone}
+    return lines, doc
+
+
 def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     n = args.n
-    strategy = _single(args, parser)
+    strategy = _single(args, parser, n)
     out = sys.stdout
     if args.actions and not args.json:
-        for action in strategy.schedule(n):
-            out.write(f"{action!r}\n")
+        try:
+            for action in strategy.schedule(n):
+                out.write(f"{action!r}\n")
+        except ParameterError as exc:  # multistage's plan too large to make, before any action
+            parser.error(f"argument -n: {exc}")
         return 0
-    cost = strategy.cost(n)
+    cost = _cost_of(strategy, n, parser)
     bounds = strategy.bounds(n)
     held = max(cost.peak_checkpoints, 1)
     best = optimal_forward_steps(n, held)
+    extra: list[str] = []
+    extra_doc: dict[str, Any] = {"optimal_forward_steps": best}
+    if isinstance(strategy, OnlineCheckpointing):
+        extra, extra_doc = _online_lines(strategy, n, cost, defaulted=args.checkpoints is None)
+    elif isinstance(strategy, MultistageCheckpointing):
+        extra, extra_doc = _multistage_lines(strategy, n, cost)
     if args.json:
         doc: dict[str, Any] = {
             "strategy": label(strategy),
@@ -479,26 +748,35 @@ def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             **{k: v for k, v in attrs.asdict(cost).items() if k != "n"},
             "recompute_factor": cost.recompute_factor,
             "bounds": attrs.asdict(bounds),
-            "optimal_forward_steps": best,
+            **extra_doc,
         }
         if args.actions:
             doc["actions"] = [_action_json(a) for a in strategy.schedule(n)]
         json.dump(doc, out, indent=2)
         out.write("\n")
         return 0
-    promise = ", ".join(
-        f"at most {value} {what}"
-        for value, what in ((bounds.forward_steps, "forward steps"), (bounds.checkpoints, "checkpoints"))
-        if value is not None
-    )
+    promises = [(bounds.forward_steps, "forward steps"), (bounds.checkpoints, "checkpoints")]
+    if isinstance(strategy, MultistageCheckpointing):
+        promises = [(bounds.checkpoints, "checkpoints in memory"), (bounds.disk_checkpoints, "on disk")]
+    promise = ", ".join(f"at most {value} {what}" for value, what in promises if value is not None)
     lines = [
         f"{label(strategy)}, n = {n}: predicted by simulating its schedule (nothing is run)",
         f"  forward steps     {cost.forward_steps}  ({cost.recompute_factor:.2f} x n)",
-        f"  peak checkpoints  {cost.peak_checkpoints}  (states held at once, x_0's copy included)",
-        f"  writes, reads     {cost.writes}, {cost.reads}  (states stored, restores)",
-        f"  promise           {promise or 'none'}",
     ]
-    if cost.forward_steps == best:
+    if isinstance(strategy, MultistageCheckpointing):
+        lines += [
+            f"  peak checkpoints  {cost.peak_checkpoints} in memory (x_0's copy included), {cost.peak_disk} on disk",
+            f"  writes, reads     {cost.writes}, {cost.reads} in memory; {cost.disk_writes}, {cost.disk_reads} on disk",
+        ]
+    else:
+        lines += [
+            f"  peak checkpoints  {cost.peak_checkpoints}  (states held at once, x_0's copy included)",
+            f"  writes, reads     {cost.writes}, {cost.reads}  (states stored, restores)",
+        ]
+    lines.append(f"  promise           {promise or 'none'}")
+    if extra:
+        lines += extra
+    elif cost.forward_steps == best:
         r = repetition_number(n, held)
         lines.append(
             f"  optimum           {best} forward steps is the proven minimum for {held} checkpoints "
@@ -529,17 +807,21 @@ def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     kinds = [args.kind] if args.kind else ["diagram", "frontier"]
     if args.output is not None and not args.kind:
         parser.error("argument -o/--output: names one file; choose diagram or frontier")
-    if args.kind == "frontier" and (args.strategy or args.checkpoints is not None or args.interval is not None):
-        parser.error("the frontier shows every strategy: --strategy, --checkpoints and --interval do not apply")
+    configured = [option for option, _ in _given(args, _BUDGET_OPTIONS + _DISK_OPTIONS)]
+    if args.kind == "frontier" and (args.strategy or configured):
+        parser.error(
+            f"the frontier draws each strategy over its own range of budgets: "
+            f"{'--strategy' if args.strategy else configured[0]} does not apply"
+        )
     jobs: list[tuple[Callable[[], Any], Path]] = []
     for kind in kinds:
         if kind == "diagram":
             name, c, n = DIAGRAM_DEFAULT
-            if args.strategy or args.checkpoints is not None or args.interval is not None:
-                strategy = _single(args, parser, default=name)
+            n = args.n if args.n is not None else n
+            if args.strategy or configured:
+                strategy = _single(args, parser, n, default=name, default_ram=DIAGRAM_RAM)
             else:
                 strategy = BinomialCheckpointing(checkpoints=c)
-            n = args.n if args.n is not None else n
             if n > plot.MAX_DIAGRAM_N:
                 parser.error(
                     f"argument -n: the diagram is drawn for n <= {plot.MAX_DIAGRAM_N}, got {n}; "
@@ -568,7 +850,7 @@ def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 # -- the parser ---------------------------------------------------------------------------------------
 
 
-def _add_single_strategy(p: argparse.ArgumentParser, default_note: str) -> None:
+def _add_single_strategy(p: argparse.ArgumentParser, default_note: str, ram_default: str) -> None:
     p.add_argument(
         "-s",
         "--strategy",
@@ -580,11 +862,39 @@ def _add_single_strategy(p: argparse.ArgumentParser, default_note: str) -> None:
         "--checkpoints",
         type=_int_at_least(1),
         metavar="C",
-        help="binomial's budget of checkpoints (default: about sqrt(2n))",
+        help="the budget of binomial (default: about sqrt(2n)) or online (default: the fewest optimal up to n)",
     )
     p.add_argument(
         "--interval", type=_int_at_least(1), metavar="K", help="sqrt's segment length (default: ceil(sqrt(n)))"
     )
+    _add_disk_options(p, ram_default)
+
+
+def _add_disk_options(p: argparse.ArgumentParser, ram_default: str) -> argparse._ArgumentGroup:
+    defaults = DiskCosts()
+    group = p.add_argument_group(
+        "multistage (checkpoints in memory and on disk)",
+        "the budgets at both levels, and the time of a step, a disk write and a disk read in any one unit",
+    )
+    group.add_argument(
+        "--ram", type=_int_at_least(0), metavar="R", help=f"checkpoints held in memory at most (default: {ram_default})"
+    )
+    group.add_argument(
+        "--disk", type=_int_at_least(0), metavar="D", help="checkpoints held on disk at most (default: unlimited)"
+    )
+    for option, value, what in (
+        ("--step-cost", defaults.step, "one forward step"),
+        ("--write-cost", defaults.write, "writing a state to disk"),
+        ("--read-cost", defaults.read, "reading one back"),
+    ):
+        strict = option == "--step-cost"
+        group.add_argument(
+            option,
+            type=_finite_at_least(0.0, strict=strict),
+            metavar="T",
+            help=f"the time of {what}, a number {'>' if strict else '>='} 0 (default {value:g})",
+        )
+    return group
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -611,15 +921,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=_strategy_names,
         action="extend",
         metavar="NAMES",
-        help=f"comma-separated, from {', '.join(STRATEGIES)} (default: all, but recompute only if n <= "
-        f"{RECOMPUTE_MAX_N} and it would take <= {RECOMPUTE_MAX_SECONDS:.0f} s)",
+        help=f"comma-separated, from {', '.join(STRATEGIES)} (default: all but multistage, which writes to "
+        f"disk, and recompute only if n <= {RECOMPUTE_MAX_N} and it would take <= {RECOMPUTE_MAX_SECONDS:.0f} s)",
     )
     c.add_argument(
         "--checkpoints",
         type=_budgets,
         action="extend",
         metavar="C[,C...]",
-        help="binomial's budgets, ints or 'auto' (default: auto and ceil(log2 n) + 1)",
+        help="the budgets of binomial and online, ints or 'auto' (default: binomial at auto and "
+        "ceil(log2 n) + 1, online at ceil(log2 n) + 1; online's auto: the fewest optimal up to n)",
     )
     c.add_argument(
         "--interval",
@@ -642,6 +953,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     c.add_argument("--no-progress", action="store_true", help="no progress bar (shown on a terminal with tqdm)")
+    disk = _add_disk_options(c, "ceil(log2 n) + 1")
+    disk.add_argument(
+        "--disk-dir",
+        type=_directory,
+        metavar="DIR",
+        help="where multistage's private checkpoint directory is made, and removed after the run "
+        "(default: the system's temporary directory)",
+    )
     c.set_defaults(run=_compare, parser=c)
 
     p = sub.add_parser(
@@ -649,7 +968,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the predicted cost of one strategy, without running anything",
         description="Simulate one strategy's schedule for n steps and print its cost; nothing is run.",
     )
-    _add_single_strategy(p, "default binomial")
+    _add_single_strategy(p, "default binomial", "ceil(log2 n) + 1")
     p.add_argument("-n", type=_int_at_least(1), default=10_000, help="number of steps (default 10000)")
     p.add_argument("--actions", action="store_true", help="list the schedule instead, one action per line")
     p.add_argument("--json", action="store_true", help="print JSON (with --actions: the actions too)")
@@ -660,11 +979,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw the checkpointing diagram and the trade-off frontier (PNG; needs revseq[plot])",
         description="Draw pictures from the schedules alone (nothing is run). `diagram`: one strategy's "
         "schedule in time (default: binomial with 3 checkpoints, n = 20; n <= 64). `frontier`: forward steps "
-        "against checkpoints for every strategy (default n = 1000). With neither, both. An existing file is "
-        "replaced, and the message says so.",
+        "against checkpoints for every strategy but multistage (default n = 1000). With neither, both. An "
+        "existing file is replaced, and the message says so.",
     )
     g.add_argument("kind", nargs="?", choices=["diagram", "frontier"], help="which picture (default: both)")
-    _add_single_strategy(g, "diagram only; default binomial with --checkpoints 3")
+    _add_single_strategy(g, "diagram only; default binomial with --checkpoints 3", str(DIAGRAM_RAM))
     g.add_argument(
         "-n",
         type=_int_at_least(1),

@@ -5,11 +5,14 @@ Two figures:
 - :func:`draw_diagram`: the classic checkpointing diagram of one strategy for
   one ``n``. Time runs left to right, one unit per call of f and per reversed
   step; the step index runs bottom to top. Forward sweeps climb, the reversal
-  descends, and each checkpoint is a grey bar from the moment it is stored to
-  the moment it is freed. A lower panel counts the checkpoints held.
-- :func:`draw_frontier`: the trade-off every strategy makes for one ``n``,
+  descends, and each checkpoint is a grey bar (brown on disk) from the moment
+  it is stored to the moment it is freed. A lower panel counts the
+  checkpoints held.
+- :func:`draw_frontier`: the trade-off each strategy makes for one ``n``,
   forward steps against peak checkpoints over a range of budgets, with the
-  proven binomial minimum drawn as the bound no schedule can pass.
+  proven binomial minimum drawn as the bound no schedule can pass. Online
+  checkpointing is there; multistage is not (its cost is a time that counts
+  disk traffic too, and its memory is split between two levels).
 
 matplotlib is an optional dependency (``pip install 'revseq[plot]'``); it is
 imported only when a figure is drawn. :func:`timeline`, the layout the
@@ -30,6 +33,8 @@ from revseq.errors import ParameterError
 from revseq.schedule import Action, Advance, Cost, Free, Restore, Reverse, Store, simulate
 from revseq.strategies import (
     BinomialCheckpointing,
+    MultistageCheckpointing,
+    OnlineCheckpointing,
     Recompute,
     RecursiveHalving,
     SqrtCheckpointing,
@@ -64,6 +69,7 @@ FORWARD = "#1f6fb4"
 REVERSE = "#d1492e"
 HELD = "#9aa3ad"
 DISK = "#b07a3b"
+ONLINE = "#138d90"
 INK = "#222222"
 
 
@@ -206,20 +212,29 @@ def timeline(actions: Iterable[Action], n: int) -> Timeline:
     )
 
 
-def label(strategy: ReversalStrategy) -> str:
-    """The strategy as it would be written, leaving out settings left at their defaults.
+def label(strategy: Any) -> str:
+    """The strategy (or any attrs object) as it would be written, leaving out settings left at their defaults.
+
+    Settings that are attrs objects themselves, such as a multistage
+    strategy's ``DiskCosts``, are written the same way.
 
     >>> label(BinomialCheckpointing()), label(BinomialCheckpointing(checkpoints=15))
     ('BinomialCheckpointing()', 'BinomialCheckpointing(checkpoints=15)')
+    >>> from revseq import DiskCosts
+    >>> label(MultistageCheckpointing(ram=4, costs=DiskCosts(write=3.0)))
+    'MultistageCheckpointing(ram=4, costs=DiskCosts(write=3.0))'
     """
     cls = type(strategy)
     if not attrs.has(cls):
         return repr(strategy)
-    parts = [
-        f"{field.name}={getattr(strategy, field.name)!r}"
-        for field in attrs.fields(cls)
-        if field.default is attrs.NOTHING or getattr(strategy, field.name) != field.default
-    ]
+    parts = []
+    for field in attrs.fields(cls):
+        value = getattr(strategy, field.name)
+        default = field.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            default = default.factory()
+        if default is attrs.NOTHING or value != default:
+            parts.append(f"{field.name}={label(value) if attrs.has(type(value)) else repr(value)}")
     return f"{cls.__name__}({', '.join(parts)})"
 
 
@@ -291,12 +306,19 @@ def draw_diagram(strategy: ReversalStrategy, n: int) -> Figure:
     top.yaxis.set_major_locator(MaxNLocator(integer=True))
     top.grid(True, color="#e6e6e6", linewidth=0.6, zorder=0)
     top.set_axisbelow(True)
-    disk_note = f" + {lay.peak_disk} on disk" if uses_disk else ""
-    top.set_title(
-        f"{label(strategy)}, n = {n}: {lay.forward_steps} forward steps "
-        f"({lay.forward_steps / n:.2f} x n), {lay.peak_checkpoints} checkpoints{disk_note}",
-        fontsize=11,
+    cost = (
+        f"{lay.forward_steps} forward steps ({lay.forward_steps / n:.2f} x n), {lay.peak_checkpoints} checkpoints"
+        + (f" + {lay.peak_disk} on disk" if uses_disk else "")
     )
+    if isinstance(strategy, MultistageCheckpointing):  # what it minimises: steps and disk traffic, in time
+        costs = strategy.costs
+        title = (
+            f"{label(strategy)}, n = {n}\n{cost}; time {strategy.predicted_time(n):g}, the least for a step "
+            f"{costs.step:g}, a disk write {costs.write:g}, a read {costs.read:g}"
+        )
+    else:
+        title = f"{label(strategy)}, n = {n}: {cost}"
+    top.set_title(title, fontsize=11)
     handles = [
         Line2D([], [], color=FORWARD, linewidth=1.6, label="forward sweep (calls of f)"),
         Line2D([], [], color=REVERSE, linewidth=2.4, label="reverse step (adjoint)"),
@@ -331,12 +353,20 @@ def draw_diagram(strategy: ReversalStrategy, n: int) -> Figure:
             color=REVERSE,
             linestyle="--",
             linewidth=0.9,
-            label=f"promised bound: {bounds.checkpoints}",
+            label=f"promised bound{' in memory' if uses_disk else ''}: {bounds.checkpoints}",
+        )
+    if bounds.disk_checkpoints is not None and uses_disk:
+        bottom.axhline(
+            bounds.disk_checkpoints,
+            color=DISK,
+            linestyle=(0, (2, 2)),
+            linewidth=1.1,
+            label=f"promised bound on disk: {bounds.disk_checkpoints}",
         )
     if bounds.checkpoints is not None or uses_disk:
-        bottom.legend(loc="upper right", fontsize=8, framealpha=0.92)
-    top_count = max(lay.peak_checkpoints, lay.peak_disk, bounds.checkpoints or 0, 1)
-    bottom.set_ylim(0, top_count * 1.3)
+        bottom.legend(loc="upper right", fontsize=8, framealpha=0.92, ncols=2 if uses_disk else 1)
+    top_count = max(lay.peak_checkpoints, lay.peak_disk, bounds.checkpoints or 0, bounds.disk_checkpoints or 0, 1)
+    bottom.set_ylim(0, top_count * (2.1 if uses_disk else 1.3))  # room for the legend above the counts
     bottom.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
     bottom.set_ylabel("held")
     bottom.set_xlabel("time (one unit per call of f and per reversed step)")
@@ -362,16 +392,24 @@ def frontier(n: int = 1000) -> dict[str, list[tuple[ReversalStrategy, Cost]]]:
 
     Keys are the short strategy names; ``"binomial"`` holds budgets spread
     evenly on a log scale from 2 to ``n - 1`` and the default budget (last),
-    ``"sqrt"`` intervals from 1 to ``n`` and the default interval (last).
+    ``"online"`` those below ``OnlineCheckpointing.for_max_steps(n)`` and that
+    one (last: with it or more, online is optimal, ``2n - c`` forward steps,
+    within one of binomial), ``"sqrt"`` intervals from 1 to ``n`` and the
+    default interval (last). Multistage checkpointing is not among them: it trades memory for
+    disk traffic as well as for steps, which one cost axis cannot show.
 
     >>> [(label(s), c.forward_steps) for s, c in frontier(100)["halving"]]
     [('RecursiveHalving()', 317)]
     """
     n = check_int("n", n, 2)
-    binomial: list[ReversalStrategy] = [BinomialCheckpointing(checkpoints=c) for c in _geometric(2, n - 1, 9)]
+    budgets = _geometric(2, n - 1, 9)
+    binomial: list[ReversalStrategy] = [BinomialCheckpointing(checkpoints=c) for c in budgets]
+    enough = OnlineCheckpointing.for_max_steps(n)
+    online: list[ReversalStrategy] = [OnlineCheckpointing(checkpoints=c) for c in budgets if c < enough.budget()]
     sqrt: list[ReversalStrategy] = [SqrtCheckpointing(interval=k) for k in _geometric(1, n, 24)]
     groups: dict[str, list[ReversalStrategy]] = {
         "binomial": [*binomial, BinomialCheckpointing()],
+        "online": [*online, enough],
         "sqrt": [*sqrt, SqrtCheckpointing()],
         "halving": [RecursiveHalving()],
         "storeall": [StoreAll()],
@@ -381,7 +419,9 @@ def frontier(n: int = 1000) -> dict[str, list[tuple[ReversalStrategy, Cost]]]:
 
 
 def draw_frontier(n: int = 1000) -> Figure:
-    """Forward steps against peak checkpoints for every built-in strategy at ``n``, and the binomial bound.
+    """Forward steps against peak checkpoints for the built-in strategies at ``n``, and the binomial bound.
+
+    Every strategy but multistage, whose cost includes disk traffic (see :func:`frontier`).
 
     Costs are simulated from the schedules (the engine measures the same
     counts). The staircase is ``optimal_forward_steps(n, c)`` for every budget
@@ -449,6 +489,29 @@ def draw_frontier(n: int = 1000) -> Figure:
         linewidths=0.6,
         zorder=6,
         label="SqrtCheckpointing() (k = ceil(sqrt n))",
+    )
+    # Online: rings around binomial's dots (same budgets), so that both show where they nearly coincide.
+    *budgets_online, (_, enough) = data["online"]
+    ax.scatter(
+        *xy(budgets_online),
+        s=75,
+        marker="o",
+        facecolors="none",
+        edgecolors=ONLINE,
+        linewidths=1.4,
+        zorder=7,
+        label="OnlineCheckpointing(checkpoints=c): n not known in advance",
+    )
+    ax.scatter(
+        [enough.peak_checkpoints],
+        [enough.forward_steps],
+        s=260,
+        marker="h",
+        facecolors="none",
+        edgecolors=ONLINE,
+        linewidths=1.6,
+        zorder=7,
+        label=f"OnlineCheckpointing.for_max_steps(n) (c = {enough.peak_checkpoints}: optimal for every run up to n)",
     )
     for name, marker, color in (("halving", "s", "#8a4fbf"), ("storeall", "P", FORWARD), ("recompute", "X", REVERSE)):
         ((strategy, cost),) = data[name]

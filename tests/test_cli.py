@@ -13,10 +13,13 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
+import multistage_oracles
 import numpy as np
+import online_oracles
 import pytest
 
 import revseq
@@ -31,6 +34,25 @@ def binomial_steps(n: int, c: int) -> int:
     while math.comb(c + r, c) < n:
         r += 1
     return r * n - math.comb(c + r, r - 1) + 1 if r else 1
+
+
+def online_steps(n: int, c: int) -> int:
+    """OnlineCheckpointing's forward steps: the adaptive rule restated plainly in tests/online_oracles.py."""
+    held = dict(online_oracles.adaptive_positions(c, n))[n]
+    return online_oracles.reversal_cost(held, n, c)
+
+
+def fewest_optimal(n: int) -> int:
+    """The smallest c with n <= (c + 1)(c + 2)/2 - 1 (docs/online.md: for_max_steps)."""
+    c = 1
+    while (c + 1) * (c + 2) // 2 - 1 < n:
+        c += 1
+    return c
+
+
+def multistage_time(n: int, ram: int, disk: int | None, step: float, write: float, read: float) -> float:
+    """The least step + disk time, by the oracle's nested programme, plus the call producing x_n."""
+    return step + multistage_oracles.nested_times(n, ram, disk, step, write, read)[n]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -60,13 +82,15 @@ def test_compare_runs_every_strategy_with_the_counts_the_formulas_give(capsys):
         "SqrtCheckpointing()": (max(m + last - 2, m + k - 3), 2 * N - last - m + 1),
         "BinomialCheckpointing()": (auto, binomial_steps(N, auto)),
         f"BinomialCheckpointing(checkpoints={small})": (small, binomial_steps(N, small)),
+        f"OnlineCheckpointing(checkpoints={small})": (small, online_steps(N, small)),  # the same small budget
         "RecursiveHalving()": ((N - 1).bit_length(), 1 + sum(bin(i).count("1") for i in range(N))),
         "Recompute()": (1, N * (N - 1) // 2 + 1),
     }
-    assert list(rows) == list(expected)  # all of them, in the documented order
+    assert list(rows) == list(expected)  # all of them, in the documented order: no multistage by default
     for name, (checkpoints, steps) in expected.items():
         row = rows[name]
         assert (row["checkpoints"], row["forward_steps"]) == (checkpoints, steps), name
+        assert (row["peak_disk"], row["disk_writes"], row["disk_reads"], row["disk_bytes_written"]) == (0, 0, 0, 0)
         assert row["recompute_factor"] == pytest.approx(steps / N)
         assert row["peak_bytes"] == checkpoints * 8 * 8  # states of 8 float64
         assert row["peak_mib"] == pytest.approx(row["peak_bytes"] / 2**20)
@@ -76,6 +100,103 @@ def test_compare_runs_every_strategy_with_the_counts_the_formulas_give(capsys):
     assert doc["n"] == N
     assert doc["state_bytes"] == 64
     assert doc["skipped"] == []
+    (note,) = doc["notes"]
+    assert "OnlineCheckpointing ran with n known" in note
+    assert f"{online_oracles.lower_bound_dp(N, small)} with {small} checkpoints" in note
+
+
+def test_compare_gives_online_the_budgets_of_binomial(capsys):
+    n = 40
+    doc = compare_json(capsys, "-n", str(n), "--size", "3", "-s", "online,binomial", "--checkpoints", "5,auto,8")
+    auto = revseq.BinomialCheckpointing().budget(n)
+    assert fewest_optimal(n) == 8  # online's auto is 8 too: one row for the two spellings
+    assert [row["strategy"] for row in doc["rows"]] == [
+        "OnlineCheckpointing(checkpoints=8)",
+        "OnlineCheckpointing(checkpoints=5)",
+        *(
+            f"BinomialCheckpointing(checkpoints={c})" if c != auto else "BinomialCheckpointing()"
+            for c in sorted({5, 8, auto}, reverse=True)
+        ),
+    ]
+    rows = {row["strategy"]: row for row in doc["rows"]}
+    assert rows["OnlineCheckpointing(checkpoints=8)"]["forward_steps"] == 2 * n - 8  # optimal range: T' = 2n - c
+    assert rows["OnlineCheckpointing(checkpoints=5)"]["forward_steps"] == online_steps(n, 5)  # past it (n > 20)
+    assert all(row["max_gradient_deviation"] <= 1e-12 for row in doc["rows"])
+    assert all(row["checkpoints"] <= int(re.findall(r"\d+", row["strategy"])[-1]) for row in doc["rows"][:2])
+
+
+WATCHER = """
+import os
+import numpy as np
+import revseq
+
+calls = []  # what the watched directory held at each call of f
+
+
+def f(x):
+    calls.append(sorted(os.listdir(os.environ["REVSEQ_TEST_WATCH"])))
+    return np.sin(x)
+
+
+rec = revseq.Recurrence(f, np.cos)
+"""
+
+
+def test_compare_multistage_keeps_its_disk_checkpoints_under_disk_dir_and_removes_them(capsys, tmp_path, monkeypatch):
+    disk_dir, elsewhere = tmp_path / "disk", tmp_path / "tmp"
+    disk_dir.mkdir()
+    elsewhere.mkdir()
+    (tmp_path / "cli_watcher.py").write_text(WATCHER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "cli_watcher", raising=False)
+    monkeypatch.setenv("REVSEQ_TEST_WATCH", str(disk_dir))
+    monkeypatch.setattr(tempfile, "tempdir", str(elsewhere))  # the default place: nothing may land there
+    n, size = 30, 5
+    argv = ["-n", str(n), "--size", str(size), "-s", "storeall,multistage", "--recurrence", "cli_watcher:rec"]
+    costs = ["--ram", "2", "--disk", "3", "--write-cost", "0.5", "--read-cost", "0.5"]
+    doc = compare_json(capsys, *argv, *costs, "--disk-dir", str(disk_dir))
+    storeall, row = doc["rows"]
+    assert row["strategy"] == "MultistageCheckpointing(ram=2, disk=3, costs=DiskCosts(write=0.5, read=0.5))"
+    assert row["max_gradient_deviation"] <= 1e-12
+    # The engine's counts give the least time the oracle finds, and the bytes are states of 5 float64.
+    time = row["forward_steps"] + 0.5 * row["disk_writes"] + 0.5 * row["disk_reads"]
+    assert time == multistage_time(n, 2, 3, 1.0, 0.5, 0.5)
+    assert (row["checkpoints"], row["peak_disk"]) <= (2, 3)
+    assert row["peak_disk"] > 0
+    assert row["disk_bytes_written"] == row["disk_writes"] * size * 8
+    assert row["disk_bytes_read"] == row["disk_reads"] * size * 8
+    calls = sys.modules["cli_watcher"].calls
+    assert len(calls) == storeall["forward_steps"] + row["forward_steps"]  # counted from outside
+    held = {name for listing in calls for name in listing}
+    assert len(held) == 1  # the run's private directory, inside --disk-dir while it ran
+    assert next(iter(held)).startswith("revseq-")
+    assert list(disk_dir.iterdir()) == []  # and gone once it ended
+    assert list(elsewhere.iterdir()) == []
+    (note,) = doc["notes"]
+    assert f"private directory (revseq-XXXXXXXX, mode 0700) under {disk_dir}, made for each run and removed" in note
+
+
+def test_compare_table_gains_disk_columns_only_with_multistage(capsys):
+    argv = ["compare", "-n", "60", "--size", "4", "-s", "binomial", "--checkpoints", "3"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    assert "disk" not in out
+    code, out, _ = run(capsys, *argv[:-3], "binomial,multistage", "--checkpoints", "3", "--ram", "3")
+    assert code == 0
+    header = next(line for line in out.splitlines() if line.startswith("strategy"))
+    for column in ("on disk", "disk w/r", "disk MiB w/r"):
+        assert column in header
+    table = out.split("\n\n")[1].splitlines()
+    body = {line.split()[0]: line.split() for line in table[1:]}
+    assert body["BinomialCheckpointing(checkpoints=3)"][5:8] == ["-", "-", "-"]
+    _, held, steps, _, _, on_disk, traffic, _, _, deviation = body["MultistageCheckpointing(ram=3)"]
+    writes, reads = map(int, traffic.split("/"))
+    assert int(steps) + 2 * writes + reads == multistage_time(60, 3, None, 1.0, 2.0, 1.0)  # the default costs
+    assert int(held) <= 3 < int(on_disk)
+    assert int(steps) < binomial_steps(60, 3)
+    assert float(deviation) <= 1e-12
+    assert f"under {tempfile.gettempdir()}" in out
+    assert "--disk-dir chooses where" in out
 
 
 def test_compare_skips_recompute_by_default_for_long_runs_and_says_so(capsys):
@@ -192,7 +313,40 @@ def test_compare_runs_a_users_recurrence(capsys, tmp_path, monkeypatch):
         (["compare", "-n", "0"], "argument -n: must be an int >= 1, got 0"),
         (["compare", "--size", "0"], "argument --size: must be an int >= 1, got 0"),
         (["compare", "--checkpoints", "0"], "argument --checkpoints: must be an int >= 1, got 0 (or 'auto')"),
-        (["compare", "-s", "halving", "--checkpoints", "4"], "--strategies does not include binomial"),
+        (
+            ["compare", "-s", "halving", "--checkpoints", "4"],
+            "budgets of binomial and online, but --strategies includes",
+        ),
+        (["compare", "--ram", "4"], "--ram configures multistage, but --strategies does not include it"),
+        (["compare", "-s", "sqrt", "--disk-dir", "."], "--disk-dir configures multistage, but --strategies does not"),
+        (
+            ["compare", "-s", "multistage", "--disk-dir", "no/such/dir"],
+            "argument --disk-dir: must be an existing, writable directory, got 'no/such/dir' (no such directory)",
+        ),
+        (["compare", "-s", "multistage", "--disk-dir", __file__], "(not a directory)"),
+        (["compare", "-s", "multistage", "--read-cost", "-1"], "argument --read-cost: must be a finite number >= 0"),
+        (["plan", "-s", "multistage", "--ram", "-1"], "argument --ram: must be an int >= 0, got -1"),
+        (["plan", "-s", "multistage", "--disk", "1.5"], "argument --disk: must be an int >= 0, got '1.5'"),
+        (
+            ["plan", "-s", "multistage", "--write-cost", "-0.5"],
+            "argument --write-cost: must be a finite number >= 0, got -0.5",
+        ),
+        (
+            ["plan", "-s", "multistage", "--read-cost", "inf"],
+            "argument --read-cost: must be a finite number >= 0, got inf",
+        ),
+        (
+            ["plan", "-s", "multistage", "--read-cost", "fast"],
+            "argument --read-cost: must be a finite number >= 0, got 'fast'",
+        ),
+        (["plan", "-s", "multistage", "--step-cost", "0"], "argument --step-cost: must be a finite number > 0, got 0"),
+        (
+            ["plan", "-s", "multistage", "--ram", "0", "--disk", "0"],
+            "argument --disk: --ram 0 and --disk 0 leave nowhere",
+        ),
+        (["plan", "-s", "multistage", "-n", "200000"], "argument -n: n=200000 is too long to plan"),
+        (["plan", "-s", "online", "--ram", "3"], "argument --ram: applies to multistage only, not online"),
+        (["plan", "--write-cost", "3"], "argument --write-cost: applies to multistage only, not binomial"),
         (["compare", "-s", "halving", "--interval", "4"], "--strategies does not include sqrt"),
         (["compare", "--recurrence", "no_such_module_xyz:f"], "cannot import 'no_such_module_xyz'"),
         (["compare", "--recurrence", "numpy"], "expected module:object"),
@@ -200,11 +354,16 @@ def test_compare_runs_a_users_recurrence(capsys, tmp_path, monkeypatch):
         (["compare", "--recurrence", "numpy:pi"], "must be a revseq.Recurrence or a callable"),
         (["compare", "--recurrence", "numpy:sin"], "wrap it: Recurrence(f, df=...)"),
         (["plan", "-n", "-1"], "argument -n: must be an int >= 1, got -1"),
-        (["plan", "-s", "halving", "--checkpoints", "3"], "argument --checkpoints: applies to binomial only"),
+        (
+            ["plan", "-s", "halving", "--checkpoints", "3"],
+            "argument --checkpoints: applies to binomial and online only",
+        ),
+        (["plot", "diagram", "-s", "sqrt", "--ram", "3"], "argument --ram: applies to multistage only, not sqrt"),
         (["plan", "-s", "binomial", "--interval", "3"], "argument --interval: applies to sqrt only"),
         (["plot", "diagram", "-n", "65"], "the diagram is drawn for n <= 64, got 65"),
         (["plot", "frontier", "-n", "1"], "the frontier needs n >= 2, got 1"),
-        (["plot", "frontier", "-s", "sqrt"], "the frontier shows every strategy"),
+        (["plot", "frontier", "-s", "sqrt"], "the frontier draws each strategy over its own range of budgets"),
+        (["plot", "frontier", "--ram", "2"], "--ram does not apply"),
         (["plot", "-o", "x.png"], "names one file; choose diagram or frontier"),
         (["plot", "diagram", "-o", "no/such/dir/x.png"], "directory 'no/such/dir' does not exist"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
@@ -222,8 +381,18 @@ def test_an_unknown_strategy_lists_the_valid_names(capsys, command):
     option = "--strategies" if command == "compare" else "--strategy"
     code, _, err = run(capsys, command, option, "bisect")
     assert code == 2
-    assert "unknown strategy 'bisect'; choose from storeall, recompute, halving, sqrt, binomial" in err
+    assert (
+        "unknown strategy 'bisect'; choose from storeall, recompute, halving, sqrt, binomial, online, multistage" in err
+    )
     assert "BinomialCheckpointing" in err
+    assert "MultistageCheckpointing" in err
+
+
+@pytest.mark.parametrize("name", ["online", "multistage", "OnlineCheckpointing", "MULTISTAGECHECKPOINTING"])
+def test_the_new_strategies_parse_by_short_and_class_name(capsys, name):
+    code, out, err = run(capsys, "plan", "-s", name, "-n", "30", "--json")
+    assert code == 0, err
+    assert json.loads(out)["strategy"].startswith("OnlineCheckpointing(" if "online" in name.lower() else "Multistage")
 
 
 def test_help_and_version(capsys):
@@ -280,6 +449,124 @@ def test_plan_actions_list_a_complete_legal_schedule(capsys):
     doc = json.loads(out)
     rebuilt = [namespace[a.pop("action")](**a) for a in doc["actions"]]
     assert revseq.simulate(rebuilt, 10).forward_steps == doc["forward_steps"]
+
+
+def plan_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
+    code, out, err = run(capsys, "plan", "--json", *argv)
+    assert code == 0, err
+    return json.loads(out)
+
+
+@pytest.mark.parametrize(("n", "c"), [(1, 4), (6, 8), (9, 8), (40, 8), (44, 8), (100, 13)])
+def test_plan_online_in_its_optimal_range_meets_the_online_bound(capsys, n, c):
+    # docs/online.md: up to (c + 1)(c + 2)/2 - 1 steps, T'(n, c) = n for n <= c, 2n - c beyond.
+    assert n <= (c + 1) * (c + 2) // 2 - 1
+    expected = n if n <= c else 2 * n - c
+    doc = plan_json(capsys, "-s", "online", "--checkpoints", str(c), "-n", str(n))
+    assert doc["strategy"] == f"OnlineCheckpointing(checkpoints={c})"
+    assert doc["forward_steps"] == doc["online_lower_bound"] == expected
+    assert doc["optimal_forward_steps"] == binomial_steps(n, c)  # the offline optimum, n known
+    assert expected - doc["optimal_forward_steps"] in (0, 1)
+    assert doc["optimal_up_to"] == (c + 1) * (c + 2) // 2 - 1
+    assert doc["peak_checkpoints"] <= c
+    code, out, _ = run(capsys, "plan", "-s", "online", "--checkpoints", str(c), "-n", str(n))
+    assert code == 0
+    assert f"  online bound      {expected} forward steps, met: no online schedule with {c} checkpoints" in out
+    assert f"  offline optimum   {binomial_steps(n, c)} forward steps: binomial with the same {c} checkpoints" in out
+
+
+def test_plan_online_default_budget_is_the_fewest_optimal_up_to_n(capsys):
+    c = fewest_optimal(1000)
+    doc = plan_json(capsys, "-s", "OnlineCheckpointing", "-n", "1000")
+    assert doc["strategy"] == f"OnlineCheckpointing(checkpoints={c})"
+    assert doc["forward_steps"] == 2 * 1000 - c
+    code, out, _ = run(capsys, "plan", "-s", "online", "-n", "1000")
+    assert code == 0
+    assert "OnlineCheckpointing.for_max_steps(1000)" in out
+
+
+def test_plan_online_past_its_optimal_range(capsys):
+    n, c = 300, 5
+    code, out, _ = run(capsys, "plan", "-s", "online", "--checkpoints", str(c), "-n", str(n))
+    assert code == 0
+    bound, steps = online_oracles.lower_bound_dp(n, c), online_steps(n, c)
+    assert steps > bound
+    assert f"  forward steps     {steps}  " in out
+    assert f"  online bound      {bound} forward steps: no online schedule with {c} checkpoints makes fewer" in out
+    assert f"(this one makes {steps / bound:.3f}x as many; it is optimal for n <= 20 only)" in out
+    assert f"  offline optimum   {binomial_steps(n, c)} forward steps" in out
+
+
+MULTISTAGE = [  # n, ram, disk, step, write, read
+    (30, 2, None, 1.0, 2.0, 1.0),
+    (30, 1, 3, 1.0, 0.5, 0.5),
+    (25, 0, 2, 1.0, 0.5, 0.5),
+    (30, 3, 2, 2.0, 3.0, 0.25),
+]
+
+
+@pytest.mark.parametrize(("n", "ram", "disk", "step", "write", "read"), MULTISTAGE)
+def test_plan_multistage_time_is_the_least_the_oracle_finds(capsys, n, ram, disk, step, write, read):
+    options = ["--ram", str(ram), "--step-cost", str(step), "--write-cost", str(write), "--read-cost", str(read)]
+    options += [] if disk is None else ["--disk", str(disk)]
+    doc = plan_json(capsys, "-s", "multistage", "-n", str(n), *options)
+    weighted = step * doc["forward_steps"] + write * doc["disk_writes"] + read * doc["disk_reads"]
+    assert doc["predicted_time"] == weighted == multistage_time(n, ram, disk, step, write, read)
+    assert doc["costs"] == {"step": step, "write": write, "read": read}
+    assert doc["peak_checkpoints"] <= ram
+    assert disk is None or doc["peak_disk"] <= disk
+    assert doc["bounds"]["disk_checkpoints"] == doc["peak_disk"]
+    if ram:
+        alone = binomial_steps(n, ram)
+        assert doc["memory_alone"] == {
+            "strategy": f"BinomialCheckpointing(checkpoints={ram})",
+            "forward_steps": alone,
+            "time": step * alone,
+        }
+        assert doc["predicted_time"] <= step * alone
+    else:
+        assert doc["memory_alone"] is None
+    assert "optimal_forward_steps" not in doc  # binomial's minimum bounds nothing that uses the disk
+
+    code, out, _ = run(capsys, "plan", "-s", "multistage", "-n", str(n), *options)
+    assert code == 0
+    fs, dw, dr = doc["forward_steps"], doc["disk_writes"], doc["disk_reads"]
+    assert f"= {fs} steps x {step:g} + {dw} disk writes x {write:g} + {dr} disk reads x {read:g}" in out
+    assert f"{doc['peak_disk']} on disk" in out
+
+
+def test_plan_multistage_extremes_and_the_published_case(capsys):
+    # Free disk traffic: store every state, no recomputation at all (n forward steps, time n).
+    doc = plan_json(capsys, "-s", "multistage", "--ram", "3", "--write-cost", "0", "--read-cost", "0", "-n", "200")
+    assert (doc["forward_steps"], doc["predicted_time"]) == (200, 200.0)
+    # No disk slot, or disk far dearer than recomputation: memory alone, binomial's minimum.
+    for options in (["--disk", "0"], ["--write-cost", "1e6", "--read-cost", "1e6"]):
+        doc = plan_json(capsys, "-s", "multistage", "--ram", "4", "-n", "1000", *options)
+        assert doc["forward_steps"] == binomial_steps(1000, 4) == doc["predicted_time"]
+        assert doc["disk_writes"] == doc["disk_reads"] == doc["peak_disk"] == 0
+    # THEORY 5.1: ram=1, write=6, read=2, 9 steps cost 36 with adjoints at 1 and no call for x_9 (9 - 1 = 8 off).
+    code, out, _ = run(
+        capsys, "plan", "-s", "multistage", "--ram", "1", "--write-cost", "6", "--read-cost", "2", "-n", "9"
+    )
+    assert code == 0
+    assert f"  time              {36 - 9 + 1} = " in out
+    # The default memory budget is ceil(log2 n) + 1, as compare's small binomial budget.
+    assert plan_json(capsys, "-s", "multistage", "-n", "1000")["strategy"] == "MultistageCheckpointing(ram=11)"
+
+
+def test_plan_multistage_actions_show_disk_stores(capsys):
+    argv = ["plan", "-s", "multistage", "--ram", "2", "--disk", "3", "-n", "40", "--actions"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    namespace = {name: getattr(revseq, name) for name in ("Advance", "Store", "Restore", "Free", "Reverse")}
+    assert re.search(r"^Store\(step=\d+, disk=True\)$", out, re.M)
+    actions = [eval(line, namespace) for line in out.splitlines()]
+    doc = plan_json(capsys, *argv[1:])
+    cost = revseq.simulate(actions, 40)
+    assert (cost.disk_writes, cost.disk_reads, cost.peak_disk) == (doc["disk_writes"], doc["disk_reads"], 3)
+    assert sum(1 for a in actions if type(a) is revseq.Store and a.disk) == doc["disk_writes"]
+    rebuilt = [namespace[a.pop("action")](**a) for a in doc["actions"]]
+    assert rebuilt == actions
 
 
 # -- plot without matplotlib, progress, entry points --------------------------------------------------
@@ -368,3 +655,29 @@ def test_docs_plan_examples_print_what_the_docs_show(capsys, argv, output):
 
 def test_docs_have_plan_examples():
     assert len(documented_runs("plan")) >= 5
+
+
+CHEAP = ("compare --strategies binomial,online,multistage -n 2000", "compare -n 1000 --size 100")
+
+
+def without_seconds(text: str) -> list[list[str]]:
+    """The output's lines as words, less the seconds (a table row's next-to-last word, 0.123): they vary."""
+    lines = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 2 and re.fullmatch(r"\d+\.\d{3}", words[-2]):
+            del words[-2]
+        lines.append(words)
+    return lines
+
+
+@pytest.mark.parametrize(("argv", "output"), [run for run in documented_runs("compare") if run.id in CHEAP])
+def test_docs_compare_examples_print_what_the_docs_show(capsys, monkeypatch, argv, output):
+    monkeypatch.setattr(tempfile, "tempdir", "/tmp")  # where the docs' multistage note says its files went
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    assert without_seconds(out) == without_seconds(output)
+
+
+def test_docs_have_the_cheap_compare_examples():
+    assert {run.id for run in documented_runs("compare")} >= set(CHEAP)

@@ -12,6 +12,8 @@ import struct
 from pathlib import Path
 
 import attrs
+import multistage_oracles
+import online_oracles
 import pytest
 
 import revseq
@@ -27,6 +29,11 @@ STRATEGIES = [
     revseq.BinomialCheckpointing(),
     revseq.BinomialCheckpointing(checkpoints=2),
     revseq.BinomialCheckpointing(checkpoints=4),
+    revseq.OnlineCheckpointing(checkpoints=3),
+    revseq.OnlineCheckpointing(checkpoints=6),
+    revseq.MultistageCheckpointing(ram=2),
+    revseq.MultistageCheckpointing(ram=1, disk=2, costs=revseq.DiskCosts(step=1.0, write=0.5, read=0.5)),
+    revseq.MultistageCheckpointing(ram=0, disk=3),
 ]
 
 
@@ -55,6 +62,7 @@ def test_timeline_shows_what_the_simulator_counts(strategy):
         cost = revseq.simulate(strategy.schedule(n), n)
         assert lay.forward_steps == cost.forward_steps, n
         assert lay.peak_checkpoints == cost.peak_checkpoints, n
+        assert lay.peak_disk == cost.peak_disk, n
         assert lay.duration == cost.forward_steps + n
         # every step is reversed once, from n - 1 down to 0, each reversal right after the last
         reversed_steps = [t for _, start, stop in lay.reversals for t in range(stop - 1, start - 1, -1)]
@@ -66,7 +74,8 @@ def test_timeline_shows_what_the_simulator_counts(strategy):
         assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
         # a checkpoint lives from its store to its release, and x_n is reached exactly once
         assert all(begin <= end for _, begin, end, _ in lay.lifetimes)
-        assert len(lay.lifetimes) == cost.writes
+        assert len(lay.lifetimes) == cost.writes + cost.disk_writes
+        assert sum(1 for *_, disk in lay.lifetimes if disk) == cost.disk_writes
         assert sum(1 for _, _, stop in lay.sweeps if stop == n) == 1
 
 
@@ -121,13 +130,23 @@ def test_frontier_points_respect_the_proven_bound():
 
     n = 300
     data = frontier(n)
-    assert set(data) == {"binomial", "sqrt", "halving", "storeall", "recompute"}
+    assert set(data) == {"binomial", "online", "sqrt", "halving", "storeall", "recompute"}  # no multistage
     for name, points in data.items():
         for strategy, cost in points:
             assert cost.n == n
+            assert cost.peak_disk == 0
             assert cost.forward_steps >= bound(n, max(cost.peak_checkpoints, 1)), (name, strategy)
             if name == "binomial":
                 assert cost.forward_steps == bound(n, cost.peak_checkpoints)
+            if name == "online":  # no online schedule does better than T'(n, c)
+                assert cost.forward_steps >= online_oracles.lower_bound_dp(n, cost.peak_checkpoints), strategy
+    *_, (enough, cost) = data["online"]
+    c = 1
+    while (c + 1) * (c + 2) // 2 - 1 < n:  # the fewest checkpoints keeping every run up to n optimal
+        c += 1
+    assert enough == revseq.OnlineCheckpointing(checkpoints=c)
+    assert cost.forward_steps == 2 * n - c  # T'(n, c) in the optimal range (docs/online.md)
+    assert len(data["online"]) >= 4
     assert data["recompute"][0][1].forward_steps == n * (n - 1) // 2 + 1
     assert len(data["sqrt"]) > 10
     assert len(data["binomial"]) > 5
@@ -171,3 +190,29 @@ def test_plot_writes_both_pngs(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["plot", "diagram", "-o", str(tmp_path / "d.nosuchformat")]) == 2
     assert "argument -o/--output" in capsys.readouterr().err
+
+
+def test_diagrams_of_online_and_multistage(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from revseq.plot import draw_diagram
+
+    path = tmp_path / "online.png"
+    assert main(["plot", "diagram", "-s", "online", "--checkpoints", "3", "-n", "30", "-o", str(path)]) == 0
+    assert png_size(path)[0] >= 1000
+    assert path.stat().st_size > 20_000
+    path = tmp_path / "multistage.png"
+    assert main(["plot", "diagram", "-s", "multistage", "-o", str(path)]) == 0  # --ram 3 by default, n = 20
+    assert path.stat().st_size > 20_000
+    assert capsys.readouterr().out.count("wrote") == 2
+
+    fig = draw_diagram(revseq.MultistageCheckpointing(ram=3), 20)
+    title = fig.axes[0].get_title()
+    cost = revseq.simulate(revseq.MultistageCheckpointing(ram=3).schedule(20), 20)
+    assert f"{cost.forward_steps} forward steps" in title
+    assert f"3 checkpoints + {cost.peak_disk} on disk" in title
+    best = 1 + multistage_oracles.nested_times(20, 3, None, 1.0, 2.0, 1.0)[20]  # + the call producing x_20
+    assert f"time {best:g}, the least for a step 1, a disk write 2, a read 1" in title
+    legend = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert "checkpoint on disk" in legend
+    fig = draw_diagram(revseq.OnlineCheckpointing(checkpoints=5), 20)
+    assert fig.axes[0].get_title().endswith(f"{2 * 20 - 5} forward steps (1.75 x n), 5 checkpoints")
