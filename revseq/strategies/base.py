@@ -112,7 +112,7 @@ class OnlineStrategy(ReversalStrategy):
     def actions(self, n: int) -> Iterator[Action]:
         stored: list[int] = []
         yield from _cut_forward(self.forward(), n, stored)
-        yield from self.backward(n, tuple(sorted(stored)))
+        yield from self.backward(n, tuple(stored))
 
 
 def as_strategy(strategy: Any, default: ReversalStrategy) -> ReversalStrategy:
@@ -130,14 +130,18 @@ def as_strategy(strategy: Any, default: ReversalStrategy) -> ReversalStrategy:
 
 
 def _cut_forward(actions: Iterator[Action], n: int, stored: list[int]) -> Iterator[Action]:
-    """The forward sweep ``actions`` as far as ``x_n``, noting in ``stored`` what it leaves stored."""
-    for action in actions:
-        if isinstance(action, Advance):
-            if action.stop >= n:
-                yield Advance(action.start, n, action.keep)
-                return
-        elif isinstance(action, Store):
-            stored.append(action.step)
-        elif isinstance(action, Free):
-            stored[:] = [t for t in stored if not action.start <= t < action.stop]
-        yield action
+    """The forward sweep ``actions`` as far as ``x_n``, leaving in ``stored`` (sorted) what it leaves stored."""
+    held: set[int] = set()  # a set: an online sweep frees and stores once per step, whatever c is
+    try:
+        for action in actions:
+            if isinstance(action, Advance):
+                if action.stop >= n:
+                    yield Advance(action.start, n, action.keep)
+                    return
+            elif isinstance(action, Store):
+                held.add(action.step)
+            elif isinstance(action, Free):
+                held.difference_update(range(action.start, action.stop))
+            yield action
+    finally:
+        stored[:] = sorted(held)
