@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 import pytest
+from registry import every_builtin
 
 import revseq
 
@@ -29,32 +30,7 @@ except ModuleNotFoundError:  # the tests below that need JAX skip
 
 needs_jax = pytest.mark.skipif(jax is None, reason="JAX is not installed (pip install 'revseq[jax]')")
 
-LISTED = [
-    revseq.StoreAll(),
-    revseq.Recompute(),
-    revseq.RecursiveHalving(),
-    revseq.SqrtCheckpointing(),
-    revseq.SqrtCheckpointing(interval=3),
-    revseq.BinomialCheckpointing(),
-    revseq.BinomialCheckpointing(checkpoints=1),
-    revseq.BinomialCheckpointing(checkpoints=3),
-]
-
-
-def every_builtin(listed):
-    """``listed``, plus a default instance of any strategy revseq exports that it does not cover yet."""
-    classes = {getattr(revseq, name) for name in revseq.__all__}
-    classes = {c for c in classes if isinstance(c, type) and issubclass(c, revseq.ReversalStrategy)}
-    extra = []
-    for cls in sorted(classes - {revseq.ReversalStrategy} - {type(s) for s in listed}, key=lambda c: c.__name__):
-        try:
-            extra.append(cls())
-        except TypeError:  # it needs configuration this test cannot guess
-            continue
-    return listed + extra
-
-
-STRATEGIES = every_builtin(LISTED)
+STRATEGIES = every_builtin()
 NS = [1, 2, 40]  # fewer than test_torch.py: each n compiles the step (xs is indexed inside jit)
 
 

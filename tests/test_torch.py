@@ -14,6 +14,7 @@ import sys
 import weakref
 
 import pytest
+from registry import every_builtin
 
 import revseq
 
@@ -26,32 +27,7 @@ except ModuleNotFoundError:  # the tests below that need PyTorch skip
 
 needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed (pip install 'revseq[torch]')")
 
-LISTED = [
-    revseq.StoreAll(),
-    revseq.Recompute(),
-    revseq.RecursiveHalving(),
-    revseq.SqrtCheckpointing(),
-    revseq.SqrtCheckpointing(interval=3),
-    revseq.BinomialCheckpointing(),
-    revseq.BinomialCheckpointing(checkpoints=1),
-    revseq.BinomialCheckpointing(checkpoints=3),
-]
-
-
-def every_builtin(listed):
-    """``listed``, plus a default instance of any strategy revseq exports that it does not cover yet."""
-    classes = {getattr(revseq, name) for name in revseq.__all__}
-    classes = {c for c in classes if isinstance(c, type) and issubclass(c, revseq.ReversalStrategy)}
-    extra = []
-    for cls in sorted(classes - {revseq.ReversalStrategy} - {type(s) for s in listed}, key=lambda c: c.__name__):
-        try:
-            extra.append(cls())
-        except TypeError:  # it needs configuration this test cannot guess
-            continue
-    return listed + extra
-
-
-STRATEGIES = every_builtin(LISTED)
+STRATEGIES = every_builtin()
 NS = [1, 2, 3, 5, 17, 40]
 
 
