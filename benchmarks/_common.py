@@ -6,6 +6,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from revseq import Action, Advance, Free, Reverse, Store
 
 
@@ -87,3 +89,16 @@ def walk_checkpoint_schedules(cs: Any, schedule: Iterable[Any]) -> tuple[int, in
         elif kind is end:
             break
     return steps, peak, count
+
+
+def hand_written(x0: np.ndarray, n: int, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The baseline and oracle for x -> sin(x): every state stored, derivatives multiplied on the way back."""
+    xs = []
+    x = x0
+    for _ in range(n):
+        xs.append(x)
+        x = np.sin(x)
+    g = w
+    for state in reversed(xs):
+        g = g * np.cos(state)
+    return x, g

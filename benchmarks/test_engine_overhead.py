@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import pytest
+from _common import hand_written
 
 import revseq
 
@@ -27,19 +28,6 @@ ROUNDS = 7
 PAIRS = 5  # interleaved (hand, revseq) pairs for a second, drift-resistant ratio
 X0 = np.linspace(0.1, 1.0, SIZE)
 W = np.linspace(1.0, 2.0, SIZE)  # the adjoint seed: objective <W, x_n>
-
-
-def hand_written(x0: np.ndarray, n: int, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Store every state on the way forward, multiply the derivatives on the way back."""
-    xs = []
-    x = x0
-    for _ in range(n):
-        xs.append(x)
-        x = np.sin(x)
-    g = w
-    for state in reversed(xs):
-        g = g * np.cos(state)
-    return x, g
 
 
 @pytest.fixture(scope="module")

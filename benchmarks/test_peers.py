@@ -43,7 +43,7 @@ import time
 
 import numpy as np
 import pytest
-from _common import binomial_steps, label, walk_checkpoint_schedules, walk_revseq
+from _common import binomial_steps, hand_written, label, walk_checkpoint_schedules, walk_revseq
 
 import revseq
 
@@ -158,19 +158,6 @@ def test_generate(benchmark, timings, n, c, library):
 BACKPROP_N, BACKPROP_C = 100_000, 20
 X0 = np.linspace(0.1, 1.0, 100)
 W = np.linspace(1.0, 2.0, 100)
-
-
-def hand_written(x0: np.ndarray, n: int, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The oracle: every state stored, derivatives multiplied on the way back."""
-    xs = []
-    x = x0
-    for _ in range(n):
-        xs.append(x)
-        x = np.sin(x)
-    g = w
-    for state in reversed(xs):
-        g = g * np.cos(state)
-    return x, g
 
 
 @pytest.fixture(scope="module")
