@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from steps import failing_on_call
 
 import revseq
 import revseq.disk
@@ -167,18 +168,6 @@ def test_store_is_reusable_after_a_run(tmp_path):
 
 
 # -- nothing left behind, however a run ends -----------------------------------------------
-
-
-def failing_on_call(k: int, error: BaseException):
-    calls = [0]
-
-    def f(x):
-        calls[0] += 1
-        if calls[0] == k:
-            raise error
-        return np.sin(x)
-
-    return f
 
 
 @strategies

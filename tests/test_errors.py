@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from steps import failing_on_call
 
 import revseq
 from revseq import ParameterError, Recurrence, StepError
@@ -205,18 +206,6 @@ def test_loss_returning_a_bare_value_is_reported():
 
 class Boom(Exception):
     pass
-
-
-def failing_on_call(k, exc):
-    calls = [0]
-
-    def f(x):
-        calls[0] += 1
-        if calls[0] == k:
-            raise exc
-        return np.sin(x)
-
-    return f
 
 
 @strategies
