@@ -9,19 +9,31 @@ of f it really makes, and reads the store's size after every write.
 
 from __future__ import annotations
 
-import contextlib
 import sys
+import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 
 import attrs
 import numpy as np
 
-from revseq import _tree
+from revseq import _checks, _limits, _tree
 from revseq._validate import check_int
 from revseq.errors import ParameterError, ScheduleError, StepError
 from revseq.recurrence import Recurrence
-from revseq.schedule import Action, Advance, Bounds, Cost, Free, Restore, Reverse, Store, _Tracker
+from revseq.schedule import (
+    Action,
+    Advance,
+    Bounds,
+    Cost,
+    Free,
+    Restore,
+    Reverse,
+    Store,
+    _Tracker,
+    strategy_bounds,
+    strategy_iterable,
+)
 from revseq.store import MemoryStore
 from revseq.store import Store as StoreProtocol
 from revseq.strategies.base import OnlineStrategy, ReversalStrategy, as_strategy
@@ -117,9 +129,40 @@ def _check_store(store: Any, name: str = "store") -> StoreProtocol:
         raise ParameterError(
             f"{name} must implement revseq.CheckpointStore (put, get, delete, clear, len, nbytes), got {store!r}"
         )
+    _check_free(store, name)
+    return store
+
+
+# The stores runs are using now, by id(): a store belongs to one run at a time,
+# from the moment the run really starts (its first action, not the call that
+# made the lazy walk) until it ends, however it ends. The run holds a reference
+# to each store it claims, so an id cannot be reused while it is listed.
+_claimed: dict[int, str] = {}
+_claimed_lock = threading.Lock()
+
+
+def _check_free(store: StoreProtocol, name: str) -> None:
+    if id(store) in _claimed:
+        raise ParameterError(
+            f"{name} is in use by another run that has not ended ({_claimed[id(store)]}); a store belongs to one "
+            f"run at a time: give this run its own store, or finish or close() the other walk first"
+        )
     if len(store):
         raise ParameterError(f"{name} must be empty when a run starts, got one holding {len(store)} states")
-    return store
+
+
+def _copies(store: StoreProtocol | None) -> bool:
+    """Whether a store copies states in and out, so a step may work in place (None: a DiskStore made later)."""
+    return store is None or bool(getattr(store, "copies", False))
+
+
+def _steps_in_place(t: int) -> StepError:
+    return StepError(
+        f"f modified its argument in place: x_{t} changed during the call f(x_{t}). The default store keeps "
+        f"references to states, so the checkpoints and the caller's x0 would change with it and the gradient "
+        f"would be wrong. Return a new array (np.sin(x) rather than np.sin(x, out=x)), or pass "
+        f"store=revseq.MemoryStore(copy=True), which copies every checkpoint"
+    )
 
 
 def _as_state(x0: Any) -> Any:
@@ -146,9 +189,10 @@ class _Run:
         disk: StoreProtocol | None = None,
     ) -> None:
         self.n = n
-        # A store that copies is there for steps that work in place: start from
-        # a copy too, or the first step would modify the caller's x0.
-        self.copies = isinstance(store, MemoryStore) and store.copies
+        # Where every level copies states (MemoryStore(copy=True), DiskStore), a
+        # step may work in place: start from a copy, or the first step would
+        # modify the caller's x0. Elsewhere the first call shows whether f does.
+        self.copies = _copies(store) and _copies(disk)
         self.x = _tree.deep_copy(x0) if self.copies else x0
         self.live = 0
         self.plain = recurrence.plain_step
@@ -159,7 +203,14 @@ class _Run:
         self.disk_bytes_before = (int(getattr(disk, "bytes_written", 0)), int(getattr(disk, "bytes_read", 0)))
         self.output = output
         # The strategy's promise, enforced: the run stops before an action that would break it.
-        self.tracker = _Tracker(n, output=output, limit=bounds.checkpoints, disk_limit=bounds.disk_checkpoints)
+        self.tracker = _Tracker(
+            n,
+            output=output,
+            limit=bounds.checkpoints,
+            disk_limit=bounds.disk_checkpoints,
+            step_limit=bounds.forward_steps,
+        )
+        self.claims: list[StoreProtocol] = []  # the stores this run has claimed, released when it ends
         self.checked = False
         self.calls = 0
         self.peak = self.peak_bytes = self.peak_disk = 0
@@ -180,13 +231,29 @@ class _Run:
             disk_bytes_read=int(getattr(disk, "bytes_read", 0)) - self.disk_bytes_before[1],
         )
 
-    def clear(self) -> None:
-        """Empty every store (a run has ended, however it ended)."""
+    def claim(self) -> None:
+        """Make the stores this run's, now that it really starts; refuse stores another run holds."""
+        with _claimed_lock:
+            stores = [("store", self.store)] + ([("disk", self.disk)] if self.disk is not None else [])
+            for name, store in stores:
+                _check_free(store, name)
+            for _, store in stores:
+                _claimed[id(store)] = f"a run of {self.n if self.n is not None else 'unknown'} steps"
+                self.claims.append(store)
+
+    def end(self) -> None:
+        """Empty every store and give it back (a run has ended, however it ended)."""
         try:
             self.store.clear()
         finally:
-            if self.disk is not None:
-                self.disk.clear()
+            try:
+                if self.disk is not None:
+                    self.disk.clear()
+            finally:
+                with _claimed_lock:
+                    for store in self.claims:
+                        _claimed.pop(id(store), None)
+                self.claims.clear()
 
     def _measure(self) -> None:
         store = self.store
@@ -201,7 +268,8 @@ class _Run:
         if self.disk is None:
             from revseq.disk import DiskStore  # only runs that store on disk need it
 
-            self.disk = DiskStore()
+            self.disk = DiskStore()  # made by this run: no other run can hold it
+            self.claims.append(self.disk)
         return self.disk
 
     def _fetch(self, t: int) -> Any:
@@ -214,8 +282,14 @@ class _Run:
             return self.disk.get(t)
 
     def _first_call(self, x: Any, t: int) -> Any:
-        """The first call of f, checked: a step must return a state like its input."""
-        y = self.step(x, t)
+        """The first call of f, checked: a step must return a state like its input, and leave its input alone.
+
+        Unless every store copies, f gets a private copy of ``x`` (it is
+        the caller's x0 or a checkpoint's referent), and a step that writes
+        into it is refused before anything it wrote can be used.
+        """
+        probe = x if self.copies else _checks.private_copy(x)
+        y = self.step(probe, t)
         self.calls += 1
         self.checked = True
         before, after = _tree.describe(x), _tree.describe(y)
@@ -225,6 +299,8 @@ class _Run:
                 f"x_{t} is {_describe_leaf(before)} (shape, dtype), f(x_{t}) returned {_describe_leaf(after)}"
                 + ("; if x_0 holds integers, pass x0.astype(float)" if "int" in str(before) else "")
             )
+        if probe is not x and _checks.changed(x, probe):
+            raise _steps_in_place(t)
         return y
 
     def _advance(self, x: Any, start: int, stop: int, keep: bool) -> Any:
@@ -269,6 +345,7 @@ class _Run:
             self._measure()
 
     def _release(self, memory: list[int], disk: list[int]) -> None:
+        """Delete what the tracker says the last Reverse or Free released, at each level."""
         for t in memory:
             self.store.delete(t)
         if disk:
@@ -285,8 +362,8 @@ class _Run:
         x, live = self.x, self.live
         produced = tracker.output_done  # x_n is already computed: an online sweep stopped there
         get = self.store.get if self.disk is None else self._fetch
-        for index, action in enumerate(actions):
-            check(index, action)  # raises before anything illegal runs
+        for index, proposed in enumerate(actions):
+            action = check(index, proposed)  # raises before anything illegal runs; numpy ints made ints
             kind = type(action)
             if kind is Advance:
                 x = self._advance(x, action.start, action.stop, action.keep)  # type: ignore[union-attr]
@@ -321,37 +398,47 @@ class _Run:
                 live = action.step  # type: ignore[union-attr]
                 x = get(live)
             else:  # Free: the tracker has rejected anything else
-                for t in range(action.start, action.stop):  # type: ignore[union-attr]
-                    for level in (self.store, self.disk):
-                        if level is not None:
-                            with contextlib.suppress(KeyError):
-                                level.delete(t)
+                self._release(tracker.released, tracker.released_disk)
         self.x, self.live = x, live
 
     def walk(self, actions: Iterable[Action]) -> Generator[tuple[int, Any], None, None]:
-        """Run a whole schedule for a known ``n``."""
-        yield from self.execute(actions)
-        self.tracker.finish()
+        """Run a whole schedule for a known ``n``.
+
+        The stores are claimed at the first action and emptied and given
+        back however the walk ends: finished, failed, closed, or dropped
+        (a generator's ``finally`` runs when it is closed or collected).
+        """
+        self.claim()
+        try:
+            yield from self.execute(actions)
+            self.tracker.finish()
+        finally:
+            self.end()
 
     def walk_online(
         self, strategy: OnlineStrategy, until: Callable[[int, Any], Any] | None, max_steps: int
     ) -> Generator[tuple[int, Any], None, None]:
         """Run an online strategy's forward sweep until ``until`` says stop, then its reversal."""
-        self._forward_until(strategy, until, max_steps)
-        n = self.live
-        self.tracker.settle(n)
-        self.n = n
-        if self.output:
-            yield n, self.x
-        yield from self.execute(strategy.backward(n, tuple(self.tracker.keys)))
-        self.tracker.finish()
+        self.claim()
+        try:
+            self._forward_until(strategy, until, max_steps)
+            n = self.live
+            self.tracker.settle(n)
+            self.n = n
+            if self.output:
+                yield n, self.x
+            held = tuple(self.tracker.keys)
+            yield from self.execute(strategy_iterable(strategy, "backward(...)", strategy.backward(n, held)))
+            self.tracker.finish()
+        finally:
+            self.end()
 
     def _forward_until(self, strategy: OnlineStrategy, until: Callable[[int, Any], Any] | None, max_steps: int) -> None:
         tracker = self.tracker
         x = self.x
         step = self.step
-        for index, action in enumerate(strategy.forward()):
-            tracker.check(index, action)
+        for index, proposed in enumerate(strategy_iterable(strategy, "forward()", strategy.forward())):
+            action = tracker.check(index, proposed)
             kind = type(action)
             if kind is Advance:
                 for s in range(action.start, action.stop):  # type: ignore[union-attr]
@@ -371,9 +458,8 @@ class _Run:
             elif kind is Restore:
                 x = self._fetch(action.step)  # type: ignore[union-attr]
                 self.live = action.step  # type: ignore[union-attr]
-            elif kind is Free:
-                for t in range(action.start, action.stop):  # type: ignore[union-attr]
-                    self.store.delete(t)
+            elif kind is Free:  # at whichever level holds each state, as in execute()
+                self._release(tracker.released, tracker.released_disk)
         raise ScheduleError(f"{strategy!r}: the forward sweep ended at x_{self.live} before the run stopped")
 
 
@@ -391,7 +477,8 @@ def _seed(adjoint: Any, x0: Any, has_loss: bool) -> Callable[[Any], Any]:
             f"adjoint must have the state's shape {_describe_leaf(_tree.shapes(x0))}, "
             f"got {_describe_leaf(_tree.shapes(adjoint))}"
         )
-    return lambda xn: adjoint
+    seed = _checks.private_copy(adjoint)  # a vjp working in place must not reach the caller's array
+    return lambda xn: seed
 
 
 _RUN_DOC = """
@@ -467,8 +554,11 @@ def backprop(
     # walk() checks n, strategy, stores, until and max_steps before anything runs
     pairs = walk(recurrence, x0, n, strategy, store=store, disk=disk, until=until, max_steps=max_steps)
     leaf = _tree.is_leaf(x0)
-    adjoint_step = recurrence.adjoint_at(leaf)
-    loss_at = recurrence.loss_at()
+    # Each user callable's first output is checked in full (structure, shapes,
+    # dtype; no broadcasting) by the `checked` variants, used for the first
+    # step only; the sums are checked again at the end.
+    first_adjoint, adjoint_step = recurrence.adjoint_at(leaf, checked=True), recurrence.adjoint_at(leaf)
+    first_loss, loss_at = recurrence.loss_at(checked=True), recurrence.loss_at()
     # The gist's case (elementwise df of x alone, one array, no loss) gets a
     # loop of its own: it is the one where the engine's per-step overhead is
     # comparable with the step itself.
@@ -478,9 +568,20 @@ def backprop(
         steps = pairs._pairs  # the generator itself: `pairs` wraps it with cleanup we hold via `with`
         n, state = next(steps)  # (n, x_n): the first pair
         g = seed(state)
-        if loss_at is not None:
-            total, gx, gp = loss_at(state, n)
+        if first_loss is not None:
+            total, gx, gp = first_loss(state, n)
             g = g + gx if leaf else _tree.tree_add(g, gx)
+        for t, x in steps:  # the first step reversed, x_{n-1}: every output checked
+            g, gp_t = first_adjoint(x, t, g)
+            if gp_t is not None:
+                gp = gp_t if gp is None else _tree.tree_add(gp, gp_t)
+            if first_loss is not None and t:
+                value, gx, gp_t = first_loss(x, t)
+                total = total + value
+                g = g + gx if leaf else _tree.tree_add(g, gx)
+                if gp_t is not None:
+                    gp = gp_t if gp is None else _tree.tree_add(gp, gp_t)
+            break
         if plain_df is not None:
             for _, x in steps:
                 g = g * plain_df(x)
@@ -496,35 +597,43 @@ def backprop(
                     if gp_t is not None:
                         gp = gp_t if gp is None else _tree.tree_add(gp, gp_t)
         stats = pairs.stats
+    # What a later call returned wrong and numpy did not refuse (a None at the last step, say) shows here.
+    _check_sum(g, x0, "gradient", "x0")
+    if recurrence.params is not None:
+        _check_sum(gp, recurrence.params, "parameter gradient", "params")
     return Result(state=state, gradient=g, params_gradient=gp, loss=total, stats=stats)
+
+
+def _check_sum(total: Any, reference: Any, what: str, name: str) -> None:
+    problem = _checks.mismatch(total, reference)
+    if problem is not None:
+        raise StepError(
+            f"the {what} summed over all steps is not shaped like {name} ({problem}): df, vjp or loss returned "
+            f"a value of another shape or type at a step after the first (whose outputs were checked)"
+        )
 
 
 class Walk(Iterator[tuple[int, Any]]):
     """The pairs ``(t, x_t)`` a schedule delivers, lazily; see :func:`walk`.
 
-    ``stats`` reports the cost so far. The stores are emptied when the walk
-    ends, fails, is closed, or leaves a ``with`` block, whichever comes first.
+    ``stats`` reports the cost so far. The run starts, and takes its stores,
+    at the first ``next()``; they are emptied and given back when the walk
+    ends, fails, is closed, leaves a ``with`` block, or is dropped, whichever
+    comes first. A walk that never started touches no store.
     """
 
     def __init__(self, run: _Run, pairs: Generator[tuple[int, Any], None, None]) -> None:
         self._run = run
-        self._pairs = pairs
+        self._pairs = pairs  # its `finally` ends the run: on exhaustion, error, close() or collection
 
     def __iter__(self) -> Walk:
         return self
 
     def __next__(self) -> tuple[int, Any]:
-        try:
-            return next(self._pairs)
-        except BaseException:  # StopIteration, the step's own error, KeyboardInterrupt: all end the run
-            self._run.clear()
-            raise
+        return next(self._pairs)
 
     def close(self) -> None:
-        try:
-            self._pairs.close()
-        finally:
-            self._run.clear()
+        self._pairs.close()
 
     def __enter__(self) -> Walk:
         return self
@@ -630,21 +739,55 @@ def walk(
     """
     recurrence = f if isinstance(f, Recurrence) else Recurrence(f)
     x0 = _as_state(x0)
+    if disk is not None and disk is store:
+        raise ParameterError(
+            f"store and disk must be two different stores, got the same object twice ({store!r}): "
+            f"checkpoints at the two levels share keys"
+        )
     store = _check_store(store, "store")
     if disk is not None:
         disk = _check_store(disk, "disk")
+    state_nbytes = _tree.nbytes(x0)
     if n is None:
         online, limit = _check_online(strategy, until, max_steps)
-        sized = online.sized(_tree.nbytes(x0))
-        assert isinstance(sized, OnlineStrategy)
-        run = _Run(None, x0, recurrence, store, output=output, bounds=sized.online_bounds(), disk=disk)
+        sized = _sized(online, state_nbytes)
+        if not isinstance(sized, OnlineStrategy):
+            raise ScheduleError(f"{online!r}.sized(...) must return an online strategy, got {sized!r}")
+        bounds = strategy_bounds(sized, "online_bounds()", sized.online_bounds())
+        _check_fits(sized, None, bounds, store, state_nbytes)
+        run = _Run(None, x0, recurrence, store, output=output, bounds=bounds, disk=disk)
         return Walk(run, run.walk_online(sized, until, limit))
     if until is not None or max_steps is not None:
         raise ParameterError(f"until and max_steps go with n=None (a run of unknown length), got n={n!r}")
     n = check_int("n", n, 1)
-    schedule = _check_strategy(strategy).sized(_tree.nbytes(x0)).schedule(n)
-    run = _Run(n, x0, recurrence, store, output=output, bounds=schedule.bounds(), disk=disk)
+    schedule = _sized(_check_strategy(strategy), state_nbytes).schedule(n)
+    bounds = schedule.bounds()
+    _check_fits(schedule.strategy, n, bounds, store, state_nbytes)
+    run = _Run(n, x0, recurrence, store, output=output, bounds=bounds, disk=disk)
     return Walk(run, run.walk(schedule))
+
+
+def _sized(strategy: ReversalStrategy, state_nbytes: int) -> ReversalStrategy:
+    sized = strategy.sized(state_nbytes)
+    if not isinstance(sized, ReversalStrategy):
+        raise ScheduleError(f"{strategy!r}.sized({state_nbytes}) must return a ReversalStrategy, got {sized!r}")
+    return sized
+
+
+def _check_fits(strategy: ReversalStrategy, n: int | None, bounds: Bounds, store: StoreProtocol, nbytes: int) -> None:
+    """Refuse, in O(1), a run whose promised checkpoints cannot fit in this machine's memory."""
+    held = bounds.checkpoints
+    if held is None:
+        return
+    per_state = _limits.TRACKED_KEY_BYTES  # the engine's own record of each checkpoint
+    if isinstance(store, MemoryStore):
+        per_state += nbytes + _limits.STORED_STATE_BYTES
+    steps = "an unknown number of" if n is None else n
+    _limits.check_fits(
+        "n",
+        held * per_state,
+        f"{strategy!r} for {steps} steps holds up to {held} checkpoints of {_limits.format_bytes(nbytes)}",
+    )
 
 
 def reverse(

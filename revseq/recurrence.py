@@ -8,7 +8,7 @@ from typing import Any, TypeAlias
 
 import attrs
 
-from revseq import _tree
+from revseq import _checks, _tree
 from revseq.errors import ParameterError, StepError
 
 __all__ = ["VJP", "Derivative", "Loss", "Recurrence", "Step"]
@@ -145,27 +145,80 @@ class Recurrence:
         """``f`` as a function of ``(x, t)``."""
         return self._bind(self.f)
 
-    def adjoint_at(self, elementwise_leaf: bool) -> Callable[[State, int, Any], tuple[Any, Any]]:
-        """The adjoint of one step as a function of ``(x, t, adj) -> (adj_x, adj_params or None)``."""
+    def adjoint_at(
+        self, elementwise_leaf: bool, *, checked: bool = False
+    ) -> Callable[[State, int, Any], tuple[Any, Any]]:
+        """The adjoint of one step as a function of ``(x, t, adj) -> (adj_x, adj_params or None)``.
+
+        With ``checked``, every value ``df`` or ``vjp`` returns is checked
+        against the state ``x`` (and ``params``) before it is used, and a
+        :class:`~revseq.errors.StepError` names the callable and the step;
+        the engine uses this version for the first step it reverses.
+        """
         if self.df is not None:
             df = self._bind(self.df)
+            if checked:
+                return functools.partial(_checked_df, df, elementwise_leaf)
             if elementwise_leaf:
                 return lambda x, t, g: (g * df(x, t), None)
             return lambda x, t, g: (_tree.tree_mul(g, df(x, t)), None)
         assert self.vjp is not None
         vjp = self._bind(self.vjp)
         if self.params is None:
+            if checked:
+                return functools.partial(_checked_vjp, vjp)
             return lambda x, t, g: (vjp(x, t, g), None)
+        if checked:
+            return functools.partial(_checked_vjp_params, vjp, self.params)
         return functools.partial(_unpack_pair, vjp, "vjp")
 
-    def loss_at(self) -> Callable[[State, int], tuple[Any, Any, Any]] | None:
-        """The per-step loss as a function of ``(x, t) -> (value, grad_x, grad_params or None)``."""
+    def loss_at(self, *, checked: bool = False) -> Callable[[State, int], tuple[Any, Any, Any]] | None:
+        """The per-step loss as a function of ``(x, t) -> (value, grad_x, grad_params or None)``.
+
+        With ``checked``, the value must be one real number and the gradients
+        shaped like ``x`` (and ``params``), or a StepError says which is not.
+        """
         if self.loss is None:
             return None
         loss = self._bind(self.loss)
-        if self.params is None:
-            return functools.partial(_unpack_value_grad, loss)
-        return functools.partial(_unpack_value_grads, loss)
+        unpack = _unpack_value_grad if self.params is None else _unpack_value_grads
+        if checked:
+            return functools.partial(_checked_loss, unpack, loss, self.params)
+        return functools.partial(unpack, loss)
+
+
+_GRAD_X = "a gradient with respect to x_t"
+_GRAD_PARAMS = "a gradient with respect to params"
+
+
+def _checked_df(df: Callable[..., Any], elementwise_leaf: bool, x: State, t: int, g: Any) -> tuple[Any, None]:
+    d = df(x, t)
+    _checks.check_like(d, x, "a derivative", "df", t)
+    return (g * d if elementwise_leaf else _tree.tree_mul(g, d)), None
+
+
+def _checked_vjp(vjp: Callable[..., Any], x: State, t: int, g: Any) -> tuple[Any, None]:
+    adj = vjp(x, t, g)
+    _checks.check_like(adj, x, _GRAD_X, "vjp", t)
+    return adj, None
+
+
+def _checked_vjp_params(vjp: Callable[..., Any], params: Any, x: State, t: int, g: Any) -> tuple[Any, Any]:
+    adj, adj_params = _unpack_pair(vjp, "vjp", x, t, g)
+    _checks.check_like(adj, x, _GRAD_X, "vjp", t)
+    _checks.check_like(adj_params, params, _GRAD_PARAMS, "vjp", t)
+    return adj, adj_params
+
+
+def _checked_loss(
+    unpack: Callable[..., tuple[Any, Any, Any]], loss: Callable[..., Any], params: Any, x: State, t: int
+) -> tuple[Any, Any, Any]:
+    value, grad, grad_params = unpack(loss, x, t)
+    _checks.check_scalar(value, "loss", t)
+    _checks.check_like(grad, x, _GRAD_X, "loss", t)
+    if params is not None:
+        _checks.check_like(grad_params, params, _GRAD_PARAMS, "loss", t)
+    return value, grad, grad_params
 
 
 def _unpack_pair(vjp: Callable[..., Any], name: str, x: State, t: int, g: Any) -> tuple[Any, Any]:

@@ -38,13 +38,16 @@ checks before every action it executes, so an illegal schedule never runs.
 
 from __future__ import annotations
 
+import numbers
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 import attrs
+import numpy as np
 
-from revseq._validate import check_int
+from revseq import _limits
+from revseq._validate import as_int, check_int, int_at_least
 from revseq.errors import ScheduleError
 
 if TYPE_CHECKING:
@@ -199,14 +202,26 @@ _DISK_FIELDS = ("peak_disk", "disk_writes", "disk_reads")
 class Bounds:
     """A strategy's promise for one ``n``: upper bounds on its cost, ``None`` where it promises nothing.
 
-    The engine and the simulator enforce ``checkpoints`` (in memory) and
-    ``disk_checkpoints`` after every action; the contract checks in
-    :mod:`revseq.testing` check them all.
+    The engine and the simulator enforce all three after every action: a
+    schedule that would hold more checkpoints, or make more forward steps,
+    than its strategy promised is stopped with a
+    :class:`~revseq.errors.ScheduleError` before the action runs. Each bound
+    is an int ``>= 0`` (numpy integers accepted) or None.
     """
 
-    forward_steps: int | None = None
-    checkpoints: int | None = None
-    disk_checkpoints: int | None = None
+    forward_steps: int | None = attrs.field(default=None, converter=as_int, validator=int_at_least(0, optional=True))
+    checkpoints: int | None = attrs.field(default=None, converter=as_int, validator=int_at_least(0, optional=True))
+    disk_checkpoints: int | None = attrs.field(default=None, converter=as_int, validator=int_at_least(0, optional=True))
+
+
+_FLAGS = ("keep", "disk")  # the action fields that are booleans; every other field is a step index
+
+PROGRESS_RULE = (
+    "a schedule may make at most 3n + 16 forward steps, and at most 16 + 8 * (its forward steps) + 2 * (the "
+    "checkpoints held) actions, between two Reverse actions (before n is known: between two new states)"
+)
+"""How the engine tells a schedule that loops from a slow one (see ``_Tracker``): every legal
+schedule that does not repeat itself stays far inside it."""
 
 
 class _Tracker:
@@ -219,6 +234,16 @@ class _Tracker:
 
     With ``n=None`` the length is not known yet (an online run): only
     forward actions are legal until :meth:`settle` fixes ``n``.
+
+    Besides legality it enforces what the strategy promised (``limit``,
+    ``disk_limit``, ``step_limit``) and that the schedule makes progress
+    (:data:`PROGRESS_RULE`): a *phase* runs from one ``Reverse`` to the next
+    (with ``n`` unknown, from one new state to the next). No schedule needs
+    more than ``2n`` forward steps in a phase (an online one sweeps to
+    ``x_n``, then may restore ``x_0`` and advance to ``x_{n-1}``), nor more
+    than a few actions per step and per checkpoint; one that exceeds that
+    with room to spare is repeating itself (a user strategy yielding ``Restore(0)``
+    forever), and is stopped instead of hanging the run.
     """
 
     __slots__ = (
@@ -238,59 +263,113 @@ class _Tracker:
         "output_done",
         "peak",
         "peak_disk",
+        "phase_actions",
+        "phase_held",
+        "phase_steps",
         "reads",
         "released",
         "released_disk",
+        "step_limit",
+        "top",
         "writes",
     )
 
     def __init__(
-        self, n: int | None, *, limit: int | None = None, disk_limit: int | None = None, output: bool = True
+        self,
+        n: int | None,
+        *,
+        limit: int | None = None,
+        disk_limit: int | None = None,
+        step_limit: int | None = None,
+        output: bool = True,
     ) -> None:
         self.n = n
         self.limit = limit
         self.disk_limit = disk_limit
+        self.step_limit = step_limit
         self.output = output  # whether x_n is computed (backprop) or not (reverse)
         self.output_done = False  # whether x_n has been computed (by an Advance reaching it)
         self.live = 0  # index of the live state
+        self.top = 0  # the furthest state reached (what progress means before n is known)
         self.keys: list[int] = []  # checkpoints in memory, sorted
         self.disk_keys: list[int] = []  # checkpoints on disk, sorted
-        self.released: list[int] = []  # what the last Reverse released from memory
+        self.released: list[int] = []  # what the last Reverse or Free released from memory
         self.released_disk: list[int] = []  # ... and from disk
         self.cursor = n  # steps >= cursor are reversed; the next one is cursor - 1 (None: n unknown)
         self.forward_steps = 0
         self.peak = self.peak_disk = 0
         self.writes = self.reads = self.disk_writes = self.disk_reads = 0
+        self.phase_steps = self.phase_actions = self.phase_held = 0
         self.index = -1
         self.action: object = None
 
     def fail(self, message: str) -> ScheduleError:
         return ScheduleError(message, index=self.index, action=self.action)
 
-    def check(self, index: int, action: object) -> None:
+    def check(self, index: int, action: Any) -> Action:
+        """Check ``action`` (the ``index``-th) and count it; return it with its fields as exact ints and bools.
+
+        Raises :class:`~revseq.errors.ScheduleError` naming the action if it
+        is illegal, breaks a promised bound, or shows the schedule looping.
+        """
         self.index = index
         self.action = action
         kind = type(action)
         if kind is Advance:
-            self._advance(action)  # type: ignore[arg-type]
+            if type(action[0]) is not int or type(action[1]) is not int or type(action[2]) is not bool:
+                action = self._exact(action)
+            self._advance(action)
         elif kind is Reverse:
-            self._reverse(action)  # type: ignore[arg-type]
+            if type(action[0]) is not int or type(action[1]) is not int:
+                action = self._exact(action)
+            self._reverse(action)
         elif kind is Restore:
-            self._restore(action)  # type: ignore[arg-type]
+            if type(action[0]) is not int:
+                action = self._exact(action)
+            self._restore(action)
         elif kind is Store:
-            self._store(action)  # type: ignore[arg-type]
+            if type(action[0]) is not int or type(action[1]) is not bool:
+                action = self._exact(action)
+            self._store(action)
         elif kind is Free:
-            self._free(action)  # type: ignore[arg-type]
+            if type(action[0]) is not int or type(action[1]) is not int:
+                action = self._exact(action)
+            self._free(action)
         else:
             raise self.fail("not an action: expected Advance, Store, Restore, Free or Reverse")
+        self.phase_actions += 1
+        if self.phase_actions > 16 + 8 * self.phase_steps + 2 * self.phase_held:
+            raise self.fail(self._no_progress(f"{self.phase_actions} actions"))
+        return action  # type: ignore[no-any-return]
 
-    def _int(self, name: str, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(f"{name} must be an int, got {value!r}")
+    def _exact(self, action: Any) -> Any:
+        """``action`` with numpy integers and booleans as Python ones; anything else is refused."""
+        values: list[int | bool] = []
+        for name, value in zip(action._fields, action, strict=True):
+            if name in _FLAGS:
+                if not isinstance(value, (bool, np.bool_)):
+                    raise self.fail(f"{name} must be a bool, got {value!r} ({type(value).__name__})")
+                values.append(bool(value))
+            elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                values.append(int(value))
+            else:
+                raise self.fail(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+        return tuple.__new__(type(action), values)
 
-    def _range(self, start: Any, stop: Any) -> None:
-        self._int("start", start)
-        self._int("stop", stop)
+    def _no_progress(self, what: str) -> str:
+        if self.n is None:
+            since = f"since it reached x_{self.top}"
+        elif self.cursor == self.n:
+            since = "since the schedule began"
+        else:
+            since = f"since step {self.cursor} was reversed"
+        return f"{what} {since} without progress: the schedule is repeating itself ({PROGRESS_RULE})"
+
+    def _new_phase(self) -> None:
+        self.phase_steps = self.phase_actions = 0
+        self.phase_held = len(self.keys) + len(self.disk_keys)
+
+    def _range(self, start: int, stop: int) -> None:
         if self.n is None:
             if not 0 <= start < stop:
                 raise self.fail("needs 0 <= start < stop")
@@ -323,6 +402,13 @@ class _Tracker:
         if held > self.peak:
             self.peak = held
 
+    def _count_steps(self, steps: int) -> None:
+        self.forward_steps += steps
+        if self.step_limit is not None and self.forward_steps > self.step_limit:
+            raise self.fail(
+                f"makes {self.forward_steps} forward steps so far, over the {self.step_limit} its strategy promised"
+            )
+
     def _advance(self, a: Advance) -> None:
         start, stop = a.start, a.stop
         self._range(start, stop)
@@ -338,15 +424,39 @@ class _Tracker:
         elif stop >= self.cursor:  # type: ignore[operator]
             raise self.fail(f"advances to x_{stop}, but steps >= {self.cursor} are already reversed")
         if a.keep and stop - start > 1:
-            keys = self.keys
-            i = bisect_left(keys, start + 1)
-            if i < len(keys) and keys[i] < stop:
-                raise self.fail(f"x_{keys[i]} is already stored")
-            keys[i:i] = range(start + 1, stop)
-            self.writes += stop - start - 1
-            self._grow()
-        self.forward_steps += stop - start
+            self._keep(start, stop)
+        self._count_steps(stop - start)
         self.live = stop
+        if self.n is None and stop > self.top:
+            self.top = stop
+            self._new_phase()
+        else:
+            self.phase_steps += stop - start
+            cap = 3 * (self.top if self.n is None else self.n) + 16
+            if self.phase_steps > cap:
+                raise self.fail(self._no_progress(f"{self.phase_steps} forward steps"))
+
+    def _keep(self, start: int, stop: int) -> None:
+        """Record ``x_{start+1} .. x_{stop-1}`` as stored (``Advance(keep=True)``), checking the budget first."""
+        keys = self.keys
+        count = stop - start - 1
+        held = len(keys) + count
+        if self.limit is not None and held > self.limit:
+            raise self.fail(f"holds {held} checkpoints, over the budget of {self.limit}")
+        if count > 1 << 20:  # before building a list of them: a range of 10**12 states cannot be tracked
+            memory = _limits.physical_memory()
+            needed = held * _limits.TRACKED_KEY_BYTES
+            if memory is not None and needed > memory:
+                raise self.fail(
+                    f"keeps {count} states: tracking {held} checkpoints needs at least "
+                    f"{_limits.format_bytes(needed)}, more than this machine's {_limits.format_bytes(memory)}"
+                )
+        i = bisect_left(keys, start + 1)
+        if i < len(keys) and keys[i] < stop:
+            raise self.fail(f"x_{keys[i]} is already stored")
+        keys[i:i] = range(start + 1, stop)
+        self.writes += count
+        self._grow()
 
     def truncate(self, stop: int) -> None:
         """The last Advance (an online one, without keep) stopped early, at ``x_stop``."""
@@ -360,10 +470,10 @@ class _Tracker:
             raise ScheduleError(f"the forward sweep stopped at x_{self.live}, not at x_n = x_{n}")
         self.n = self.cursor = n
         self.output_done = True
+        self._new_phase()
 
     def _store(self, a: Store) -> None:
         t = a.step
-        self._int("step", t)
         if t != self.live:
             raise self.fail(f"the live state is x_{self.live}, not x_{t}")
         if self.cursor is not None and t >= self.cursor:
@@ -387,7 +497,6 @@ class _Tracker:
 
     def _restore(self, a: Restore) -> None:
         t = a.step
-        self._int("step", t)
         if self._has(self.keys, t):
             self.reads += 1
         elif self._has(self.disk_keys, t):
@@ -401,8 +510,13 @@ class _Tracker:
         self._range(start, stop)
         if self._held_in(start, stop) != stop - start:
             raise self.fail(f"x_{self._first_missing(start, stop)} is not stored")
-        for keys in (self.keys, self.disk_keys):
-            del keys[bisect_left(keys, start) : bisect_left(keys, stop)]
+        keys, disk = self.keys, self.disk_keys
+        i, j = bisect_left(keys, start), bisect_left(keys, stop)
+        self.released = keys[i:j]
+        del keys[i:j]
+        i, j = bisect_left(disk, start), bisect_left(disk, stop)
+        self.released_disk = disk[i:j]
+        del disk[i:j]
 
     def _reverse(self, a: Reverse) -> None:
         start, stop = a.start, a.stop
@@ -429,7 +543,7 @@ class _Tracker:
             on_disk.difference_update(keys[bisect_left(keys, lo) : bisect_left(keys, hi)])
             self.disk_reads += len(on_disk)
         if stop == self.n and self.output and not self.output_done:
-            self.forward_steps += 1  # x_n = f(x_{n-1}), computed once
+            self._count_steps(1)  # x_n = f(x_{n-1}), computed once
             self.output_done = True
         self.cursor = start
         # Nothing can need x_t for t >= start any more: release those checkpoints.
@@ -440,6 +554,7 @@ class _Tracker:
         i = bisect_left(disk, start)
         self.released_disk = disk[i:]
         del disk[i:]
+        self._new_phase()
 
     def finish(self) -> None:
         self.index, self.action = -1, None
@@ -465,14 +580,22 @@ class _Tracker:
 
 
 def simulate(
-    actions: Iterable[Action], n: int, *, checkpoints: int | None = None, disk_checkpoints: int | None = None
+    actions: Iterable[Action],
+    n: int,
+    *,
+    checkpoints: int | None = None,
+    disk_checkpoints: int | None = None,
+    forward_steps: int | None = None,
 ) -> Cost:
     """Walk ``actions`` for ``n`` steps without running f and return their cost.
 
     Raises :class:`~revseq.errors.ScheduleError` at the first illegal action
     (restoring what is not stored, advancing from the wrong state, reversing
-    out of order or twice, more than ``checkpoints`` held at once) or if the
-    schedule ends before every step is reversed.
+    out of order or twice, more than ``checkpoints`` held at once, more than
+    ``forward_steps`` steps made, a schedule repeating itself without
+    progress) or if the schedule ends before every step is reversed.
+    Action fields may be numpy integers and booleans; anything else (a
+    string, a float, ``keep="no"``) is refused.
 
     >>> simulate([Store(0), Advance(0, 2, keep=True), Reverse(0, 3)], 3)
     Cost(n=3, forward_steps=3, peak_checkpoints=2, writes=2, reads=0)
@@ -482,18 +605,47 @@ def simulate(
         checkpoints = check_int("checkpoints", checkpoints, 0)
     if disk_checkpoints is not None:
         disk_checkpoints = check_int("disk_checkpoints", disk_checkpoints, 0)
-    tracker = _Tracker(n, limit=checkpoints, disk_limit=disk_checkpoints)
+    if forward_steps is not None:
+        forward_steps = check_int("forward_steps", forward_steps, 0)
+    tracker = _Tracker(n, limit=checkpoints, disk_limit=disk_checkpoints, step_limit=forward_steps)
+    check = tracker.check
     for index, action in enumerate(actions):
-        tracker.check(index, action)
+        check(index, action)
     tracker.finish()
     return tracker.cost()
 
 
 def validate(
-    actions: Iterable[Action], n: int, *, checkpoints: int | None = None, disk_checkpoints: int | None = None
+    actions: Iterable[Action],
+    n: int,
+    *,
+    checkpoints: int | None = None,
+    disk_checkpoints: int | None = None,
+    forward_steps: int | None = None,
 ) -> None:
     """Raise :class:`~revseq.errors.ScheduleError` if ``actions`` is not a legal schedule for ``n`` steps."""
-    simulate(actions, n, checkpoints=checkpoints, disk_checkpoints=disk_checkpoints)
+    simulate(actions, n, checkpoints=checkpoints, disk_checkpoints=disk_checkpoints, forward_steps=forward_steps)
+
+
+def strategy_iterable(strategy: object, method: str, result: object) -> Iterator[Action]:
+    """``iter(result)``, ``result`` being what ``strategy.method`` returned; a ScheduleError if not iterable."""
+    try:
+        return iter(result)  # type: ignore[call-overload,no-any-return]
+    except TypeError:
+        raise ScheduleError(
+            f"{strategy!r}.{method} must return an iterable of actions (a generator, say), "
+            f"got {result!r} ({type(result).__name__})"
+        ) from None
+
+
+def strategy_bounds(strategy: object, method: str, result: object) -> Bounds:
+    """``result``, what ``strategy.method(...)`` returned, if it is a Bounds; a ScheduleError otherwise."""
+    if not isinstance(result, Bounds):
+        raise ScheduleError(
+            f"{strategy!r}.{method} must return a revseq.Bounds (Bounds() promises nothing), "
+            f"got {result!r} ({type(result).__name__})"
+        )
+    return result
 
 
 @attrs.frozen
@@ -508,15 +660,21 @@ class Schedule:
     n: int
 
     def __iter__(self) -> Iterator[Action]:
-        return iter(self.strategy.actions(self.n))
+        return strategy_iterable(self.strategy, f"actions({self.n})", self.strategy.actions(self.n))
 
     def bounds(self) -> Bounds:
-        return self.strategy.bounds(self.n)
+        return strategy_bounds(self.strategy, f"bounds({self.n})", self.strategy.bounds(self.n))
 
     def cost(self) -> Cost:
         """Simulate the schedule (validating it against the strategy's own bounds)."""
         bounds = self.bounds()
-        return simulate(self, self.n, checkpoints=bounds.checkpoints, disk_checkpoints=bounds.disk_checkpoints)
+        return simulate(
+            self,
+            self.n,
+            checkpoints=bounds.checkpoints,
+            disk_checkpoints=bounds.disk_checkpoints,
+            forward_steps=bounds.forward_steps,
+        )
 
     def validate(self) -> None:
         self.cost()

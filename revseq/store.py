@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
 from revseq import _tree
 
 __all__ = ["MemoryStore", "Store"]
@@ -39,9 +41,15 @@ class MemoryStore:
     By default a checkpoint is a reference to the state f returned, not a
     copy: numpy steps return new arrays, so this is both correct and free.
     If your step modifies its argument in place, pass ``copy=True``: states
-    are then copied when stored and again when read back.
-    ``nbytes`` counts the ``nbytes`` of every stored leaf (numpy arrays, and
-    anything else that reports it).
+    are then copied when stored and again when read back (the engine
+    refuses an in-place step on a store without copies; see ``copies``).
+
+    A checkpoint holds only its own bytes: an array that is a view into a
+    larger buffer (a step returning ``buf[:100]`` of a 1 MiB ``buf``) is
+    copied when stored, or the whole buffer would stay alive behind it and
+    a byte budget would not hold. ``nbytes`` counts the ``nbytes`` of every
+    stored leaf (numpy arrays, and anything else that reports it), which is
+    then what the checkpoints really occupy.
     """
 
     __slots__ = ("_copy", "_data", "_nbytes")
@@ -54,9 +62,14 @@ class MemoryStore:
     def put(self, key: int, state: Any) -> None:
         if self._copy:
             state = _tree.deep_copy(state)
-        self._data[key] = state
         size = getattr(state, "nbytes", None)  # an array: skip the tree walk
-        self._nbytes += _tree.nbytes(state) if size is None else size
+        if size is None:
+            state = _tree.tree_map(_own, state)
+            size = _tree.nbytes(state)
+        elif getattr(state, "base", None) is not None:  # a view: of a larger buffer?
+            state = _own(state)
+        self._data[key] = state
+        self._nbytes += size
 
     def get(self, key: int) -> Any:
         state = self._data[key]
@@ -76,7 +89,11 @@ class MemoryStore:
 
     @property
     def copies(self) -> bool:
-        """Whether states are copied on the way in and out (``copy=True``)."""
+        """Whether states are copied on the way in and out (``copy=True``).
+
+        The engine reads it: a step may modify its argument in place only
+        where every store copies.
+        """
         return self._copy
 
     @property
@@ -85,3 +102,15 @@ class MemoryStore:
 
     def __repr__(self) -> str:
         return f"MemoryStore(copy={self._copy}, held={len(self._data)}, nbytes={self._nbytes})"
+
+
+def _own(leaf: Any) -> Any:
+    """``leaf`` itself, or a compact copy if it is a numpy view into a buffer larger than itself."""
+    base = getattr(leaf, "base", None)
+    if base is None or not isinstance(leaf, np.ndarray):
+        return leaf
+    try:
+        held = memoryview(base).nbytes  # ndarray, bytes, mmap: whatever the view keeps alive
+    except TypeError:  # a buffer whose size is not known: copy to be sure of the bytes held
+        return leaf.copy()
+    return leaf.copy() if held > leaf.nbytes else leaf

@@ -162,7 +162,7 @@ def test_check_strategy_rejects_a_broken_strategy(strategy):
         (ReversesUpwards(), "check_reverses_in_order", ScheduleError),
         (RestoresFreed(), "check_reverses_in_order", ScheduleError),
         (PromisesTooFewCheckpoints(), "check_keeps_its_promise", ScheduleError),
-        (PromisesTooFewSteps(), "check_keeps_its_promise", None),
+        (PromisesTooFewSteps(), "check_keeps_its_promise", ScheduleError),
         (OneShotSchedule(), "check_schedule_is_data", None),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, ReversalStrategy) else None,
