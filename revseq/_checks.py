@@ -11,6 +11,8 @@ accumulated gradients once more at the end of a run (see docs/guide.md,
 
 from __future__ import annotations
 
+import weakref
+import zlib
 from typing import Any
 
 import numpy as np
@@ -18,7 +20,7 @@ import numpy as np
 from revseq import _tree
 from revseq.errors import StepError
 
-__all__ = ["changed", "check_like", "check_scalar", "mismatch", "private_copy"]
+__all__ = ["changed", "check_like", "check_scalar", "fingerprint", "holds", "matches", "mismatch", "private_copy"]
 
 _REAL_KINDS = frozenset("iuf")
 _COMPLEX_KINDS = frozenset("iufc")
@@ -112,6 +114,10 @@ def private_copy(tree: Any) -> Any:
     return _tree.tree_map(lambda a: a.copy() if isinstance(a, np.ndarray) else a, tree)
 
 
+def _bits(a: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+
+
 def changed(before: Any, after: Any) -> bool:
     """Whether any numpy leaf differs bit for bit (NaNs included) between two trees of the same structure."""
     for a, b in zip(_tree.leaves(before), _tree.leaves(after), strict=True):
@@ -120,8 +126,48 @@ def changed(before: Any, after: Any) -> bool:
                 return True
             if a.dtype.hasobject:
                 continue  # no bits to compare; the store refuses or references such states anyway
-            bits_a = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-            bits_b = np.ascontiguousarray(b).reshape(-1).view(np.uint8)
-            if not np.array_equal(bits_a, bits_b):
+            if not np.array_equal(_bits(a), _bits(b)):
                 return True
     return False
+
+
+_COPY_LIMIT = 1 << 20
+"""Leaves up to 1 MiB are fingerprinted by a copy (exact); larger ones by a CRC-32 of their bytes
+(about 2 GB/s, and no memory), so that watching a large state costs no state-sized copy."""
+
+
+def fingerprint(tree: Any) -> list[tuple[Any, Any]]:
+    """What :func:`matches` compares ``tree``'s numpy leaves with later, to see whether anything wrote into them.
+
+    Each leaf is held by a weak reference: a fingerprint keeps nothing
+    alive, and a leaf that nothing holds any more is not compared (no write
+    into it can matter).
+    """
+    prints: list[tuple[Any, Any]] = []
+    for leaf in _tree.leaves(tree):
+        if not isinstance(leaf, np.ndarray) or leaf.dtype.hasobject:
+            continue  # immutable (numbers), foreign (a tensor), or without bits to compare
+        print_ = leaf.copy() if leaf.nbytes <= _COPY_LIMIT else zlib.crc32(_bits(leaf).data)
+        prints.append((weakref.ref(leaf), print_))
+    return prints
+
+
+def _same(leaf: np.ndarray[Any, Any], print_: Any) -> bool:
+    if isinstance(print_, np.ndarray):
+        return not changed(print_, leaf)
+    return bool(zlib.crc32(_bits(leaf).data) == print_)
+
+
+def matches(prints: list[tuple[Any, Any]]) -> bool:
+    """Whether every leaf fingerprinted by :func:`fingerprint` and still alive holds what it held then."""
+    for ref, print_ in prints:
+        leaf = ref()
+        if leaf is not None and not _same(leaf, print_):
+            return False
+    return True
+
+
+def holds(tree: Any, prints: list[tuple[Any, Any]]) -> bool:
+    """Whether ``tree`` (a copy of the fingerprinted tree, say) holds what the fingerprint recorded."""
+    leaves = [leaf for leaf in _tree.leaves(tree) if isinstance(leaf, np.ndarray) and not leaf.dtype.hasobject]
+    return len(leaves) == len(prints) and all(_same(leaf, p) for leaf, (_, p) in zip(leaves, prints, strict=True))

@@ -156,12 +156,22 @@ def _copies(store: StoreProtocol | None) -> bool:
     return store is None or bool(getattr(store, "copies", False))
 
 
-def _steps_in_place(t: int) -> StepError:
+_WATCHED_CALLS = 4
+"""How many of the first calls of f are watched for writes into states (see ``_Run._watched_call``):
+enough to catch a step that cycles through up to three output buffers."""
+
+
+def _steps_in_place(t: int, s: int, *, argument: bool) -> StepError:
+    what = (
+        "f modified its argument in place"
+        if argument
+        else f"f wrote into x_{s}, an array it was given or returned earlier (does it reuse an output buffer?)"
+    )
     return StepError(
-        f"f modified its argument in place: x_{t} changed during the call f(x_{t}). The default store keeps "
-        f"references to states, so the checkpoints and the caller's x0 would change with it and the gradient "
-        f"would be wrong. Return a new array (np.sin(x) rather than np.sin(x, out=x)), or pass "
-        f"store=revseq.MemoryStore(copy=True), which copies every checkpoint"
+        f"{what}: x_{s} changed during the call f(x_{t}). The default store keeps references to states, so "
+        f"checkpoints and the caller's x0 would change with it and the gradient would be wrong. Return a new "
+        f"array each call (np.sin(x) rather than np.sin(x, out=x)), or pass store=revseq.MemoryStore(copy=True), "
+        f"which copies every checkpoint"
     )
 
 
@@ -211,7 +221,9 @@ class _Run:
             step_limit=bounds.forward_steps,
         )
         self.claims: list[StoreProtocol] = []  # the stores this run has claimed, released when it ends
-        self.checked = False
+        # How many calls of f are still watched (see _watched_call); then f runs unwatched in tight loops.
+        self.probes = 1 if self.copies else _WATCHED_CALLS
+        self.watched: list[tuple[list[Any], int]] = []  # (fingerprint, t) of each state seen so far, held weakly
         self.calls = 0
         self.peak = self.peak_bytes = self.peak_disk = 0
 
@@ -281,33 +293,61 @@ class _Run:
                 raise
             return self.disk.get(t)
 
-    def _first_call(self, x: Any, t: int) -> Any:
-        """The first call of f, checked: a step must return a state like its input, and leave its input alone.
+    def _watched_call(self, x: Any, t: int) -> Any:
+        """One of the first calls of f, checked: f must return a state like its input, and write into no state.
 
-        Unless every store copies, f gets a private copy of ``x`` (it is
-        the caller's x0 or a checkpoint's referent), and a step that writes
-        into it is refused before anything it wrote can be used.
+        Unless every store copies, f gets a private copy of ``x`` (it is the
+        caller's x0 or a checkpoint's referent), and each state seen so far
+        (inputs and outputs of these calls) is compared with its fingerprint
+        after the call: a step that writes into its argument is caught on the
+        first call, one that writes into the array it returned last time (one
+        output buffer reused) on the second, one cycling through k <= 3
+        buffers on call k + 1, before anything it wrote is used.
         """
-        probe = x if self.copies else _checks.private_copy(x)
-        y = self.step(probe, t)
+        self.probes -= 1
+        first = not self.calls
+        if self.copies:
+            y = self.step(x, t)
+        else:
+            watched = self.watched
+            prints = _checks.fingerprint(x)  # x was watched as an output already, unless restored since
+            watched.append((prints, t))
+            probe = _checks.private_copy(x)
+            y = self.step(probe, t)
         self.calls += 1
-        self.checked = True
-        before, after = _tree.describe(x), _tree.describe(y)
-        if before != after:
-            raise StepError(
-                f"f must return a state of the same structure, shape and dtype as its input: "
-                f"x_{t} is {_describe_leaf(before)} (shape, dtype), f(x_{t}) returned {_describe_leaf(after)}"
-                + ("; if x_0 holds integers, pass x0.astype(float)" if "int" in str(before) else "")
-            )
-        if probe is not x and _checks.changed(x, probe):
-            raise _steps_in_place(t)
+        if first:
+            before, after = _tree.describe(x), _tree.describe(y)
+            if before != after:
+                raise StepError(
+                    f"f must return a state of the same structure, shape and dtype as its input: "
+                    f"x_{t} is {_describe_leaf(before)} (shape, dtype), f(x_{t}) returned {_describe_leaf(after)}"
+                    + ("; if x_0 holds integers, pass x0.astype(float)" if "int" in str(before) else "")
+                )
+        if not self.copies:
+            if not _checks.holds(probe, prints):
+                raise _steps_in_place(t, t, argument=True)
+            for state_prints, s in watched:
+                if not _checks.matches(state_prints):
+                    raise _steps_in_place(t, s, argument=False)
+            watched.append((_checks.fingerprint(y), t + 1))
+            if not self.probes:
+                watched.clear()  # the watch is over: hold no state for it
         return y
+
+    def _kept(self, x: Any) -> Any:
+        """``x`` to hold across later calls of f: a copy where steps may write in place (every store copies).
+
+        A step working in place, or writing into output buffers of its own,
+        would otherwise change ``x_n`` after it is delivered, or the live
+        ``x_{n-1}`` before its reversal; elsewhere such steps are refused.
+        """
+        return _tree.deep_copy(x) if self.copies else x
 
     def _advance(self, x: Any, start: int, stop: int, keep: bool) -> Any:
         put = self.store.put
         t = start
-        if not self.checked:
-            x = self._first_call(x, t)
+        while self.probes and t < stop:
+            x = self._watched_call(x, t)
             t += 1
             if keep and t < stop:
                 put(t, x)
@@ -370,20 +410,23 @@ class _Run:
                 live = action.stop  # type: ignore[union-attr]
                 if live == n and self.output:
                     produced = True
-                    yield n, x  # this schedule computes x_n itself, before reversing
+                    yield n, self._kept(x)  # this schedule computes x_n itself, before reversing
             elif kind is Reverse:
                 start, stop = action.start, action.stop  # type: ignore[union-attr]
                 if stop == n and self.output and not produced:
                     produced = True
-                    last = x if live == n - 1 else get(n - 1)
-                    if self.copies:  # a step that works in place must not consume x_{n-1}
-                        last = _tree.deep_copy(last)
-                    if self.checked:
+                    if live == n - 1:
+                        # f may write into its argument, or into a buffer it returned before (x itself):
+                        # where that is allowed, x_{n-1} is kept apart for its own reversal.
+                        last, x = x, self._kept(x)
+                    else:
+                        last = get(n - 1)  # a store that copies hands out a fresh copy
+                    if self.probes:
+                        final = self._watched_call(last, n - 1)
+                    else:
                         final = self.step(last, n - 1)
                         self.calls += 1
-                    else:
-                        final = self._first_call(last, n - 1)
-                    yield n, final
+                    yield n, self._kept(final)
                 released, released_disk = tracker.released, tracker.released_disk
                 top = stop - 1
                 yield top, (x if top == live else get(top))
@@ -426,8 +469,8 @@ class _Run:
             self.tracker.settle(n)
             self.n = n
             if self.output:
-                yield n, self.x
-            held = tuple(self.tracker.keys)
+                yield n, self._kept(self.x)
+            held = tuple(sorted({*self.tracker.keys, *self.tracker.disk_keys}))  # both levels, as _cut_forward
             yield from self.execute(strategy_iterable(strategy, "backward(...)", strategy.backward(n, held)))
             self.tracker.finish()
         finally:
@@ -442,11 +485,11 @@ class _Run:
             kind = type(action)
             if kind is Advance:
                 for s in range(action.start, action.stop):  # type: ignore[union-attr]
-                    if self.checked:
+                    if self.probes:
+                        x = self._watched_call(x, s)
+                    else:
                         x = step(x, s)
                         self.calls += 1
-                    else:
-                        x = self._first_call(x, s)
                     t = s + 1
                     if t >= max_steps or (until is not None and until(t, x)):
                         tracker.truncate(t)

@@ -1,0 +1,488 @@
+"""No silent wrong answers: one regression test (or a few) per way revseq used to give one.
+
+Each test names the failure it guards against. The oracle is always
+independent of the code under test: StoreAll's gradient on a pure step,
+a state counted or compared from outside, the filesystem listed directly,
+tracemalloc for bytes really held.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import os
+import tracemalloc
+from collections.abc import Iterator
+
+import attrs
+import numpy as np
+import pytest
+
+import revseq
+from revseq import (
+    Advance,
+    Bounds,
+    DiskStore,
+    Free,
+    MemoryStore,
+    OnlineStrategy,
+    ParameterError,
+    Recurrence,
+    Restore,
+    ReversalStrategy,
+    Reverse,
+    ScheduleError,
+    StepError,
+    Store,
+)
+from revseq.strategies.binomial import revolve
+
+SIN = Recurrence(np.sin, np.cos)
+
+
+def store_all_gradient(n, x0=None, rec=SIN):
+    x0 = np.linspace(-0.9, 0.8, 3) if x0 is None else x0
+    return revseq.backprop(rec, x0, n, revseq.StoreAll()).gradient
+
+
+def files_under(directory) -> list[str]:
+    return [os.path.join(root, name) for root, _, names in os.walk(directory) for name in names]
+
+
+# -- 1. a store belongs to one run at a time ------------------------------------------------
+
+
+def test_two_walks_on_one_store_cannot_interleave():
+    store = MemoryStore()
+    first = revseq.walk(lambda x: x + 1, 0, 10, revseq.BinomialCheckpointing(3), store=store, output=False)
+    second = revseq.walk(lambda x: x + 100, 0, 10, revseq.BinomialCheckpointing(3), store=store, output=False)
+    assert next(first) == (9, 9)
+    with pytest.raises(ParameterError, match=r"^store is in use by another run that has not ended"):
+        next(second)
+    # The first run is untouched by the refused one, and its states are its own.
+    assert [int(x) for _, x in first] == list(range(8, -1, -1))
+    assert len(store) == 0
+    # Once the first has ended, the store can serve a new run.
+    third = revseq.walk(lambda x: x + 100, 0, 4, revseq.StoreAll(), store=store, output=False)
+    assert [int(x) for _, x in third] == [300, 200, 100, 0]
+
+
+def test_a_walk_made_but_never_started_holds_nothing_and_clears_nothing():
+    store = MemoryStore()
+    idle = revseq.walk(np.sin, np.ones(2), 10, revseq.StoreAll(), store=store)
+    running = revseq.walk(np.sin, np.ones(2), 10, revseq.StoreAll(), store=store)
+    next(running)
+    held = len(store)
+    assert held == 9
+    idle.close()  # it never started: it owns nothing, so it must not empty the running walk's store
+    del idle
+    gc.collect()
+    assert len(store) == held
+    assert len(list(running)) == 10
+    assert len(store) == 0
+
+
+def test_the_same_store_as_memory_and_disk_is_refused_before_anything_runs():
+    store = MemoryStore()
+    with pytest.raises(ParameterError, match=r"^store and disk must be two different stores"):
+        revseq.backprop(SIN, np.ones(2), 10, store=store, disk=store)
+
+
+def test_a_store_is_given_back_when_a_run_fails():
+    store = MemoryStore()
+
+    def f(x):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        revseq.backprop(Recurrence(f, np.cos), np.ones(2), 10, store=store)
+    out = revseq.backprop(SIN, np.ones(2), 10, revseq.StoreAll(), store=store)  # not "in use"
+    np.testing.assert_array_equal(out.gradient, store_all_gradient(10, np.ones(2)))
+
+
+# -- 2. in-place and aliasing steps ----------------------------------------------------------
+
+
+def sin_in_place(x):
+    np.sin(x, out=x)
+    return x
+
+
+class ReusedBuffers:
+    """np.sin into one of ``k`` buffers of its own, in turn: every state it returns is overwritten later."""
+
+    def __init__(self, k: int) -> None:
+        self.buffers = [np.empty(3) for _ in range(k)]
+        self.calls = 0
+
+    def __call__(self, x):
+        out = self.buffers[self.calls % len(self.buffers)]
+        self.calls += 1
+        return np.sin(x, out=out)
+
+
+STRATEGIES = [
+    revseq.StoreAll(),
+    revseq.BinomialCheckpointing(3),
+    revseq.RecursiveHalving(),
+    revseq.SqrtCheckpointing(),
+    revseq.Recompute(),
+]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=repr)
+def test_an_in_place_step_is_refused_with_a_referencing_store_and_x0_is_untouched(strategy):
+    x0 = np.linspace(-0.9, 0.8, 3)
+    before = x0.copy()
+    with pytest.raises(StepError, match=r"^f modified its argument in place: x_0 changed during the call f\(x_0\)"):
+        revseq.backprop(Recurrence(sin_in_place, np.cos), x0, 20, strategy)
+    np.testing.assert_array_equal(x0, before)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=repr)
+@pytest.mark.parametrize("store", [lambda: MemoryStore(copy=True), DiskStore], ids=["MemoryStore(copy)", "DiskStore"])
+def test_an_in_place_step_is_exact_with_a_store_that_copies(strategy, store):
+    x0 = np.linspace(-0.9, 0.8, 3)
+    before = x0.copy()
+    out = revseq.backprop(Recurrence(sin_in_place, np.cos), x0, 20, strategy, store=store())
+    np.testing.assert_array_equal(out.gradient, store_all_gradient(20))
+    np.testing.assert_array_equal(x0, before)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_a_step_reusing_its_output_buffers_is_refused(k):
+    with pytest.raises(StepError, match=r"f wrote into x_1, an array it was given or returned earlier"):
+        revseq.backprop(Recurrence(ReusedBuffers(k), np.cos), np.linspace(-0.9, 0.8, 3), 20, revseq.StoreAll())
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 7])
+def test_a_step_reusing_its_output_buffers_is_exact_with_a_store_that_copies(k):
+    out = revseq.backprop(
+        Recurrence(ReusedBuffers(k), np.cos), np.linspace(-0.9, 0.8, 3), 20, revseq.BinomialCheckpointing(3),
+        store=MemoryStore(copy=True),
+    )  # fmt: skip
+    np.testing.assert_array_equal(out.gradient, store_all_gradient(20))
+
+
+def test_a_pure_step_returning_its_input_or_a_view_of_it_is_accepted():
+    # Aliasing alone is not a write: an identity step and a reversing view are pure.
+    for f in (lambda x: x, lambda x: x[::-1]):
+        out = revseq.backprop(Recurrence(f, lambda x: np.ones_like(x)), np.arange(3.0), 6, revseq.StoreAll())
+        np.testing.assert_array_equal(out.gradient, np.ones(3))
+
+
+def test_an_in_place_step_on_a_tree_state_is_refused():
+    def f(s):
+        s["a"] += 1.0
+        return {"a": s["a"], "b": np.sin(s["b"])}
+
+    state = {"a": np.zeros(2), "b": np.ones(2)}
+    with pytest.raises(StepError, match="in place"):
+        list(revseq.reverse(f, state, 5))
+    np.testing.assert_array_equal(state["a"], np.zeros(2))
+
+
+def test_a_vjp_writing_into_its_adjoint_does_not_change_the_callers_seed():
+    def vjp(x, g):
+        g *= np.cos(x)
+        return g
+
+    seed = np.array([1.0, 2.0, 3.0])
+    out = revseq.backprop(Recurrence(np.sin, vjp=vjp), np.linspace(-0.9, 0.8, 3), 10, adjoint=seed)
+    np.testing.assert_array_equal(seed, [1.0, 2.0, 3.0])
+    want = revseq.backprop(SIN, np.linspace(-0.9, 0.8, 3), 10, revseq.StoreAll(), adjoint=np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_array_equal(out.gradient, want.gradient)
+
+
+# -- 3. what df, vjp, loss and the parameter gradients return --------------------------------
+
+X0 = np.linspace(-0.9, 0.8, 3)
+W = np.eye(3) * 0.9
+PARAMS = {"W": W, "b": np.zeros(3)}
+
+
+def rnn_vjp(h, p, g):
+    z = p["W"] @ h + p["b"]
+    gz = g * (1 - np.tanh(z) ** 2)
+    return p["W"].T @ gz, {"W": np.outer(gz, h), "b": gz}
+
+
+def rnn(vjp=rnn_vjp, loss=None):
+    return Recurrence(lambda h, p: np.tanh(p["W"] @ h + p["b"]), vjp=vjp, params=PARAMS, loss=loss)
+
+
+def square_loss(h, p):
+    return float(h @ h), 2 * h, {"W": np.zeros((3, 3)), "b": np.zeros(3)}
+
+
+BAD_OUTPUTS = {
+    "vjp returns None": (Recurrence(np.sin, vjp=lambda x, g: None), r"vjp returned a gradient with respect to x_t"),
+    "df broadcasts": (Recurrence(np.sin, lambda x: np.cos(x[:1])), r"df returned a derivative at step t=19 .* \(1,\)"),
+    "df is a scalar": (Recurrence(np.sin, lambda x: 0.5), r"df returned a derivative at step t=19"),
+    "df is complex": (Recurrence(np.sin, lambda x: np.cos(x) + 0j), r"where a real number was expected"),
+    "df is text": (Recurrence(np.sin, lambda x: np.array(["a", "b", "c"])), r"where a real number was expected"),
+    "loss gradient broadcasts": (
+        Recurrence(np.sin, np.cos, loss=lambda x: (float(x.sum()), np.ones(1))),
+        r"loss returned a gradient with respect to x_t at step t=20",
+    ),
+    "loss value is an array": (
+        Recurrence(np.sin, np.cos, loss=lambda x: (x, np.ones(3))),
+        r"loss returned a value at step t=20 that is not one real number",
+    ),
+    "parameter gradient misses a key": (
+        rnn(vjp=lambda h, p, g: (rnn_vjp(h, p, g)[0], {"W": rnn_vjp(h, p, g)[1]["W"]})),
+        r"vjp returned a gradient with respect to params at step t=19 .*keys \['W'\]",
+    ),
+    "parameter gradient broadcasts": (
+        rnn(vjp=lambda h, p, g: (rnn_vjp(h, p, g)[0], {"W": np.ones((1, 3)), "b": rnn_vjp(h, p, g)[1]["b"]})),
+        r"\['W'\]: shape \(1, 3\) float64 where shape \(3, 3\) was expected",
+    ),
+    "loss parameter gradient is None": (
+        rnn(loss=lambda h, p: (float(h @ h), 2 * h, None)),
+        r"loss returned a gradient with respect to params at step t=20",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_OUTPUTS), ids=str)
+def test_a_callable_output_of_the_wrong_shape_or_type_is_refused_naming_it(case):
+    rec, message = BAD_OUTPUTS[case]
+    with pytest.raises(StepError, match=message):
+        revseq.backprop(rec, X0, 20, revseq.BinomialCheckpointing(4))
+
+
+def test_a_vjp_going_wrong_after_the_first_step_is_caught_at_the_end():
+    calls = itertools.count()
+
+    def vjp(x, g):
+        return None if next(calls) == 19 else g * np.cos(x)  # the last step, t = 0
+
+    with pytest.raises(StepError, match=r"^the gradient summed over all steps is not shaped like x0 \(None"):
+        revseq.backprop(Recurrence(np.sin, vjp=vjp), X0, 20, revseq.StoreAll())
+
+
+def test_a_correct_rnn_with_params_and_a_loss_passes_every_check():
+    got = revseq.backprop(rnn(loss=square_loss), X0, 30, revseq.BinomialCheckpointing(4))
+    want = revseq.backprop(rnn(loss=square_loss), X0, 30, revseq.StoreAll())
+    np.testing.assert_array_equal(got.gradient, want.gradient)
+    for key in PARAMS:
+        np.testing.assert_array_equal(got.params_gradient[key], want.params_gradient[key])
+
+
+# -- 5. a checkpoint holds its own bytes, not a larger buffer's --------------------------------
+
+
+def test_a_byte_budget_holds_when_the_step_returns_views_into_large_buffers():
+    def f(x):
+        big = np.empty(1 << 17)  # 1 MiB, of which the state is a 100-float view
+        np.sin(x, out=big[:100])
+        return big[:100]
+
+    x0 = np.linspace(-0.9, 0.8, 100)
+    strategy = revseq.BinomialCheckpointing(max_bytes=16 * 1024)  # 20 states of 800 bytes
+    revseq.backprop(Recurrence(f, np.cos), x0, 50, strategy)  # warm up numpy's caches
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        out = revseq.backprop(Recurrence(f, np.cos), x0, 200, strategy)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert out.stats.peak_checkpoints == 20
+    assert out.stats.peak_bytes == 20 * 800
+    # Held as views, the 20 checkpoints would keep 20 MiB of buffers alive; copied, they hold 16 KiB.
+    # Besides them, states that are not checkpoints each keep a 1 MiB buffer of f's alive: x_n (the
+    # result), the live state, the one the adjoint loop is at, the one f is filling. Five at most.
+    assert peak < out.stats.peak_bytes + 5 * (1 << 20), peak
+    np.testing.assert_array_equal(out.gradient, store_all_gradient(200, x0))
+
+
+# -- 6. a walk dropped before it ends releases what it holds ------------------------------------
+
+
+@pytest.mark.parametrize("make_store", [MemoryStore, DiskStore], ids=["memory", "disk"])
+@pytest.mark.parametrize("kind", ["walk", "reverse"])
+def test_a_dropped_walk_empties_its_store_and_leaves_no_file(make_store, kind, tmp_path):
+    store = make_store() if make_store is MemoryStore else make_store(tmp_path)
+    run = revseq.walk if kind == "walk" else revseq.reverse
+    it = run(np.sin, np.ones(4), 50, revseq.BinomialCheckpointing(5), store=store)
+    next(it)
+    next(it)
+    assert len(store) > 0
+    del it
+    gc.collect()
+    assert len(store) == 0
+    assert files_under(tmp_path) == []
+    # ... and the store is free for the next run.
+    assert len(list(revseq.reverse(np.sin, np.ones(4), 10, store=store))) == 10
+
+
+def test_a_dropped_multistage_walk_removes_its_own_disk_files(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    strategy = revseq.MultistageCheckpointing(ram=1, disk=None, costs=revseq.DiskCosts(1, 0.01, 0.01))
+    it = revseq.walk(np.sin, np.ones(4), 40, strategy)
+    for _ in range(3):
+        next(it)
+    assert files_under(tmp_path), "the schedule should have written to disk by now"
+    del it
+    gc.collect()
+    assert files_under(tmp_path) == []
+
+
+# -- 7. a schedule that loops forever is stopped --------------------------------------------
+
+
+@attrs.frozen
+class Looping(ReversalStrategy):
+    """Legal actions forever, of one of three kinds."""
+
+    kind: str
+
+    def actions(self, n: int) -> Iterator[revseq.Action]:
+        yield Store(0)
+        for _ in itertools.count():
+            if self.kind == "restore":
+                yield Restore(0)
+            elif self.kind == "store-free":
+                yield Free(0, 1)
+                yield Store(0)
+            else:  # re-advance from x_0 over and over
+                yield Restore(0)
+                yield Advance(0, n - 1)
+
+
+@pytest.mark.parametrize("kind", ["restore", "store-free", "advance"])
+@pytest.mark.parametrize("entry", ["backprop", "cost"])
+def test_a_schedule_making_no_progress_is_stopped(kind, entry):
+    strategy = Looping(kind)
+    run = (lambda: revseq.backprop(SIN, np.ones(2), 30, strategy)) if entry == "backprop" else lambda: strategy.cost(30)
+    with pytest.raises(ScheduleError, match=r"without progress: the schedule is repeating itself"):
+        run()
+
+
+def test_the_progress_rule_leaves_every_built_in_far_inside_it():
+    # The rule's margins, checked on the longest phases the built-ins have.
+    for strategy in [*STRATEGIES, revseq.OnlineCheckpointing(checkpoints=1), revseq.OnlineCheckpointing(checkpoints=4)]:
+        for n in (1, 2, 3, 7, 64, 300):
+            strategy.cost(n)  # raises if the rule fired
+
+
+# -- 8. what cannot fit is refused at once ----------------------------------------------------
+
+
+def test_store_all_for_a_trillion_steps_is_refused_before_running():
+    with pytest.raises(ParameterError, match=r"^n is too large to run here: StoreAll\(\) for 1000000000000 steps"):
+        revseq.backprop(SIN, np.ones(1), 10**12, revseq.StoreAll())
+    with pytest.raises(ParameterError, match=r"^n is too large to run here"):
+        revseq.walk(np.sin, np.ones(1), 2**70, revseq.StoreAll())
+
+
+@attrs.frozen
+class KeepsEverything(ReversalStrategy):
+    def actions(self, n: int) -> Iterator[revseq.Action]:
+        yield Advance(0, n - 1, keep=True)
+        yield Reverse(0, n)
+
+
+def test_a_user_schedule_keeping_a_trillion_states_is_refused_by_the_simulator():
+    with pytest.raises(ScheduleError, match=r"keeps 999999999998 states: tracking .* more than this machine's"):
+        KeepsEverything().cost(10**12)
+    with pytest.raises(ScheduleError, match=r"keeps"):
+        revseq.simulate(KeepsEverything().actions(2**70), 2**70)
+
+
+# -- 10. what a strategy returns ----------------------------------------------------------------
+
+
+@attrs.frozen
+class Returns(ReversalStrategy):
+    actions_result: object = None
+    bounds_result: object = attrs.field(factory=Bounds)
+
+    def actions(self, n):
+        return self.actions_result
+
+    def bounds(self, n):
+        return self.bounds_result
+
+
+@pytest.mark.parametrize(
+    ("strategy", "message"),
+    [
+        (Returns(actions_result=None), r"\.actions\(5\) must return an iterable of actions.*got None"),
+        (Returns(actions_result=[Store(0)], bounds_result=None), r"\.bounds\(5\) must return a revseq.Bounds"),
+        (Returns(actions_result=[Advance(0, 4, keep="no")]), r"keep must be a bool, got 'no' \(str\)"),
+        (Returns(actions_result=[Store(0, disk=1)]), r"disk must be a bool, got 1 \(int\)"),
+        (Returns(actions_result=[Advance(0, 4.0)]), r"stop must be an int, got 4.0 \(float\)"),
+        (Returns(actions_result=[(0, 4)]), r"not an action"),
+    ],
+    ids=["actions None", "bounds None", "keep str", "disk int", "stop float", "plain tuple"],
+)
+def test_a_strategy_returning_the_wrong_thing_gets_a_schedule_error_naming_it(strategy, message):
+    with pytest.raises(ScheduleError, match=message):
+        revseq.backprop(SIN, np.ones(2), 5, strategy)
+    with pytest.raises(ScheduleError, match=message):
+        strategy.cost(5)
+
+
+@attrs.frozen
+class NumpyFields(ReversalStrategy):
+    """Binomial's schedule with every field a numpy scalar, as a user computing indices with numpy would write."""
+
+    def actions(self, n):
+        for action in revseq.BinomialCheckpointing(3).actions(n):
+            fields = [np.bool_(v) if isinstance(v, bool) else np.int64(v) for v in action]
+            yield type(action)(*fields)
+
+    def bounds(self, n):
+        return Bounds(checkpoints=np.int32(3), forward_steps=np.int64(revseq.optimal_forward_steps(n, 3)))
+
+
+def test_numpy_integers_in_actions_and_bounds_are_accepted():
+    out = revseq.backprop(SIN, X0, 40, NumpyFields())
+    np.testing.assert_array_equal(out.gradient, store_all_gradient(40))
+    assert out.stats.as_cost() == revseq.BinomialCheckpointing(3).cost(40)
+    assert all(type(t) is int for t, _ in revseq.walk(np.sin, X0, 10, NumpyFields()))
+
+
+@pytest.mark.parametrize("field", ["forward_steps", "checkpoints", "disk_checkpoints"])
+@pytest.mark.parametrize("bad", [-1, "3", 2.5, True])
+def test_bounds_refuse_what_is_not_a_count(field, bad):
+    with pytest.raises(ParameterError, match=rf"^{field} must be an int >= 0, got "):
+        Bounds(**{field: bad})
+
+
+# -- 11. an online sweep freeing a disk checkpoint -----------------------------------------------
+
+
+@attrs.frozen
+class DiskTrail(OnlineStrategy):
+    """x_0 in memory and the latest even state on disk, freeing the one before it as the run goes."""
+
+    def forward(self):
+        yield Store(0)
+        for t in itertools.count():
+            yield Advance(t, t + 1)
+            if (t + 1) % 2 == 0:
+                if t + 1 > 2:
+                    yield Free(t - 1, t)
+                yield Store(t + 1, disk=True)
+
+    def backward(self, n, stored):
+        ends = (*stored[1:], n)
+        for base, end in reversed(list(zip(stored, ends, strict=True))):
+            yield Restore(base)
+            yield from revolve(base, end - base, 1)
+
+    def online_bounds(self):
+        return Bounds(checkpoints=1, disk_checkpoints=1)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 9])
+def test_an_online_sweep_freeing_a_disk_checkpoint_runs_with_n_unknown(n, tmp_path):
+    disk = DiskStore(tmp_path)
+    got = revseq.backprop(SIN, X0, None, DiskTrail(), until=lambda t, x: t == n, disk=disk)
+    known = revseq.backprop(SIN, X0, n, DiskTrail(), disk=disk)
+    np.testing.assert_array_equal(got.gradient, store_all_gradient(n))
+    assert got.stats == known.stats
+    assert files_under(tmp_path) == []
