@@ -98,8 +98,11 @@ class Recurrence:
     ...                             np.outer(g * (1 - np.tanh(W @ h + t) ** 2), h)),
     ...     params=np.eye(3), indexed=True)
 
-    ``f`` must not modify its argument in place: the default store keeps
-    references to states (see :class:`revseq.MemoryStore`).
+    ``f`` must return a new array each call: the default store keeps
+    references to states (see :class:`revseq.MemoryStore`). A step that
+    writes into its argument, or into an array it returned before, is
+    refused on one of its first calls with a :class:`~revseq.errors.StepError`,
+    unless the store copies (``MemoryStore(copy=True)``, ``DiskStore``).
     """
 
     f: Step = attrs.field(validator=_callable)

@@ -19,6 +19,12 @@ class Store(Protocol):
     ``Advance(keep=True)``, ``get`` for ``Restore`` and ``Reverse``, ``delete``
     for ``Free``, and ``clear`` when a run ends, however it ends. ``len``
     and ``nbytes`` are read after every write to measure the peaks.
+
+    A store belongs to one run at a time. A store may also have a boolean
+    ``copies`` attribute: true if ``put`` keeps a copy and ``get`` hands out
+    a fresh one, so that a step modifying its argument in place cannot
+    change a checkpoint. The engine allows such steps only where every store
+    copies; without the attribute a store is taken to keep references.
     """
 
     def put(self, key: int, state: Any) -> None: ...
@@ -62,12 +68,13 @@ class MemoryStore:
     def put(self, key: int, state: Any) -> None:
         if self._copy:
             state = _tree.deep_copy(state)
-        size = getattr(state, "nbytes", None)  # an array: skip the tree walk
-        if size is None:
+        if type(state) is np.ndarray:  # the usual state: the fast path
+            if state.base is not None:  # a view: of a larger buffer?
+                state = _own(state)
+            size = state.nbytes
+        else:
             state = _tree.tree_map(_own, state)
             size = _tree.nbytes(state)
-        elif getattr(state, "base", None) is not None:  # a view: of a larger buffer?
-            state = _own(state)
         self._data[key] = state
         self._nbytes += size
 
