@@ -138,7 +138,9 @@ def _check_store(store: Any, name: str = "store") -> StoreProtocol:
 # made the lazy walk) until it ends, however it ends. The run holds a reference
 # to each store it claims, so an id cannot be reused while it is listed.
 _claimed: dict[int, str] = {}
-_claimed_lock = threading.Lock()
+# Re-entrant: a dropped walk's `finally` gives its stores back from the garbage
+# collector, which may run inside claim() on the thread holding the lock.
+_claimed_lock = threading.RLock()
 
 
 def _check_free(store: StoreProtocol, name: str) -> None:

@@ -486,3 +486,45 @@ def test_an_online_sweep_freeing_a_disk_checkpoint_runs_with_n_unknown(n, tmp_pa
     np.testing.assert_array_equal(got.gradient, store_all_gradient(n))
     assert got.stats == known.stats
     assert files_under(tmp_path) == []
+
+
+class CollectingStore(MemoryStore):
+    """A store whose len() runs the garbage collector from its second call on (the first is the call-time check)."""
+
+    __slots__ = ("lens",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lens = 0
+
+    def __len__(self) -> int:
+        self.lens += 1
+        if self.lens == 2:  # inside the run's claim of its stores
+            gc.collect()
+        return super().__len__()
+
+
+def test_a_walk_collected_while_another_run_claims_its_stores_does_not_deadlock():
+    import threading
+
+    dropped_store = MemoryStore()
+    it = revseq.walk(np.sin, np.ones(2), 8, revseq.StoreAll(), store=dropped_store)
+    next(it)
+    cycle: list[object] = [it]
+    cycle.append(cycle)  # only the collector can free the walk, and so end its run
+    del it, cycle
+    outcome: list[object] = []
+
+    def run() -> None:  # claims its store, whose len() collects the dropped walk, whose end() takes the lock
+        gc.disable()  # no collection before the one inside len()
+        try:
+            outcome.append(len(list(revseq.reverse(np.sin, np.ones(2), 5, store=CollectingStore()))))
+        finally:
+            gc.enable()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "deadlock: the collected walk's cleanup waited for the lock its own thread held"
+    assert outcome == [5]
+    assert len(dropped_store) == 0
