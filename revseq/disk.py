@@ -4,17 +4,22 @@ For states too large to keep several of in RAM. Files live in a private
 directory (mode 0700) created on the first write and removed, with
 everything in it, by :meth:`DiskStore.clear`, which the engine calls however
 a run ends; a finalizer removes it too if the store is dropped without
-``clear()``, or the interpreter exits.
+``clear()``, or the interpreter exits. The store remembers what it wrote in
+each file (the exact ``.npy`` header facts and the file's size) and a read
+returns nothing but exactly that.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import inspect
+import io
 import itertools
 import operator
 import os
 import shutil
+import stat
 import tempfile
 import warnings
 import weakref
@@ -31,8 +36,25 @@ __all__ = ["DiskStore"]
 # How a leaf comes back from its file: the array read, a numpy scalar, or a Python number.
 _ARRAY, _NUMPY_SCALAR, _PYTHON_NUMBER = 0, 1, 2
 _PYTHON_NUMBERS = (bool, int, float, complex)
-_READ_ERRORS = (OSError, ValueError, EOFError)  # what np.load raises on a missing or damaged file
-_CHUNK = 1 << 24  # bytes per write call: Ctrl-C acts between two
+_CHUNK = 1 << 24  # bytes per write or read call: Ctrl-C acts between two
+
+# Flags the platform may lack are 0 there: O_NOFOLLOW (absent on Windows, where a symbolic link
+# is checked for before opening instead), O_CLOEXEC, O_NONBLOCK (a FIFO planted in place of a
+# checkpoint must not hang the read), O_BINARY (Windows: no newline translation).
+_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
+_COMMON_FLAGS: int = _NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _COMMON_FLAGS  # a new file, never through a link
+_READ_FLAGS: int = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | _COMMON_FLAGS
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+_HEAD_SLACK = 4096  # bytes read past the expected header, to describe a longer header found instead
+# numpy >= 1.24 bounds the header it parses; 1.23 (still supported) has no such parameter.
+_HEADER_LIMIT = "max_header_size" in inspect.signature(np.lib.format.read_array_header_1_0).parameters
 
 
 class _Slot:
@@ -45,13 +67,37 @@ class _Slot:
         self.kind = kind
 
 
+class _Layout:
+    """What the store wrote in one file: the exact ``.npy`` header and what it says, and the file's size.
+
+    A read checks all of it before returning anything (see ``_read``).
+    """
+
+    __slots__ = ("descr", "dtype", "fortran", "header", "shape", "size")
+
+    def __init__(self, array: np.ndarray[Any, Any]) -> None:
+        facts = np.lib.format.header_data_from_array_1_0(array)
+        self.header = _header_bytes(facts)  # UnicodeEncodeError for field names format 1.0 and 2.0 cannot hold
+        self.shape: tuple[int, ...] = facts["shape"]
+        self.fortran: bool = facts["fortran_order"]
+        self.descr = facts["descr"]
+        self.dtype = np.lib.format.descr_to_dtype(self.descr)  # as np.load gives it back
+        self.size = len(self.header) + array.nbytes  # the whole file: header, then the data, nothing after
+
+    def describe(self) -> str:
+        return _describe(self.shape, self.fortran, self.dtype, len(self.header), self.size)
+
+
 class _Entry:
-    """One checkpoint: its files, one per leaf, its structure (None for a single leaf) and its sizes."""
+    """One checkpoint: its files, one per leaf, their layouts, its structure (None for a single leaf) and sizes."""
 
-    __slots__ = ("kind", "names", "nbytes", "size", "template")
+    __slots__ = ("kind", "layouts", "names", "nbytes", "size", "template")
 
-    def __init__(self, names: Sequence[str], template: Any, kind: int, nbytes: int, size: int) -> None:
+    def __init__(
+        self, names: Sequence[str], layouts: Sequence[_Layout], template: Any, kind: int, nbytes: int, size: int
+    ) -> None:
         self.names = names
+        self.layouts = layouts
         self.template = template
         self.kind = kind  # the single leaf's kind when template is None
         self.nbytes = nbytes  # the arrays' nbytes
@@ -72,19 +118,37 @@ class DiskStore:
 
     A state is a numpy array or a tuple, list or dict of them (numpy scalars
     and Python numbers are accepted as leaves too). Checkpoint ``x_t`` is the
-    file ``x_t.npy``, in the ``.npy`` format of :func:`numpy.save`; a tree
+    file ``x_t.npy``, holding the bytes :func:`numpy.save` writes; a tree
     state is one file per leaf, ``x_t.0.npy``, ``x_t.1.npy``, ..., with the
     tree's structure kept in memory (not ``.npz``: zip members are written
-    and read several times slower). Reads use
-    ``np.load(..., allow_pickle=False)`` and give back the same structure,
+    and read several times slower). A read gives back the same structure,
     shapes and dtypes (an array subclass such as ``np.memmap`` comes back as
     a plain ``ndarray``). Nothing is pickled: an object array or any other
     leaf raises :class:`~revseq.errors.ParameterError` before anything is
-    written.
+    written (so does a structured dtype whose field names are not Latin-1,
+    which only ``.npy`` format 3.0 can hold).
 
-    Each file is written under a temporary name in the same directory and
-    renamed into place (``os.replace``) once all the checkpoint's files are
-    written, so a file under its final name is always complete. Files are
+    A read returns exactly what was written, or raises
+    :class:`~revseq.errors.StoreError`. The store keeps, for each file, the
+    header it wrote (shape, dtype, Fortran order, where the data starts) and
+    the file's size; a read opens the file without following a symbolic
+    link, parses its header with numpy's :mod:`numpy.lib.format` helpers,
+    compares it and the size with what was written, and only then reads the
+    data into a new array, checking that nothing follows it. A file replaced
+    by another array, an ``.npz``, a truncated or extended file, or a link
+    is refused with a message naming the checkpoint, the file, what was
+    expected and what was found. The data itself is not checksummed: bytes
+    overwritten in place, size kept, are not detected.
+
+    Each file is written under a temporary name in the same directory,
+    ``x_t.npy.partial``, created exclusively (``O_CREAT | O_EXCL``, and
+    ``O_NOFOLLOW`` where the platform has it; mode 0600), so the store never
+    writes through a file or link it did not create: if something already
+    has that name, the write raises :class:`~revseq.errors.StoreError`
+    (``errno.EEXIST``) and leaves it alone. The files are renamed into place
+    (``os.replace``, which replaces a link at the final name rather than
+    following it) once all the checkpoint's files are written, so a file
+    under its final name is always complete. Files are
     not ``fsync``-ed: checkpoints are worthless once the process is gone, so
     durability across a crash would cost a flush per checkpoint for nothing.
     A failed write (disk full, I/O error) raises
@@ -135,44 +199,63 @@ class DiskStore:
 
     def put(self, key: int, state: Any) -> None:
         key = operator.index(key)  # the key becomes part of a file name
-        arrays, template, kind = _flatten(key, state)  # refuses what it cannot store before touching the disk
+        leaves, template, kind = _flatten(key, state)  # refuses what it cannot store before touching the disk
         directory = self._directory()
-        names = [f"x_{key}.npy"] if template is None else [f"x_{key}.{i}.npy" for i in range(len(arrays))]
+        names = [f"x_{key}.npy"] if template is None else [f"x_{key}.{i}.npy" for i in range(len(leaves))]
         paths = [os.path.join(directory, name) for name in names]
-        size = 0
+        created: list[str] = []  # the partial files this put may have created, and only those
         try:
-            for array, path in zip(arrays, paths, strict=True):
-                with open(path + ".partial", "wb") as fh:
-                    _save(fh, array)
-                    size += fh.tell()
+            for (array, layout), path in zip(leaves, paths, strict=True):
+                partial = path + ".partial"
+                created.append(partial)  # before the open: an interrupt once the file exists still removes it
+                try:
+                    fh = open(partial, "wb", opener=_create_new)  # noqa: SIM115 (closed by the `with` below)
+                except OSError as exc:  # nothing created: the name was free, or is taken by something not ours
+                    created.pop()
+                    if isinstance(exc, FileExistsError):  # neither written through nor removed
+                        raise FileExistsError(
+                            exc.errno,
+                            f"{os.path.basename(partial)} already exists, and this store did not create it; "
+                            "it is left alone, not written through",
+                        ) from exc
+                    raise
+                with fh:
+                    _write(fh, array, layout)
             old = self._entries.pop(key, None)  # replaced from here on
             if old is not None:
                 self._forget(old)
                 for name in set(old.names) - set(names):
                     _unlink(os.path.join(directory, name))
             for path in paths:
-                os.replace(path + ".partial", path)
+                os.replace(path + ".partial", path)  # replaces a link at `path`, never follows it
         except BaseException as exc:  # KeyboardInterrupt too: never leave a partial file
-            for path in paths:
-                _unlink(path + ".partial")
+            for partial in created:  # only the files this put created: something planted stays as it was
+                _unlink(partial)
             if not self._entries:  # the directory was made for this checkpoint: leave nothing behind
                 self._remove_directory()
             if isinstance(exc, OSError):
                 raise _store_error(f"could not write checkpoint x_{key} to {directory}", exc) from exc
             raise
-        nbytes = sum(a.nbytes for a in arrays)
-        self._entries[key] = _Entry(names, template, kind, nbytes, size)
+        layouts = [layout for _, layout in leaves]
+        nbytes = sum(array.nbytes for array, _ in leaves)
+        size = sum(layout.size for layout in layouts)
+        self._entries[key] = _Entry(names, layouts, template, kind, nbytes, size)
         self._nbytes += nbytes
         self._disk_usage += size
         self._bytes_written += nbytes
 
     def get(self, key: int) -> Any:
         entry = self._entries[key]  # KeyError for a key never stored
-        assert self._path is not None  # an entry implies the directory
-        try:
-            arrays = [np.load(os.path.join(self._path, name), allow_pickle=False) for name in entry.names]
-        except _READ_ERRORS as exc:
-            raise _store_error(f"could not read checkpoint x_{key} from {self._path}", exc) from exc
+        directory = self._path
+        assert directory is not None  # an entry implies the directory
+        arrays = []
+        for name, layout in zip(entry.names, entry.layouts, strict=True):
+            try:
+                arrays.append(_read(directory, name, layout))
+            except _NotWritten as exc:  # its message names the file, what was expected and what was found
+                raise _store_error(f"could not read checkpoint x_{key} from {directory}", exc) from exc
+            except OSError as exc:  # the system's reason
+                raise _store_error(f"could not read checkpoint x_{key} from {directory}: {name}", exc) from exc
         self._bytes_read += entry.nbytes
         if entry.template is None:
             return _revive(arrays[0], entry.kind)
@@ -198,6 +281,16 @@ class DiskStore:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def copies(self) -> bool:
+        """True: states are written to files on put and read back as new arrays on get.
+
+        So a step that modifies its argument in place cannot corrupt a
+        checkpoint (the engine uses this to know in-place steps are safe
+        with this store), as with ``MemoryStore(copy=True)``.
+        """
+        return True
 
     @property
     def nbytes(self) -> int:
@@ -260,38 +353,175 @@ class DiskStore:
         self._disk_usage -= entry.size
 
 
-def _save(fh: Any, array: np.ndarray[Any, Any]) -> None:
-    """Write ``array`` to ``fh`` in the ``.npy`` format, through ``fh.write``.
+def _header_bytes(facts: dict[str, Any]) -> bytes:
+    """The ``.npy`` header :func:`numpy.save` writes for these facts: format 1.0, or 2.0 if too long for 1.0.
+
+    Raises UnicodeEncodeError for field names that are not Latin-1, which
+    only format 3.0 holds (the store does not write it: numpy's public
+    helpers neither write nor read it).
+    """
+    buffer = io.BytesIO()
+    try:
+        np.lib.format.write_array_header_1_0(buffer, facts)
+    except UnicodeEncodeError:
+        raise
+    except ValueError:  # longer than format 1.0 allows (a dtype with thousands of fields): 2.0, as np.save does
+        buffer = io.BytesIO()
+        np.lib.format.write_array_header_2_0(buffer, facts)
+    return buffer.getvalue()
+
+
+def _write(fh: Any, array: np.ndarray[Any, Any], layout: _Layout) -> None:
+    """Write ``array`` to ``fh`` in the ``.npy`` format, the bytes np.save writes, through ``fh.write``.
 
     Not ``np.save(fh, array)``: given a real file it writes with
     ``ndarray.tofile``, whose errors lose the reason (a full disk reads
     "800 requested and 496 written"). Through ``write`` the system's error
-    comes through, and Ctrl-C acts between chunks. A plain numeric array
-    contiguous in C or Fortran order (the usual state) is written straight
-    from its memory after numpy's own header; anything else goes through
-    numpy's writer, which copies it chunk by chunk.
+    comes through, and Ctrl-C acts between chunks. An array contiguous in C
+    or Fortran order (the usual state) is written straight from its memory;
+    any other is copied chunk by chunk in C order, as numpy's writer does.
     """
-    fortran = array.flags.f_contiguous and not array.flags.c_contiguous
-    data = array.T if fortran else array  # C-contiguous in either case, if contiguous at all
-    if data.flags.c_contiguous and data.dtype.names is None and data.dtype.itemsize:
-        np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(array))
+    fh.write(layout.header)
+    if not array.nbytes:
+        return
+    data = array.T if layout.fortran else array  # Fortran order: the transpose is C-contiguous
+    if data.flags.c_contiguous:
         raw = data.reshape(-1).view(np.uint8)  # views, no copy
         for start in range(0, raw.size, _CHUNK):
             fh.write(raw[start : start + _CHUNK])
     else:
-        np.save(_Writer(fh), array, allow_pickle=False)
+        size = max(_CHUNK // data.itemsize, 1)
+        chunks = np.nditer(data, flags=["external_loop", "buffered", "zerosize_ok"], buffersize=size, order="C")
+        for chunk in chunks:  # one operand, so each chunk is an array (numpy's stubs say a tuple)
+            fh.write(np.asarray(chunk).tobytes("C"))
 
 
-class _Writer:
-    """A file numpy can only ``write`` to, so that it does not use ``ndarray.tofile`` (see ``_save``)."""
+def _create_new(path: str, flags: int) -> int:
+    """An ``opener`` for ``open``: create ``path``, which must not exist (not even as a link), mode 0600."""
+    return os.open(path, _CREATE_FLAGS, 0o600)
 
-    __slots__ = ("_fh",)
 
-    def __init__(self, fh: Any) -> None:
-        self._fh = fh
+# What a file's header says (shape, Fortran order, dtype, where the data starts), or why it says nothing.
+_Found = tuple[tuple[int, ...], bool, np.dtype[Any], int] | str
 
-    def write(self, data: Any) -> int:
-        return int(self._fh.write(data))
+
+class _NotWritten(Exception):
+    """A checkpoint's file is not the one the store wrote; the message says how (see ``_read``)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = code  # the StoreError keeps it
+
+
+def _read(directory: str, name: str, layout: _Layout) -> np.ndarray[Any, Any]:
+    """The array in file ``name``, if the file is exactly the one described by ``layout``.
+
+    Raises _NotWritten if it holds anything else, or is not a regular file
+    (a symbolic link, not followed, is ``errno.ELOOP``), and OSError if it
+    cannot be opened or read. Nothing is allocated before the header
+    matches, so a planted header cannot ask for a huge array.
+    """
+    path = os.path.join(directory, name)
+    if not _NOFOLLOW and os.path.islink(path):  # no O_NOFOLLOW (Windows): check first, racily
+        raise _link_error(name)
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK) and os.path.islink(path):  # EMLINK: the BSDs' O_NOFOLLOW
+            raise _link_error(name) from exc
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):  # a directory, a FIFO (not waited on: O_NONBLOCK), a device
+            kind = _KINDS.get(stat.S_IFMT(info.st_mode), f"mode {stat.filemode(info.st_mode)}")
+            raise _NotWritten(f"{name} is not the file this store wrote: expected a regular file; found {kind}")
+        fh = io.FileIO(fd, "rb")  # closes fd when closed
+    except BaseException:
+        os.close(fd)
+        raise
+    with fh:
+        found = _parse_header(_read_up_to(fh, len(layout.header) + _HEAD_SLACK))
+        if not _matches(found, layout, info.st_size):
+            raise _NotWritten(_mismatch(name, layout, found, info.st_size))
+        array = np.empty(layout.shape, layout.dtype, order="F" if layout.fortran else "C")
+        if not array.nbytes:
+            return array
+        raw = (array.T if layout.fortran else array).reshape(-1).view(np.uint8).data  # the new array's memory
+        fh.seek(len(layout.header))
+        done = 0
+        while done < len(raw):
+            count = fh.readinto(raw[done : done + _CHUNK])
+            if not count:
+                break
+            done += count
+        if done < len(raw) or fh.read(1):  # shrunk or grew after the size was checked
+            raise _NotWritten(_mismatch(name, layout, found, os.fstat(fd).st_size))
+    return array
+
+
+def _read_up_to(fh: io.FileIO, size: int) -> bytes:
+    """At most ``size`` bytes from ``fh``: fewer only at the end of the file."""
+    parts = []
+    while size > 0:
+        part = fh.read(size)
+        if not part:
+            break
+        parts.append(part)
+        size -= len(part)
+    return b"".join(parts)
+
+
+def _parse_header(head: bytes) -> _Found:
+    """What the ``.npy`` header at the start of ``head`` says (shape, Fortran order, dtype, data offset), or why not.
+
+    With numpy's public helpers, never unpickling; versions 1.0 and 2.0
+    only, the ones the store writes.
+    """
+    buffer = io.BytesIO(head)
+    try:
+        version = np.lib.format.read_magic(buffer)
+        if version == (1, 0):
+            reader = np.lib.format.read_array_header_1_0
+        elif version == (2, 0):
+            reader = np.lib.format.read_array_header_2_0
+        else:
+            return f"a .npy header of format {version[0]}.{version[1]}, which this store does not write"
+        if _HEADER_LIMIT:
+            shape, fortran, dtype = reader(buffer, max_header_size=len(head))
+        else:  # pragma: no cover (numpy 1.23)
+            shape, fortran, dtype = reader(buffer)
+    except Exception as exc:  # anything a damaged or foreign header makes the parser raise
+        return f"no .npy header numpy can parse ({exc})"
+    return tuple(shape), bool(fortran), dtype, buffer.tell()
+
+
+def _matches(found: _Found, layout: _Layout, size: int) -> bool:
+    if isinstance(found, str):
+        return False
+    shape, fortran, dtype, offset = found
+    return (
+        shape == layout.shape
+        and fortran == layout.fortran
+        and dtype == layout.dtype
+        and np.lib.format.dtype_to_descr(dtype) == layout.descr
+        and offset == len(layout.header)
+        and size == layout.size
+    )
+
+
+def _mismatch(name: str, layout: _Layout, found: _Found, size: int) -> str:
+    what = f"{found}, {size} bytes" if isinstance(found, str) else _describe(*found, size)
+    return f"{name} is not the file this store wrote: expected {layout.describe()}; found {what}"
+
+
+def _describe(shape: tuple[int, ...], fortran: bool, dtype: np.dtype[Any], offset: int, size: int) -> str:
+    order = "Fortran" if fortran else "C"
+    return f"shape {shape}, dtype {dtype}, {order} order, data from byte {offset}, {size} bytes"
+
+
+def _link_error(name: str) -> _NotWritten:
+    what = "expected a regular file; found a symbolic link, not followed"
+    return _NotWritten(f"{name} is not the file this store wrote: {what}", errno.ELOOP)
 
 
 def _check_parent(directory: Any) -> str:
@@ -323,22 +553,22 @@ def _store_error(message: str, exc: Exception) -> StoreError:
     return error
 
 
-def _flatten(key: int, state: Any) -> tuple[list[np.ndarray[Any, Any]], Any, int]:
-    """The arrays to write, the structure (None for a single leaf), and the single leaf's kind."""
+def _flatten(key: int, state: Any) -> tuple[list[tuple[np.ndarray[Any, Any], _Layout]], Any, int]:
+    """The arrays to write with their layouts, the structure (None for a single leaf), the single leaf's kind."""
     if _tree.is_leaf(state):
-        array, kind = _as_array(key, state, 0, state)
-        return [array], None, kind
-    arrays: list[np.ndarray[Any, Any]] = []
+        array, layout, kind = _as_array(key, state, 0, state)
+        return [(array, layout)], None, kind
+    leaves: list[tuple[np.ndarray[Any, Any], _Layout]] = []
 
     def slot(leaf: Any) -> _Slot:
-        array, kind = _as_array(key, leaf, len(arrays), state)
-        arrays.append(array)
-        return _Slot(len(arrays) - 1, kind)
+        array, layout, kind = _as_array(key, leaf, len(leaves), state)
+        leaves.append((array, layout))
+        return _Slot(len(leaves) - 1, kind)
 
-    return arrays, _tree.tree_map(slot, state), _ARRAY
+    return leaves, _tree.tree_map(slot, state), _ARRAY
 
 
-def _as_array(key: int, leaf: Any, index: int, state: Any) -> tuple[np.ndarray[Any, Any], int]:
+def _as_array(key: int, leaf: Any, index: int, state: Any) -> tuple[np.ndarray[Any, Any], _Layout, int]:
     if isinstance(leaf, np.ndarray) and (type(leaf) is np.ndarray or isinstance(leaf, np.memmap)):
         array, kind = leaf, _ARRAY
     elif isinstance(leaf, np.generic):
@@ -352,7 +582,12 @@ def _as_array(key: int, leaf: Any, index: int, state: Any) -> tuple[np.ndarray[A
         raise _leaf_error(key, index, state, what)
     if array.dtype.hasobject:
         raise _leaf_error(key, index, state, f"an array of dtype {array.dtype}")
-    return array, kind
+    try:
+        layout = _Layout(array)
+    except UnicodeEncodeError:
+        what = f"an array of dtype {array.dtype}, whose field names are not Latin-1 (.npy format 3.0)"
+        raise _leaf_error(key, index, state, what) from None
+    return array, layout, kind
 
 
 def _leaf_error(key: int, index: int, state: Any, what: str) -> ParameterError:

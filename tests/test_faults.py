@@ -252,8 +252,10 @@ def test_any_fault_gives_the_exact_gradient_or_a_named_error_and_leaves_nothing(
         elif raised is not None:
             assert raised is error, f"a different error reached the caller: {raised!r}"
         elif out is not None:
-            # No error: then the step was pure, or every store copies, and the answer is exact.
-            assert step == "pure" or copies or n == 1, f"an impure step ran on a referencing store: {step}"
+            # No error: the answer is exact. (An impure step may have run without harm: two output
+            # buffers corrupt nothing in a run of two calls. But an in-place step writes on every call,
+            # and the first is always watched.)
+            assert step != "in place" or copies, "an in-place step ran on a referencing store"
             np.testing.assert_array_equal(out.gradient, oracle(n))
             assert out.stats.peak_checkpoints <= strategy.slots
         np.testing.assert_array_equal(x0, X0)
