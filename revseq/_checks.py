@@ -20,7 +20,17 @@ import numpy as np
 from revseq import _tree
 from revseq.errors import StepError
 
-__all__ = ["changed", "check_like", "check_scalar", "fingerprint", "holds", "matches", "mismatch", "private_copy"]
+__all__ = [
+    "changed",
+    "check_like",
+    "check_scalar",
+    "fingerprint",
+    "holds",
+    "matches",
+    "mismatch",
+    "private_copy",
+    "refers_to",
+]
 
 _REAL_KINDS = frozenset("iuf")
 _COMPLEX_KINDS = frozenset("iufc")
@@ -143,13 +153,11 @@ def fingerprint(tree: Any) -> list[tuple[Any, Any]]:
     alive, and a leaf that nothing holds any more is not compared (no write
     into it can matter).
     """
-    prints: list[tuple[Any, Any]] = []
-    for leaf in _tree.leaves(tree):
-        if not isinstance(leaf, np.ndarray) or leaf.dtype.hasobject:
-            continue  # immutable (numbers), foreign (a tensor), or without bits to compare
-        print_ = leaf.copy() if leaf.nbytes <= _COPY_LIMIT else zlib.crc32(_bits(leaf).data)
-        prints.append((weakref.ref(leaf), print_))
-    return prints
+    # Other leaves are immutable (numbers), foreign (a tensor), or without bits to compare (objects).
+    return [
+        (weakref.ref(leaf), leaf.copy() if leaf.nbytes <= _COPY_LIMIT else zlib.crc32(_bits(leaf).data))
+        for leaf in _arrays(tree)
+    ]
 
 
 def _same(leaf: np.ndarray[Any, Any], print_: Any) -> bool:
@@ -167,7 +175,18 @@ def matches(prints: list[tuple[Any, Any]]) -> bool:
     return True
 
 
+def _arrays(tree: Any) -> list[np.ndarray[Any, Any]]:
+    """The leaves :func:`fingerprint` takes, in its order."""
+    return [leaf for leaf in _tree.leaves(tree) if isinstance(leaf, np.ndarray) and not leaf.dtype.hasobject]
+
+
+def refers_to(prints: list[tuple[Any, Any]], tree: Any) -> bool:
+    """Whether ``prints`` is a fingerprint of ``tree`` itself (its very arrays, not equal ones)."""
+    arrays = _arrays(tree)
+    return len(arrays) == len(prints) and all(ref() is a for (ref, _), a in zip(prints, arrays, strict=True))
+
+
 def holds(tree: Any, prints: list[tuple[Any, Any]]) -> bool:
     """Whether ``tree`` (a copy of the fingerprinted tree, say) holds what the fingerprint recorded."""
-    leaves = [leaf for leaf in _tree.leaves(tree) if isinstance(leaf, np.ndarray) and not leaf.dtype.hasobject]
+    leaves = _arrays(tree)
     return len(leaves) == len(prints) and all(_same(leaf, p) for leaf, (_, p) in zip(leaves, prints, strict=True))
