@@ -83,7 +83,7 @@ def check_keeps_its_promise(strategy: ReversalStrategy, ns: Iterable[int] | None
     """The simulated cost stays within the bounds the strategy promises."""
     for n in _ns(ns):
         with _about(strategy, n):
-            cost, bounds = strategy.cost(n), strategy.bounds(n)
+            cost, bounds = strategy.schedule(n).cost(), strategy.bounds(n)  # simulated, even for a built-in
             if bounds.forward_steps is not None:
                 assert cost.forward_steps <= bounds.forward_steps, f"{strategy!r}, n={n}: {cost} over {bounds}"
             if bounds.checkpoints is not None:

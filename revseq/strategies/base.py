@@ -73,8 +73,28 @@ class ReversalStrategy(abc.ABC):
 
     @final
     def cost(self, n: int) -> Cost:
-        """Forward steps and peak checkpoints for ``n`` steps, simulated without running f."""
-        return self.schedule(n).cost()
+        """What ``n`` steps cost (forward steps, peak checkpoints, writes, reads), without running f.
+
+        The built-in offline strategies (:class:`~revseq.StoreAll`,
+        :class:`~revseq.Recompute`, :class:`~revseq.RecursiveHalving`,
+        :class:`~revseq.SqrtCheckpointing`, :class:`~revseq.BinomialCheckpointing`)
+        answer in closed form, exactly what simulating their schedules gives
+        (the tests compare the two), so that ``cost(10**12)`` is instant; any
+        other strategy's schedule is simulated, and checked against its
+        bounds on the way. :meth:`Schedule.cost <revseq.Schedule.cost>`
+        always simulates.
+        """
+        n = check_int("n", n, 1)
+        closed = self._closed_cost(n)
+        return closed if closed is not None else self.schedule(n).cost()
+
+    def _closed_cost(self, n: int) -> Cost | None:
+        """The cost of ``n >= 1`` steps computed without walking the schedule, or None to simulate it.
+
+        Private: only the built-in strategies implement it, each proven
+        equal to the simulation by the tests; a user's strategy is simulated.
+        """
+        return None
 
 
 class OnlineStrategy(ReversalStrategy):

@@ -7,7 +7,7 @@ from typing import final
 
 import attrs
 
-from revseq.schedule import Action, Advance, Bounds, Restore, Store
+from revseq.schedule import Action, Advance, Bounds, Cost, Restore, Store
 from revseq.strategies import _patterns
 from revseq.strategies.base import ReversalStrategy
 
@@ -38,6 +38,38 @@ def _halving(n: int) -> Iterator[Action]:
         stack.append((mid, width - half))
 
 
+def _halving_counts(width: int) -> tuple[int, int, int, int]:
+    """``(advances, peak, writes, reads)`` of :func:`_halving` over ``width`` steps, x_base stored by the caller.
+
+    The recursion of :func:`_halving` on widths, memoised: the widths at one
+    depth are ``floor`` and ``ceil`` of the same quotient, so there are at
+    most two distinct ones per level, ``2 log2(width)`` in all.
+    """
+    memo: dict[int, tuple[int, int, int, int]] = {1: (0, 0, 0, 0), 2: (1, 1, 0, 0)}  # store_all: no state kept
+    stack = [width]
+    while stack:
+        w = stack[-1]
+        if w in memo:
+            stack.pop()
+            continue
+        half = w // 2
+        missing = [part for part in (half, w - half) if part not in memo]
+        if missing:
+            stack.extend(missing)
+            continue
+        stack.pop()
+        left, right = memo[half], memo[w - half]
+        # Advance to the midpoint, store it (the right half has >= 2 steps) and hold x_base while the right
+        # half is reversed, then restore x_base for the left half.
+        memo[w] = (
+            half + left[0] + right[0],
+            max(1 + right[1], left[1]),
+            1 + left[2] + right[2],
+            1 + left[3] + right[3],
+        )
+    return memo[width]
+
+
 def popcount_sum(n: int) -> int:
     """``sum(bin(k).count("1") for k in range(n))``, in O(log n): the halving's advances."""
     total, bit = 0, 1
@@ -61,6 +93,9 @@ class RecursiveHalving(ReversalStrategy):
     15), but ``BinomialCheckpointing`` with the same memory makes fewer
     steps (46125 here); pick halving when you want no budget to tune.
 
+    :meth:`cost` is computed without walking the schedule (a recursion over
+    the O(log n) distinct segment widths), instant for any ``n``.
+
     >>> RecursiveHalving().cost(10_000)
     Cost(n=10000, forward_steps=64609, peak_checkpoints=14, writes=5904, reads=5903)
     """
@@ -70,3 +105,8 @@ class RecursiveHalving(ReversalStrategy):
 
     def bounds(self, n: int) -> Bounds:
         return Bounds(forward_steps=1 + popcount_sum(n), checkpoints=(n - 1).bit_length())
+
+    def _closed_cost(self, n: int) -> Cost:
+        advances, peak, writes, reads = _halving_counts(n)
+        # x_0 stored first (n > 1); the call producing x_n comes with the first Reverse.
+        return Cost(n=n, forward_steps=advances + 1, peak_checkpoints=peak, writes=writes + (n > 1), reads=reads)

@@ -71,7 +71,7 @@ from revseq._validate import as_int, check_int, int_at_least, unsized
 from revseq.errors import ParameterError
 from revseq.schedule import Action, Advance, Bounds, Cost, Free, Restore, Reverse, Store
 from revseq.strategies.base import ReversalStrategy
-from revseq.strategies.binomial import revolve
+from revseq.strategies.binomial import revolve, revolve_advances
 
 __all__ = ["MAX_PLAN_WORK", "DiskCosts", "MultistageCheckpointing"]
 
@@ -118,7 +118,9 @@ class DiskCosts:
     next to a step of about a second: writes are slower than reads, and both
     are of the order of a step. Measure yours: time one step, one
     ``np.save`` of a state and one ``np.load``, and pass the three (only
-    their ratios matter for the plan).
+    their ratios matter for the plan: costs scaled by a common factor, from
+    ``1e-300`` to ``1e307``, give the same schedule, and
+    :meth:`MultistageCheckpointing.predicted_time` in their unit).
 
     >>> from revseq import BinomialCheckpointing
     >>> costs = DiskCosts(step=1.0, write=3.0, read=1.5)
@@ -132,7 +134,43 @@ class DiskCosts:
 
     def time(self, cost: Cost) -> float:
         """``step * forward_steps + write * disk_writes + read * disk_reads`` of a schedule's cost."""
-        return self.step * cost.forward_steps + self.write * cost.disk_writes + self.read * cost.disk_reads
+        return self._weigh(cost.forward_steps, cost.disk_writes, cost.disk_reads)
+
+    def _weigh(self, steps: int, writes: int, reads: int) -> float:
+        return self.step * steps + self.write * writes + self.read * reads
+
+    def _ratios(self) -> tuple[float, float, float]:
+        """The three costs in the planner's unit: what the plan is made from.
+
+        Only the ratios decide the plan, so the planner divides by the step
+        (by the largest cost instead when a disk cost passes 2**64 steps,
+        where a step is negligible), which also keeps its sums far from
+        overflow: ``step=1e307`` reached ``inf`` within ten steps and made
+        every choice a tie. Each ratio is then rounded to 32 significant
+        bits, so that costs scaled by a common factor plan identically even
+        though the factor rounds each of them differently (``6e307 / 1e307``
+        is not exactly 6); the rounding changes the objective by less than
+        ``2**-32`` relatively. Ratios with 32 bits or fewer, such as
+        ``(1, 6, 2)`` or ``(1, 0.5, 0.25)``, are kept exactly, and so are the
+        exact sums and ties that make the plan reproducible.
+        """
+        write, read = _snap(self.write / self.step), _snap(self.read / self.step)
+        if max(write, read) <= _LARGEST_RATIO:
+            return 1.0, write, read
+        top = max(self.write, self.read)
+        return _snap(self.step / top), _snap(self.write / top), _snap(self.read / top)
+
+
+_RATIO_BITS = 32
+_LARGEST_RATIO = 2.0**64
+
+
+def _snap(x: float) -> float:
+    """``x`` rounded to ``_RATIO_BITS`` significant bits (``inf`` stays ``inf``)."""
+    if x == 0 or not math.isfinite(x):
+        return x
+    mantissa, exponent = math.frexp(x)
+    return math.ldexp(round(mantissa * 2**_RATIO_BITS) / 2**_RATIO_BITS, exponent)
 
 
 def _costs_instance(instance: Any, attribute: Any, value: Any) -> None:
@@ -234,11 +272,17 @@ class MultistageCheckpointing(ReversalStrategy):
     def predicted_time(self, n: int) -> float:
         """The least ``costs.time`` of any schedule for ``n`` steps under the budgets: this schedule's.
 
+        In the unit of :attr:`costs`, and equal to ``costs.time(cost(n))``:
+        the plan's forward steps and disk traffic are counted from the
+        programme's table (without walking the schedule), then weighed. It is
+        ``inf`` only if that time exceeds the largest float.
+
         >>> MultistageCheckpointing(ram=1, costs=DiskCosts(write=6.0, read=2.0)).predicted_time(9)
         28.0
         """
         n = check_int("n", n, 1)
-        return self.costs.step + self._table(n).time(n)
+        advances, writes, reads = self._table(n).counts(n)
+        return self.costs._weigh(advances + 1, writes, reads)  # + 1: the call producing x_n
 
     def actions(self, n: int) -> Iterator[Action]:
         return self._table(n).actions(n)
@@ -284,12 +328,12 @@ class _Table:
     copies, so x_base cannot go back to disk alone for free.
     """
 
-    def __init__(self, ram: int, disk: int | None, costs: DiskCosts, size: int) -> None:
+    def __init__(self, ram: int, disk: int | None, ratios: tuple[float, float, float], size: int) -> None:
         rows = 1 if disk is None else disk + 1
         _check_work(size, rows, ram, disk)
         self.ram, self.size = ram, size
         self.row = 0 if disk is None else disk  # the row of the whole problem
-        uf, w, r = costs.step, costs.write, costs.read
+        uf, w, r = ratios  # DiskCosts._ratios: a step is 1 (or a disk cost is), so the sums stay far from overflow
         FL = np.full((rows, size + 1), _INF)
         FD = np.full((rows, size + 1), _INF)
         FL[:, 1] = FD[:, 1] = 0.0
@@ -352,8 +396,49 @@ class _Table:
         self.FL, self.peak = FL, peak_l
         self.unlimited = disk is None
 
-    def time(self, n: int) -> float:
-        return float(self.FL[self.row, n])
+    def counts(self, n: int) -> tuple[int, int, int]:
+        """``(advances, disk writes, disk reads)`` of :meth:`actions` for ``n`` steps, without walking them.
+
+        The same choices as :meth:`actions`, counted once per distinct
+        sub-problem ``(length, row, where x_base is kept)`` (memoised; an
+        explicit stack, as the chains of right parts can be ``n`` long), with
+        Revolve's closed form for the parts reversed in memory alone.
+        """
+        ram, choice, split, unlimited = self.ram, self.choice, self.split, self.unlimited
+        memo: dict[tuple[int, int, int], tuple[int, int, int]] = {}
+        stack = [(n, self.row, _LIVE)]
+        while stack:
+            task = stack[-1]
+            if task in memo:
+                stack.pop()
+                continue
+            length, k, have = task
+            if length == 1:
+                memo[task] = (0, 0, 0)
+                continue
+            want = _REVOLVE if k == 0 and not unlimited else int(choice[_DISK if have == _DISK else _MEMORY, k, length])
+            if want == _REVOLVE:  # a memory Store at most: no disk traffic
+                memo[task] = (revolve_advances(length, ram), 0, 0)
+                continue
+            j = int(split[want, k, length])
+            left = (j, k, want)
+            right = (length - j, k if unlimited else k - 1, _LIVE) if want == _DISK else None
+            missing = [part for part in (left, right) if part is not None and part not in memo]
+            if missing:
+                stack.extend(missing)
+                continue
+            stack.pop()
+            steps, writes, reads = memo[left]
+            steps += j
+            if want == _DISK:
+                writes += want != have  # Store(base, disk=True)
+                reads += 1  # the Restore(base) before the left part reads the disk
+            if right is None:  # the right part in memory alone, with one slot fewer
+                steps += revolve_advances(length - j, ram - 1)
+            else:
+                steps, writes, reads = steps + memo[right][0], writes + memo[right][1], reads + memo[right][2]
+            memo[task] = (steps, writes, reads)
+        return memo[(n, self.row, _LIVE)]
 
     def peak_disk(self, n: int) -> int:
         return int(self.peak[self.row, n])
@@ -434,31 +519,36 @@ def _check_work(size: int, rows: int, ram: int, disk: int | None) -> None:
 class _Plans:
     """The tables of one configuration, up to one length: unlimited disk always, the budgeted one if needed."""
 
-    def __init__(self, ram: int, disk: int | None, costs: DiskCosts, size: int) -> None:
-        self.ram, self.disk, self.costs, self.size = ram, disk, costs, size
-        self.unlimited = _Table(ram, None, costs, size)
+    def __init__(self, ram: int, disk: int | None, ratios: tuple[float, float, float], size: int) -> None:
+        self.ram, self.disk, self.ratios, self.size = ram, disk, ratios, size
+        self.unlimited = _Table(ram, None, ratios, size)
         self._budgeted: _Table | None = None
 
     def budgeted(self) -> _Table:
         if self._budgeted is None:
-            self._budgeted = _Table(self.ram, self.disk, self.costs, self.size)
+            self._budgeted = _Table(self.ram, self.disk, self.ratios, self.size)
         return self._budgeted
 
 
-_CACHE: OrderedDict[tuple[int, int | None, DiskCosts], _Plans] = OrderedDict()
+_CACHE: OrderedDict[tuple[int, int | None, tuple[float, float, float]], _Plans] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 8
 
 
 def _plans_for(ram: int, disk: int | None, costs: DiskCosts, n: int) -> _Plans:
-    """The tables covering ``n`` for this configuration: cached ones if they are long enough."""
-    key = (ram, disk, costs)
+    """The tables covering ``n`` for this configuration: cached ones if they are long enough.
+
+    Keyed by the costs' ratios, which are all the plan depends on: costs that
+    differ by a common factor share one table.
+    """
+    ratios = costs._ratios()
+    key = (ram, disk, ratios)
     with _CACHE_LOCK:
         plans = _CACHE.get(key)
         if plans is not None and plans.size >= n:
             _CACHE.move_to_end(key)
             return plans
-    plans = _Plans(ram, disk, costs, max(n, 64))  # small lengths share one table
+    plans = _Plans(ram, disk, ratios, max(n, 64))  # small lengths share one table
     with _CACHE_LOCK:
         _CACHE[key] = plans
         _CACHE.move_to_end(key)

@@ -43,7 +43,7 @@ from revseq._validate import as_int, check_int, checkpoints_in, int_at_least, un
 from revseq.errors import ParameterError
 from revseq.schedule import Action, Advance, Bounds, Free, Restore, Reverse, Store
 from revseq.strategies.base import OnlineStrategy
-from revseq.strategies.binomial import revolve, revolve_advances
+from revseq.strategies.binomial import _repetitions, revolve, revolve_advances
 
 __all__ = ["OnlineCheckpointing", "online_lower_bound"]
 
@@ -64,24 +64,21 @@ def online_lower_bound(n: int, checkpoints: int) -> int:
     checkpoints (``T'(n, c)`` of THEORY 4.1). ``OnlineCheckpointing`` makes
     exactly this many when ``n <= (c + 1)(c + 2)/2 - 1``.
 
-    Computed in ``O(r)``: each segment's Revolve cost ``T(l, s)`` grows with
-    ``l`` by the repetition number ``r(l, s)``, so the best split of ``n``
-    steps takes the ``n`` smallest of those increments over all segments.
-    There are ``C(c + R + 1, c) - 1`` of them no larger than ``R``.
+    Computed in ``O(log R)`` evaluations of ``comb``: each segment's Revolve
+    cost ``T(l, s)`` grows with ``l`` by the repetition number ``r(l, s)``,
+    so the best split of ``n`` steps takes the ``n`` smallest of those
+    increments over all segments. There are ``K(r) = C(c + r + 1, c) - 1``
+    of them no larger than ``r``; with ``R`` the least ``r`` with ``K(r) >=
+    n``, summing by parts (and the hockey-stick identity) leaves
+    ``(R + 1)(n + 1) - C(c + R + 1, c + 1)``.
 
     >>> online_lower_bound(10, 3), online_lower_bound(500, 3)
     (18, 4693)
     """
     n = check_int("n", n, 1)
     c = check_int("checkpoints", checkpoints, 1)
-    extra = taken = r = 0
-    count = c  # increments no larger than r (the c first steps of the segments are free)
-    while count < n:
-        extra += r * (count - taken)
-        taken = count
-        r += 1
-        count = math.comb(c + r + 1, c) - 1
-    return n + extra + r * (n - taken)
+    top = _repetitions(n + 1, c) - 1  # R: the least r with C(c + r + 1, c) >= n + 1
+    return (top + 1) * (n + 1) - math.comb(c + top + 1, c + 1)
 
 
 class _Growing:
@@ -95,10 +92,8 @@ class _Growing:
 
     def __init__(self, length: int, slots: int) -> None:
         self.length, self.slots, self.value = length, slots, revolve_advances(length, slots)
-        self.r, self.reach = 0, 1  # reach = C(slots + r, slots) >= length
-        while self.reach < length:
-            self.r += 1
-            self.reach = self.reach * (slots + self.r) // self.r
+        self.r = _repetitions(length, slots)
+        self.reach = math.comb(slots + self.r, slots)  # C(slots + r, slots) >= length
 
     def grow(self) -> None:
         self.length += 1
@@ -186,12 +181,12 @@ def _adaptive(c: int, held: list[int], t: int) -> Iterator[tuple[int, int]]:
 
 def _placements(c: int) -> Iterator[tuple[int, int | None]]:
     """``(step, evicted)`` for every state the forward sweep stores; ``evicted`` is the key it replaces."""
-    slots: list[int | None] = [None] * c
+    slots: dict[int, int] = {}  # slot -> step: a dict, not a list of c, as c may be far larger than any run
     for step, slot in _stumm_walther(c):
-        yield step, slots[slot]
+        yield step, slots.get(slot)
         slots[slot] = step
     if c > 1:  # with one checkpoint, x_0 is all there is room for
-        yield from _adaptive(c, sorted(t for t in slots if t is not None), _optimal_range(c))
+        yield from _adaptive(c, sorted(slots.values()), _optimal_range(c))
 
 
 @final
@@ -214,7 +209,9 @@ class OnlineCheckpointing(OnlineStrategy):
     10^5 and ``c >= 3`` (15 % for ``c = 2``; docs/online.md has the table),
     and at the points published for equinox's ``checkpointed_while_loop``
     it makes fewer steps than equinox's rule. Pick ``c`` from a bound on
-    ``n`` with :meth:`for_max_steps`.
+    ``n`` with :meth:`for_max_steps`. :meth:`cost` simulates the schedule
+    (no closed form is known past the optimal range): about 10 s per
+    million steps.
 
     The forward sweep is Stumm & Walther's Algorithm I, then an adaptive rule
     that weighs each state against the checkpoints it could replace; the
@@ -266,7 +263,7 @@ class OnlineCheckpointing(OnlineStrategy):
         OnlineCheckpointing(checkpoints=44, max_bytes=None)
         """
         m = check_int("max_steps", max_steps, 1)
-        c = max(1, math.isqrt(2 * m) - 2)
+        c = max(1, math.isqrt(2 * m) - 2)  # within 2 of the answer: the loops below run at most 3 times
         while _optimal_range(c) < m:
             c += 1
         while c > 1 and _optimal_range(c - 1) >= m:
