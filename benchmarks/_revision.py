@@ -48,5 +48,6 @@ def load_revision(revision: str) -> ModuleType:
         for name in [n for n in sys.modules if n == "revseq" or n.startswith("revseq.")]:
             del sys.modules[name]
         sys.modules.update(current)
-    assert old.__file__ is not None and old.__file__.startswith(directory)
+    assert old.__file__ is not None
+    assert old.__file__.startswith(directory)
     return old

@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,13 @@ def _import(module: str) -> Any:
         if spec is None or spec.loader is None:
             raise LoadError(f"cannot load {module} as a Python module")
         mod = importlib.util.module_from_spec(spec)
-        sys.modules.setdefault(path.stem, mod)
-        spec.loader.exec_module(mod)
+        added = sys.modules.setdefault(path.stem, mod) is mod
+        try:
+            spec.loader.exec_module(mod)
+        except Exception as exc:  # the user's module failed: one line saying where, not a traceback
+            if added:
+                del sys.modules[path.stem]
+            raise LoadError(f"importing {module} raised {_summary(exc)}") from exc
         return mod
     # Like `python -m`, look in the current directory first: a console script does not.
     if "" not in sys.path and os.getcwd() not in sys.path:
@@ -75,6 +81,21 @@ def _import(module: str) -> Any:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
         raise LoadError(f"cannot import {module!r}: {exc}") from exc
+    except Exception as exc:  # importing ran the user's code, and it failed
+        raise LoadError(f"importing {module!r} raised {_summary(exc)}") from exc
+
+
+def _summary(exc: BaseException) -> str:
+    """``exc`` in one line: its type, the first line of its message, and where it was raised (file:line)."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    where = ""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f" ({Path(exc.filename).name}:{exc.lineno})"
+        message = exc.msg
+    elif exc.__traceback__ is not None:
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        where = f" ({Path(frame.filename).name}:{frame.lineno}, in {frame.name})"
+    return f"{type(exc).__name__}: {message}{where}" if message else f"{type(exc).__name__}{where}"
 
 
 def _takes_no_arguments(fn: Any) -> bool:
@@ -116,7 +137,10 @@ def load(spec: str, size: int, seed: int = 0) -> Workload:
             f"{spec} must be a revseq.Recurrence or a function of no arguments returning (recurrence, x0), "
             f"but it needs arguments; if it is your step f, wrap it: Recurrence(f, df=...) or Recurrence(f, vjp=...)"
         )
-    made = target()
+    try:
+        made = target()
+    except Exception as exc:  # the user's factory failed
+        raise LoadError(f"calling {spec}() raised {_summary(exc)}") from exc
     if not (isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], Recurrence)):
         raise LoadError(f"{spec}() must return (recurrence, x0) with a revseq.Recurrence first, got {made!r:.80}")
     rec, x0 = made

@@ -1,4 +1,4 @@
-"""What cannot fit on this machine, refused in O(1) before anything runs.
+"""What cannot fit on this machine (or cannot end in a reasonable time), refused in O(1) before anything runs.
 
 A run or a simulation that would hold more than the machine's physical
 memory can only end in a ``MemoryError`` (or in swapping for hours), so the
@@ -10,11 +10,23 @@ that could fit is refused.
 
 from __future__ import annotations
 
+import math
 import os
+import time
+from collections.abc import Callable
+from typing import Any
 
 from revseq.errors import ParameterError
 
-__all__ = ["TRACKED_KEY_BYTES", "check_fits", "format_bytes", "physical_memory"]
+__all__ = [
+    "STORED_STATE_BYTES",
+    "TRACKED_KEY_BYTES",
+    "check_fits",
+    "format_bytes",
+    "format_duration",
+    "physical_memory",
+    "time_per_call",
+]
 
 TRACKED_KEY_BYTES = 40
 """Bytes the simulator spends at the least on each checkpoint it tracks: a slot in a
@@ -43,15 +55,43 @@ def format_bytes(count: int | float) -> str:
     raise AssertionError("unreachable")
 
 
-def check_fits(name: str, needed: int, what: str) -> None:
+def format_duration(seconds: float) -> str:
+    """``seconds`` for a message: ``12 us``, ``3.4 s``, ``2.5 h``, ``52 days``, ``1.2e+05 years``."""
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0)):
+        if seconds >= size:
+            value = seconds / size
+            return f"{value:.3g} {unit}" if value >= 1000 else f"{value:.1f} {unit}"
+    return f"{seconds * 1e3:.1f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} us"
+
+
+def check_fits(name: str, needed: int, what: str, *, hint: str = "") -> None:
     """Raise ``ParameterError`` if ``needed`` bytes exceed the machine's physical memory.
 
     ``name`` is the parameter to blame and ``what`` says what would be held,
-    for example ``"StoreAll() for n = 10**12 holds 999999999999 checkpoints"``.
+    for example ``"StoreAll() for n = 10**12 holds 999999999999 checkpoints"``;
+    ``hint``, if given, ends the message (what to do instead).
     """
     memory = physical_memory()
     if memory is not None and needed > memory:
         raise ParameterError(
             f"{name} is too large to run here: {what}, at least {format_bytes(needed)}, "
-            f"more than this machine's {format_bytes(memory)} of memory"
+            f"more than this machine's {format_bytes(memory)} of memory" + (f"; {hint}" if hint else "")
         )
+
+
+def time_per_call(fn: Callable[[Any, int], Any], x: Any, t: int, *, calls: int = 3, slow: float = 0.1) -> float:
+    """Seconds one call ``fn(x, t)`` takes: the fastest of ``calls`` calls, or one call if it takes ``slow`` s or more.
+
+    The fastest is kept because the first call of a step often pays for
+    imports, caches and allocation; a slow step is timed once, since a
+    second call would cost more than it teaches. Either way the number of
+    calls is fixed in advance, so that a caller can say how many it made.
+    """
+    best = math.inf
+    for index in range(calls):
+        start = time.perf_counter()
+        fn(x, t)
+        best = min(best, time.perf_counter() - start)
+        if index == 0 and best >= slow:
+            break
+    return best

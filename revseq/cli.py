@@ -12,8 +12,11 @@ and on disk; ``compare`` runs it only when asked for, since it writes to disk).
 
 ``revseq <command> --help`` lists the options; docs/cli.md shows real runs.
 Exit status: 0 on success, 2 for a usage error (a bad option value, an unknown
-strategy), 1 when the work fails (matplotlib missing, the recurrence raising a
-revseq error), 130 on Ctrl-C.
+strategy, a size too large to run, plan or draw here), 1 when the work fails
+(matplotlib missing, the recurrence raising, a file that cannot be written),
+130 on Ctrl-C. Errors are one line on stderr, naming the option; an exception
+nobody foresaw is one line too (its type, message and where it was raised),
+and ``--traceback`` shows it whole.
 """
 
 from __future__ import annotations
@@ -24,20 +27,22 @@ import importlib
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import textwrap
 import time
+import traceback
 import tracemalloc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import attrs
 import numpy as np
 
-from revseq import _builtin, _tree
+from revseq import _builtin, _limits, _tree
 from revseq.disk import DiskStore
 from revseq.engine import Result, backprop
 from revseq.errors import ParameterError, RevseqError
@@ -98,18 +103,57 @@ and when the fastest time per step of the runs before it predicts at most ``RECO
 
 MIB = 2**20
 
+MAX_SIMULATED_N = 10**6
+"""``plan`` simulates the schedule of a strategy whose cost has no closed form (online) only for
+``n <= MAX_SIMULATED_N``: about 10 s at the default budget. Built-in offline strategies are costed in
+closed form for any n."""
+
+MAX_FRONTIER_N = 10**5
+"""``plot frontier`` draws n <= MAX_FRONTIER_N: its staircase has a point per budget 1 .. n, and online's
+points are simulated (about 10 s at the limit)."""
+
+COMPARE_MAX_SECONDS = 3600.0
+"""``compare`` refuses runs predicted to take longer (``--max-seconds`` changes it): the forward steps of
+every run, predicted without running anything, times one call of f timed on x_0."""
+
 
 # -- option types: each raises ArgumentTypeError, which argparse prints as "argument -n: ..." (exit 2) --
 
 
+MAX_COUNT = 10**100
+"""The largest count any option takes: far past anything that can run or be planned, and small enough that
+every number the command prints, ratios included, fits in a float."""
+
+_POWER = re.compile(r"(\d+)\s*(?:\*\*|\^)\s*(\d+)")
+_SCIENTIFIC = re.compile(r"(\d+)[eE]\+?(\d+)")
+
+
+def _count(text: str) -> int:
+    """An int written as ``1000000``, ``1_000_000``, ``1e6`` or ``10**6``; ValueError otherwise (or past MAX_COUNT)."""
+    text = text.strip()
+    for pattern in (_POWER, _SCIENTIFIC):
+        match = pattern.fullmatch(text)
+        if match:
+            base, exponent = int(match[1]), int(match[2])
+            if exponent > 400:  # past MAX_COUNT however it is written: refused before it is computed
+                raise OverflowError(text)
+            return int(base**exponent) if pattern is _POWER else base * 10**exponent
+    return int(text)
+
+
 def _int_at_least(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
+        shown = text if len(text) <= 40 else text[:37] + "..."
         try:
-            value = int(text)
+            value = _count(text)
+        except OverflowError:
+            value = MAX_COUNT + 1
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an int >= {minimum}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"must be an int >= {minimum}, got {shown!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be an int >= {minimum}, got {value}")
+        if value > MAX_COUNT:
+            raise argparse.ArgumentTypeError(f"must be an int from {minimum} to 10**100, got {shown!r}")
         return value
 
     parse.__name__ = f"int >= {minimum}"
@@ -205,12 +249,38 @@ def _given(args: argparse.Namespace, options: list[_Option]) -> list[tuple[str, 
     return [(option, owners) for option, dest, owners in options if getattr(args, dest, None) is not None]
 
 
+def _refuse(parser: argparse.ArgumentParser, message: str, status: int = 2) -> NoReturn:
+    """End the command with ``message`` on one line of stderr (no usage lines: the value, not the syntax, is wrong)."""
+    print(f"{parser.prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
 def _cost_of(strategy: ReversalStrategy, n: int, parser: argparse.ArgumentParser) -> Cost:
     """``strategy.cost(n)``; a plan too large to make (multistage's limit) is a usage error naming -n."""
     try:
         return strategy.cost(n)
     except ParameterError as exc:
-        parser.error(f"argument -n: {exc}")
+        _refuse(parser, f"argument -n: {exc}")
+
+
+def _walked(strategy: ReversalStrategy) -> bool:
+    """Whether ``cost()`` simulates the schedule: no closed form (online, multistage)."""
+    return type(strategy)._closed_cost is ReversalStrategy._closed_cost
+
+
+def _simulated(strategy: ReversalStrategy) -> bool:
+    """Whether ``cost()`` walks the schedule with no limit of its own: online's (multistage refuses long plans)."""
+    return _walked(strategy) and not isinstance(strategy, MultistageCheckpointing)
+
+
+def _check_simulable(strategy: ReversalStrategy, n: int, parser: argparse.ArgumentParser) -> None:
+    """Refuse, naming -n, to simulate a schedule of more than MAX_SIMULATED_N steps: it would take minutes or days."""
+    if _simulated(strategy) and n > MAX_SIMULATED_N:
+        _refuse(
+            parser,
+            f"argument -n: plan simulates the schedule of {label(strategy)}, which has no closed-form cost "
+            f"(about 10 s per million steps), so n must be <= {MAX_SIMULATED_N:.0e}, got {n}",
+        )
 
 
 # -- progress: tqdm on a terminal, nothing otherwise ----------------------------------------------
@@ -429,15 +499,90 @@ def _traced_peak(
 
 def _load(args: argparse.Namespace, parser: argparse.ArgumentParser) -> _builtin.Workload:
     size = args.size if args.size is not None else 1000
+    try:  # x_0 is drawn at --size (unless the user's callable makes its own): it must fit, three times over
+        _limits.check_fits(
+            "argument --size", 3 * 8 * size, f"x_0, the live state and the adjoint hold {size} float64 each"
+        )
+    except ParameterError as exc:
+        _refuse(parser, str(exc))
     if args.recurrence is None:
         return _builtin.builtin(size, args.seed)
     try:
         work = _builtin.load(args.recurrence, size, args.seed)
     except _builtin.LoadError as exc:
-        parser.error(f"argument --recurrence: {exc}")
+        _refuse(parser, f"argument --recurrence: {exc}")
     if args.size is not None and not work.sized:
         parser.error(f"argument --size: {args.recurrence} returns its own x0, so --size does not apply")
     return work
+
+
+def _check_fits_here(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    work: _builtin.Workload,
+    runs: list[ReversalStrategy],
+    reference: ReversalStrategy,
+) -> None:
+    """Refuse, naming -n, runs whose checkpoints cannot fit in this machine's memory; before anything runs.
+
+    Each run needs at least its peak checkpoints (closed form, or the budget) times the state's bytes and
+    a MemoryStore's overhead, besides x_0, the live state and the adjoint.
+    """
+    n = args.n
+    state = _tree.nbytes(work.x0)
+    for strategy in runs:
+        if isinstance(strategy, OnlineCheckpointing):
+            held = min(strategy.budget(), n)
+        elif isinstance(strategy, MultistageCheckpointing):
+            held = min(strategy.budget(), n - 1)  # in memory; the rest goes to disk
+        else:
+            held = strategy.cost(n).peak_checkpoints  # closed form: instant for any n
+        role = " (run as the gradient reference)" if strategy is reference else ""
+        try:
+            _limits.check_fits(
+                "argument -n",
+                held * (state + _limits.STORED_STATE_BYTES) + 3 * state,
+                f"{label(strategy)}{role} for n = {n} holds {held} checkpoints of {_limits.format_bytes(state)}",
+                hint="compare runs every strategy for real; `revseq plan` predicts any n without running it",
+            )
+        except ParameterError as exc:
+            _refuse(parser, str(exc))
+
+
+def _check_time(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    work: _builtin.Workload,
+    runs: list[ReversalStrategy],
+    optional: ReversalStrategy | None,
+) -> None:
+    """Refuse, naming -n, runs predicted to take longer than --max-seconds; before anything runs.
+
+    The prediction is a lower bound: the forward steps of every run (closed forms; online's lower bound;
+    n for multistage) times the fastest of a few calls of f on x_0, adjoints and overhead left out.
+    """
+    n = args.n
+    steps = 0
+    for strategy in runs:
+        if strategy is optional:  # Recompute by default: skipped later if too slow, so not counted
+            continue
+        if isinstance(strategy, OnlineCheckpointing):
+            steps += online_lower_bound(n, strategy.budget())
+        elif isinstance(strategy, MultistageCheckpointing):
+            steps += n
+        else:
+            steps += strategy.cost(n).forward_steps
+    steps *= 2 if args.trace_memory else 1
+    per_step = _limits.time_per_call(work.recurrence.step_at(), work.x0, 0)
+    seconds = steps * per_step
+    if seconds > args.max_seconds:
+        _refuse(
+            parser,
+            f"argument -n: compare would run for at least {_limits.format_duration(seconds)} ({steps:.3g} forward "
+            f"steps over {len(runs)} runs, at {_limits.format_duration(per_step)} per call of f timed on x_0), "
+            f"over the limit of {_limits.format_duration(args.max_seconds)} (--max-seconds); choose a smaller -n "
+            f"or fewer --strategies, or predict the costs with `revseq plan`, which runs nothing",
+        )
 
 
 def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -449,8 +594,10 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # StoreAll runs first: it is the gradient reference. Recompute, if only defaulted to, runs last,
     # priced by the fastest time per step seen so far.
     runs = [reference, *(s for s in strategies if s is not reference)]
-    predicted = {id(s): _cost_of(s, n, parser) for s in runs}
     optional = None if args.strategies is not None else next((s for s in runs if type(s) is Recompute), None)
+    _check_fits_here(args, parser, work, runs, reference)  # what cannot run is refused before anything runs
+    _check_time(args, parser, work, runs, optional)
+    predicted = {id(s): _cost_of(s, n, parser) for s in runs}
 
     passes = 2 if args.trace_memory else 1
 
@@ -640,13 +787,34 @@ def _single(
     return STRATEGIES[name]()
 
 
+def _write_json(doc: dict[str, Any], out: TextIO, actions: Iterable[Any] | None) -> None:
+    """``json.dump(doc, indent=2)``, with ``actions`` as its last key, streamed: no list of n actions is built."""
+    text = json.dumps(doc, indent=2)
+    if actions is None:
+        out.write(text + "\n")
+        return
+    out.write(text[: text.rindex("\n}")] + ',\n  "actions": [')  # doc is never empty
+    separator = "\n"
+    for action in actions:
+        out.write(separator + textwrap.indent(json.dumps(_action_json(action), indent=2), "    "))
+        separator = ",\n"
+    out.write("\n  ]\n}\n" if separator != "\n" else "]\n}\n")
+
+
 def _action_json(action: Any) -> dict[str, Any]:
     fields = action._asdict() if hasattr(action, "_asdict") else attrs.asdict(action)  # NamedTuple or attrs
     return {"action": type(action).__name__, **fields}
 
 
 def _number(value: float) -> str:
-    """A time in the costs' unit: an integer without its ``.0``, else up to two decimals."""
+    """A time in the costs' unit: an integer without its ``.0``, else up to two decimals; ``1.7e+308``, ``inf``.
+
+    Times far from 1 (the costs may be in any unit, from 1e-300 to 1e307) are written with an exponent.
+    """
+    if not math.isfinite(value):
+        return str(value)
+    if value != 0 and not 1e-2 <= abs(value) < 1e15:
+        return f"{value:.6g}"
     if value == int(value):
         return str(int(value))
     return f"{value:.2f}".rstrip("0")
@@ -724,13 +892,14 @@ def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     n = args.n
     strategy = _single(args, parser, n)
     out = sys.stdout
-    if args.actions and not args.json:
+    if args.actions and not args.json:  # streams: `| head` works for any n, and nothing is costed
         try:
             for action in strategy.schedule(n):
                 out.write(f"{action!r}\n")
         except ParameterError as exc:  # multistage's plan too large to make, before any action
-            parser.error(f"argument -n: {exc}")
+            _refuse(parser, f"argument -n: {exc}")
         return 0
+    _check_simulable(strategy, n, parser)
     cost = _cost_of(strategy, n, parser)
     bounds = strategy.bounds(n)
     held = max(cost.peak_checkpoints, 1)
@@ -750,17 +919,15 @@ def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "bounds": attrs.asdict(bounds),
             **extra_doc,
         }
-        if args.actions:
-            doc["actions"] = [_action_json(a) for a in strategy.schedule(n)]
-        json.dump(doc, out, indent=2)
-        out.write("\n")
+        _write_json(doc, out, strategy.schedule(n) if args.actions else None)
         return 0
     promises = [(bounds.forward_steps, "forward steps"), (bounds.checkpoints, "checkpoints")]
     if isinstance(strategy, MultistageCheckpointing):
         promises = [(bounds.checkpoints, "checkpoints in memory"), (bounds.disk_checkpoints, "on disk")]
     promise = ", ".join(f"at most {value} {what}" for value, what in promises if value is not None)
     lines = [
-        f"{label(strategy)}, n = {n}: predicted by simulating its schedule (nothing is run)",
+        f"{label(strategy)}, n = {n}: predicted {'by simulating' if _walked(strategy) else 'in closed form from'} "
+        f"its schedule (nothing is run)",
         f"  forward steps     {cost.forward_steps}  ({cost.recompute_factor:.2f} x n)",
     ]
     if isinstance(strategy, MultistageCheckpointing):
@@ -823,28 +990,52 @@ def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             else:
                 strategy = BinomialCheckpointing(checkpoints=c)
             if n > plot.MAX_DIAGRAM_N:
-                parser.error(
+                _refuse(
+                    parser,
                     f"argument -n: the diagram is drawn for n <= {plot.MAX_DIAGRAM_N}, got {n}; "
-                    f"for large n see `revseq plot frontier`, or `revseq plan --actions`"
+                    f"for large n see `revseq plot frontier`, or `revseq plan --actions`",
                 )
             jobs.append((functools.partial(plot.draw_diagram, strategy, n), Path(args.output or "revseq-diagram.png")))
         else:
             n = args.n if args.n is not None else 1000
             if n < 2:
                 parser.error(f"argument -n: the frontier needs n >= 2, got {n}")
+            if n > MAX_FRONTIER_N:
+                _refuse(
+                    parser,
+                    f"argument -n: the frontier is drawn for n <= {MAX_FRONTIER_N} (a point for every budget, "
+                    f"and online checkpointing simulated at nine), got {n}; for large n, `revseq plan` costs "
+                    f"one strategy at a time",
+                )
             jobs.append((functools.partial(plot.draw_frontier, n), Path(args.output or "revseq-frontier.png")))
     for _, path in jobs:
-        if not path.parent.is_dir():
-            parser.error(f"argument -o/--output: directory {str(path.parent)!r} does not exist")
+        _check_writable(path, parser)
     plot.require_matplotlib()  # before drawing anything; main() turns its error into the message
     for draw, path in jobs:
         existed = path.exists()
         try:
             plot.save(draw(), path)
         except ValueError as exc:  # an unknown format suffix, from matplotlib
-            parser.error(f"argument -o/--output: {exc}")
+            _refuse(parser, f"argument -o/--output: {exc}")
+        except OSError as exc:  # what the checks above cannot foresee: a full disk, a special file system
+            _refuse(parser, f"argument -o/--output: cannot write {str(path)!r}: {exc.strerror or exc}", status=1)
         print(_written(path, existed))
     return 0
+
+
+def _check_writable(path: Path, parser: argparse.ArgumentParser) -> None:
+    """Refuse, naming -o/--output, a path that names a directory or lies where this user cannot write."""
+    if path.is_dir():
+        _refuse(
+            parser,
+            f"argument -o/--output: {str(path)!r} is a directory; name a file, such as {str(path / 'plot.png')!r}",
+        )
+    parent = path.parent
+    if not parent.is_dir():
+        _refuse(parser, f"argument -o/--output: directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        where = f"directory {str(parent)!r}" if not os.access(parent, os.W_OK | os.X_OK) else repr(str(path))
+        _refuse(parser, f"argument -o/--output: {where} is not writable")
 
 
 # -- the parser ---------------------------------------------------------------------------------------
@@ -868,6 +1059,14 @@ def _add_single_strategy(p: argparse.ArgumentParser, default_note: str, ram_defa
         "--interval", type=_int_at_least(1), metavar="K", help="sqrt's segment length (default: ceil(sqrt(n)))"
     )
     _add_disk_options(p, ram_default)
+
+
+def _add_traceback(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--traceback",
+        action="store_true",
+        help="on an error revseq did not foresee (in your step, say), show the whole traceback, not one line",
+    )
 
 
 def _add_disk_options(p: argparse.ArgumentParser, ram_default: str) -> argparse._ArgumentGroup:
@@ -952,6 +1151,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="also measure each run's whole peak with tracemalloc (one more, untimed run each)",
     )
     c.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    c.add_argument(
+        "--max-seconds",
+        type=_finite_at_least(0.0, strict=True),
+        default=COMPARE_MAX_SECONDS,
+        metavar="S",
+        help=f"refuse to start runs predicted to take longer: their forward steps times one step of f timed on "
+        f"x_0 (default {COMPARE_MAX_SECONDS:.0f}, an hour)",
+    )
     c.add_argument("--no-progress", action="store_true", help="no progress bar (shown on a terminal with tqdm)")
     disk = _add_disk_options(c, "ceil(log2 n) + 1")
     disk.add_argument(
@@ -961,6 +1168,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where multistage's private checkpoint directory is made, and removed after the run "
         "(default: the system's temporary directory)",
     )
+    _add_traceback(c)
     c.set_defaults(run=_compare, parser=c)
 
     p = sub.add_parser(
@@ -972,6 +1180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=_int_at_least(1), default=10_000, help="number of steps (default 10000)")
     p.add_argument("--actions", action="store_true", help="list the schedule instead, one action per line")
     p.add_argument("--json", action="store_true", help="print JSON (with --actions: the actions too)")
+    _add_traceback(p)
     p.set_defaults(run=_plan, parser=p)
 
     g = sub.add_parser(
@@ -996,6 +1205,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="file to write (default revseq-diagram.png / revseq-frontier.png); the suffix picks the format",
     )
+    _add_traceback(g)
     g.set_defaults(run=_plot, parser=g)
     return parser
 
@@ -1009,20 +1219,21 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``revseq`` command with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
+    args = argparse.Namespace(command=None, traceback=False)
     try:
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
             return 2
         return int(args.run(args, args.parser))
-    except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
+    except SystemExit as exc:  # argparse: --help (0) and usage errors (2); _refuse
         return exc.code if isinstance(exc.code, int) else 1
     except RevseqError as exc:
         print(f"revseq {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as exc:
         if exc.name != "matplotlib":
-            raise
+            return _unexpected(args, exc)
         print(f"revseq {args.command}: error: {MISSING_MATPLOTLIB}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -1033,6 +1244,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+    except Exception as exc:  # the last resort: one line, not a traceback (--traceback shows it)
+        return _unexpected(args, exc)
+
+
+def _unexpected(args: argparse.Namespace, exc: BaseException) -> int:
+    """Report an exception revseq did not foresee (a bug in a user's step, or in revseq) on one line: status 1.
+
+    The line names the exception, its message and where it was raised;
+    ``--traceback`` raises it again, for the whole traceback.
+    """
+    if getattr(args, "traceback", False):
+        raise exc
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (raised at {Path(frames[-1].filename).name}:{frames[-1].lineno}, in {frames[-1].name})" if frames else ""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    what = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    hint = " (out of memory)" if isinstance(exc, MemoryError) else ""
+    command = f"revseq {args.command}" if getattr(args, "command", None) else "revseq"
+    print(f"{command}: error: {what}{where}{hint}; --traceback shows the whole traceback", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import re
 import shlex
 import subprocess
@@ -26,6 +27,7 @@ import revseq
 from revseq.cli import main
 
 N = 200  # small enough that every strategy, Recompute included, runs in well under a second
+TIMING_CALLS = 3  # compare times f on x_0 this many times before it runs anything (docs/cli.md)
 
 
 def binomial_steps(n: int, c: int) -> int:
@@ -166,7 +168,8 @@ def test_compare_multistage_keeps_its_disk_checkpoints_under_disk_dir_and_remove
     assert row["disk_bytes_written"] == row["disk_writes"] * size * 8
     assert row["disk_bytes_read"] == row["disk_reads"] * size * 8
     calls = sys.modules["cli_watcher"].calls
-    assert len(calls) == storeall["forward_steps"] + row["forward_steps"]  # counted from outside
+    # counted from outside: the runs' calls, and the calls compare times f with before anything runs
+    assert len(calls) == TIMING_CALLS + storeall["forward_steps"] + row["forward_steps"]
     held = {name for listing in calls for name in listing}
     assert len(held) == 1  # the run's private directory, inside --disk-dir while it ran
     assert next(iter(held)).startswith("revseq-")
@@ -567,6 +570,199 @@ def test_plan_multistage_actions_show_disk_stores(capsys):
     assert sum(1 for a in actions if type(a) is revseq.Store and a.disk) == doc["disk_writes"]
     rebuilt = [namespace[a.pop("action")](**a) for a in doc["actions"]]
     assert rebuilt == actions
+
+
+# -- sizes: what cannot be done is refused at once, on one line, naming the option ---------------------
+
+
+def refused(capsys: pytest.CaptureFixture[str], code: int, option: str, *argv: str) -> str:
+    """Run ``argv``; it must end with status ``code`` and one line on stderr naming ``option``, no traceback."""
+    got, _, err = run(capsys, *argv)
+    assert got == code, err
+    assert len(err.splitlines()) == 1, err
+    assert f"argument {option}" in err, err
+    assert "Traceback" not in err
+    assert err.startswith(f"revseq {argv[0]}: error: ")
+    return err
+
+
+def test_plan_answers_huge_n_at_once_from_the_closed_forms(capsys):
+    n = 10**12
+    doc = plan_json(capsys, "-s", "storeall", "-n", "10**12")
+    assert (doc["n"], doc["forward_steps"], doc["peak_checkpoints"], doc["writes"]) == (n, n, n - 1, n - 1)
+    doc = plan_json(capsys, "-s", "binomial", "--checkpoints", "10", "-n", "1e12")
+    assert doc["forward_steps"] == doc["optimal_forward_steps"] == binomial_steps(n, 10)
+    assert doc["peak_checkpoints"] == 10
+    code, out, _ = run(capsys, "plan", "-s", "recompute", "-n", "10**100")  # no float or string overflows
+    assert code == 0
+    assert f"forward steps     {10**100 * (10**100 - 1) // 2 + 1}" in out
+    code, out, _ = run(capsys, "plan", "-s", "storeall", "-n", str(n))
+    assert code == 0
+    assert f"StoreAll(), n = {n}: predicted in closed form from its schedule (nothing is run)" in out
+    code, out, _ = run(capsys, "plan", "-s", "storeall", "-n", str(n), "--actions")
+    assert (code, out.splitlines()) == (
+        0,
+        ["Store(step=0)", f"Advance(start=0, stop={n - 1}, keep=True)", f"Reverse(start=0, stop={n})"],
+    )
+
+
+def test_plan_multistage_costs_at_the_ends_of_the_float_range(capsys):
+    base = plan_json(capsys, "-s", "multistage", "--ram", "3", "-n", "100")
+    huge = ["--step-cost", "1e300", "--write-cost", "2e300", "--read-cost", "1e300"]
+    doc = plan_json(capsys, "-s", "multistage", "--ram", "3", "-n", "100", *huge)
+    assert [doc[k] for k in ("forward_steps", "disk_writes", "disk_reads")] == [
+        base[k] for k in ("forward_steps", "disk_writes", "disk_reads")
+    ]
+    assert doc["predicted_time"] == pytest.approx(1e300 * base["predicted_time"], rel=1e-12)
+    code, out, err = run(capsys, "plan", "-s", "multistage", "--ram", "3", "-n", "100", *huge)
+    assert (code, err) == (0, "")
+    assert f"  time              {1e300 * base['predicted_time']:.6g} = " in out
+    # Past the largest float: the time is inf, and said so, not a crash.
+    tiny_step = ["--step-cost", "5e-324", "--write-cost", "1.7e308", "--read-cost", "1.7e308", "--ram", "0"]
+    code, out, err = run(capsys, "plan", "-s", "multistage", "-n", "100", *tiny_step)
+    assert (code, err) == (0, "")
+    assert "  time              inf = " in out
+
+
+def test_plan_json_actions_stream_what_a_list_would_give(capsys):
+    doc = plan_json(capsys, "-s", "halving", "-n", "9", "--actions")
+    assert [a["action"] for a in doc["actions"]][:3] == ["Store", "Advance", "Store"]
+    out = run(capsys, "plan", "-s", "halving", "-n", "9", "--actions", "--json")[1]
+    expected = {k: v for k, v in doc.items() if k != "actions"}
+    expected["actions"] = [revseq.cli._action_json(a) for a in revseq.RecursiveHalving().schedule(9)]
+    assert out == json.dumps(expected, indent=2) + "\n"  # byte for byte what json.dump of the whole list prints
+    doc = plan_json(capsys, "-s", "storeall", "-n", "10**12", "--actions")  # no list of 10**12 entries either
+    assert len(doc["actions"]) == 3
+
+
+@pytest.mark.parametrize("text", ["1000000", "1_000_000", "1e6", "1E6", "10**6", "10^6"])
+def test_counts_may_be_written_as_powers(capsys, text):
+    assert plan_json(capsys, "-s", "storeall", "-n", text)["n"] == 10**6
+
+
+@pytest.mark.parametrize(
+    ("argv", "option", "message"),
+    [
+        (["plan", "-s", "online", "-n", "10**12"], "-n", "so n must be <= 1e+06, got 1000000000000"),
+        (["plan", "-s", "online", "--checkpoints", "5", "-n", "2000000", "--json"], "-n", "no closed-form cost"),
+        (["plan", "-s", "multistage", "-n", "10**12"], "-n", "is too long to plan"),
+        (["plan", "-s", "multistage", "-n", "10**12", "--actions"], "-n", "is too long to plan"),
+        (["plot", "diagram", "-n", "10**12"], "-n", "the diagram is drawn for n <= 64, got 1000000000000"),
+        (["plot", "frontier", "-n", "10**12"], "-n", "the frontier is drawn for n <= 100000"),
+        (["plot", "frontier", "-n", "100001"], "-n", "got 100001"),
+        (["compare", "--size", "10**12", "-n", "10"], "--size", "too large to run here: x_0, the live state"),
+    ],
+)
+def test_what_cannot_be_done_is_refused_on_one_line(capsys, argv, option, message):
+    assert message in refused(capsys, 2, option, *argv)
+
+
+def test_compare_refuses_what_cannot_fit_in_memory_before_running(capsys, monkeypatch):
+    ran = []
+    monkeypatch.setattr(revseq.cli, "backprop", lambda *a, **k: ran.append(a))
+    err = refused(capsys, 2, "-n", "compare", "-n", "10**11")
+    assert "StoreAll() (run as the gradient reference) for n = 100000000000 holds 99999999999 checkpoints" in err
+    assert "more than this machine's" in err
+    assert ran == []
+    # Fits in memory (10**5 states of 8 bytes), but at a millisecond a step it would take over a minute.
+    monkeypatch.setattr(revseq._limits, "time_per_call", lambda *a, **k: 1e-3)
+    err = refused(capsys, 2, "-n", "compare", "-n", "10**5", "--size", "1", "--max-seconds", "60")
+    assert "compare would run for at least" in err
+    assert "over the limit of 1.0 min (--max-seconds)" in err
+    assert ran == []
+
+
+def test_compare_times_f_and_runs_what_fits_its_time(capsys, monkeypatch):
+    monkeypatch.setattr(revseq._limits, "time_per_call", lambda *a, **k: 1e-3)
+    # StoreAll 40 steps, Recompute 40 * 39 / 2 + 1 = 781: 821 ms predicted at a millisecond a step.
+    argv = ["compare", "-n", "40", "--size", "2", "-s", "storeall,recompute", "--json"]
+    err = refused(capsys, 2, "-n", *argv, "--max-seconds", "0.82")
+    assert "(821 forward steps over 2 runs, at 1.0 ms per call of f timed on x_0)" in err
+    assert run(capsys, *argv, "--max-seconds", "0.83")[0] == 0
+
+
+def test_compare_times_three_calls_of_f(monkeypatch):
+    calls = []
+    rec = revseq.Recurrence(lambda x: calls.append(1) or np.sin(x), np.cos)
+    assert revseq._limits.time_per_call(rec.step_at(), np.zeros(3), 0) >= 0
+    assert len(calls) == TIMING_CALLS
+
+
+def test_plot_output_that_cannot_be_written(capsys, monkeypatch, tmp_path):
+    pytest.importorskip("matplotlib")
+    refused(capsys, 2, "-o/--output", "plot", "diagram", "-o", str(tmp_path))  # a directory
+    (tmp_path / "file").write_text("")
+    refused(capsys, 2, "-o/--output", "plot", "diagram", "-o", str(tmp_path / "file" / "x.png"))  # under a file
+    err = refused(capsys, 2, "-o/--output", "plot", "diagram", "-o", str(tmp_path / "x.nosuchformat"))
+    assert "Format 'nosuchformat' is not supported" in err
+
+    def full(fig, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("revseq.plot.save", full)
+    err = refused(capsys, 1, "-o/--output", "plot", "diagram", "-o", str(tmp_path / "x.png"))
+    assert f"cannot write {str(tmp_path / 'x.png')!r}: No space left on device" in err
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
+def test_plot_into_a_directory_without_write_permission(capsys, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        err = refused(capsys, 2, "-o/--output", "plot", "diagram", "-o", str(locked / "x.png"))
+        assert "is not writable" in err
+    finally:
+        locked.chmod(0o700)
+
+
+BROKEN = """
+import numpy as np
+import revseq
+
+def f(x):
+    raise ZeroDivisionError("the step failed")
+
+rec = revseq.Recurrence(f, np.cos)
+
+def make():
+    raise ValueError("cannot build it")
+"""
+
+
+def test_a_bad_recurrence_is_one_line_not_a_traceback(capsys, monkeypatch, tmp_path):
+    (tmp_path / "cli_broken.py").write_text(BROKEN)
+    (tmp_path / "cli_syntax.py").write_text("def f(x:\n")
+    (tmp_path / "cli_raises.py").write_text("raise RuntimeError('no data here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("cli_broken", "cli_syntax", "cli_raises"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    err = refused(capsys, 2, "--recurrence", "compare", "--recurrence", str(tmp_path / "cli_syntax.py") + ":f")
+    assert "SyntaxError" in err
+    assert "cli_syntax.py:1" in err
+    err = refused(capsys, 2, "--recurrence", "compare", "--recurrence", "cli_raises:f")
+    assert "importing 'cli_raises' raised RuntimeError: no data here (cli_raises.py:1, in <module>)" in err
+    err = refused(capsys, 2, "--recurrence", "compare", "--recurrence", "cli_broken:make", "-n", "5")
+    assert "calling cli_broken:make() raised ValueError: cannot build it (cli_broken.py:" in err
+    # The step itself failing is not a usage error: status 1, one line saying what and where.
+    code, _, err = run(capsys, "compare", "--recurrence", "cli_broken:rec", "-n", "5")
+    assert code == 1
+    assert len(err.splitlines()) == 1
+    assert "ZeroDivisionError: the step failed (raised at cli_broken.py:6, in f)" in err
+    assert "--traceback" in err
+    with pytest.raises(ZeroDivisionError, match="the step failed"):
+        main(["compare", "--recurrence", "cli_broken:rec", "-n", "5", "--traceback"])
+
+
+def test_an_unforeseen_error_is_one_line(capsys, monkeypatch):
+    def boom(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(revseq.cli, "_plan", boom)
+    code, _, err = run(capsys, "plan")
+    assert code == 1
+    assert len(err.splitlines()) == 1
+    assert err.startswith("revseq plan: error: MemoryError (raised at test_cli.py:")
+    assert "(out of memory)" in err
 
 
 # -- plot without matplotlib, progress, entry points --------------------------------------------------
