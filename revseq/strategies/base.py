@@ -119,7 +119,11 @@ class OnlineStrategy(ReversalStrategy):
 
     @abc.abstractmethod
     def backward(self, n: int, stored: tuple[int, ...]) -> Iterator[Action]:
-        """Yield the reversal of ``n`` steps, the live state being ``x_n`` and ``stored`` the checkpoints held."""
+        """Yield the reversal of ``n`` steps, the live state being ``x_n``.
+
+        ``stored`` is every checkpoint the forward sweep left, in memory or
+        on disk, sorted: the same whether ``n`` was known in advance or not.
+        """
 
     @abc.abstractmethod
     def online_bounds(self) -> Bounds:
