@@ -14,8 +14,10 @@ paths that make none (the memory store and the offline strategies do not).
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -28,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def load_revision(revision: str) -> ModuleType:
     """The ``revseq`` package at ``revision`` (a commit id or name), as a module."""
     directory = tempfile.mkdtemp(prefix="revseq-revision-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)  # the modules stay loaded until then
     archive = os.path.join(directory, "revseq.tar")
     subprocess.run(
         ["git", "-C", ROOT, "archive", "--format=tar", "-o", archive, revision, "revseq"],

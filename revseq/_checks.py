@@ -30,6 +30,7 @@ __all__ = [
     "mismatch",
     "private_copy",
     "refers_to",
+    "same_prints",
 ]
 
 _REAL_KINDS = frozenset("iuf")
@@ -184,6 +185,11 @@ def refers_to(prints: list[tuple[Any, Any]], tree: Any) -> bool:
     """Whether ``prints`` is a fingerprint of ``tree`` itself (its very arrays, not equal ones)."""
     arrays = _arrays(tree)
     return len(arrays) == len(prints) and all(ref() is a for (ref, _), a in zip(prints, arrays, strict=True))
+
+
+def same_prints(tree: Any, prints: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """A fingerprint of ``tree`` (a copy of the tree ``prints`` was taken of, as it still is) without new copies."""
+    return [(weakref.ref(a), p) for a, (_, p) in zip(_arrays(tree), prints, strict=True)]
 
 
 def holds(tree: Any, prints: list[tuple[Any, Any]]) -> bool:

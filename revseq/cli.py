@@ -62,7 +62,7 @@ from revseq.strategies import (
     optimal_forward_steps,
     repetition_number,
 )
-from revseq.strategies.base import ReversalStrategy
+from revseq.strategies.base import OnlineStrategy, ReversalStrategy
 
 __all__ = ["STRATEGIES", "main"]
 
@@ -264,8 +264,14 @@ def _cost_of(strategy: ReversalStrategy, n: int, parser: argparse.ArgumentParser
 
 
 def _walked(strategy: ReversalStrategy) -> bool:
-    """Whether ``cost()`` simulates the schedule: no closed form (online, multistage)."""
-    return type(strategy)._closed_cost is ReversalStrategy._closed_cost
+    """Whether ``cost()`` simulates the schedule: no closed form (online, multistage, a user's strategy).
+
+    Online strategies override the closed-form hook only to refuse runs too long to simulate.
+    """
+    return (
+        isinstance(strategy, (OnlineStrategy, MultistageCheckpointing))
+        or type(strategy)._closed_cost is ReversalStrategy._closed_cost
+    )
 
 
 def _simulated(strategy: ReversalStrategy) -> bool:

@@ -337,10 +337,13 @@ class DiskStore:
 
     def _remove_directory(self) -> None:
         path, finalizer = self._path, self._finalizer
-        self._path = self._finalizer = None
-        if finalizer is None:
+        if finalizer is None or path is None:
             return
-        problem = finalizer()  # runs _remove_tree once, and never again at garbage collection or exit
+        # Removed first, forgotten after: a KeyboardInterrupt in the middle of the removal leaves the
+        # path and its finalizer in place, so the next clear(), the collector or the exit finishes it.
+        problem = _remove_tree(path, os.getpid())
+        finalizer.detach()
+        self._path = self._finalizer = None
         if problem is not None:
             warnings.warn(
                 f"DiskStore could not remove its checkpoint directory {path} ({problem}); remove it by hand",

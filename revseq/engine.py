@@ -9,6 +9,7 @@ of f it really makes, and reads the store's size after every write.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -19,7 +20,7 @@ import numpy as np
 
 from revseq import _checks, _limits, _tree
 from revseq._validate import check_int
-from revseq.errors import ParameterError, ScheduleError, StepError
+from revseq.errors import ParameterError, RevseqError, ScheduleError, StepError
 from revseq.recurrence import Recurrence
 from revseq.schedule import (
     Action,
@@ -125,6 +126,10 @@ def _check_strategy(strategy: Any) -> ReversalStrategy:
 def _check_store(store: Any, name: str = "store") -> StoreProtocol:
     if store is None:
         return MemoryStore()
+    if isinstance(store, type):
+        raise ParameterError(
+            f"{name} must be a store instance, got the class {store.__name__}; did you mean {store.__name__}()?"
+        )
     if not isinstance(store, StoreProtocol):
         raise ParameterError(
             f"{name} must implement revseq.CheckpointStore (put, get, delete, clear, len, nbytes), got {store!r}"
@@ -153,9 +158,17 @@ def _check_free(store: StoreProtocol, name: str) -> None:
         raise ParameterError(f"{name} must be empty when a run starts, got one holding {len(store)} states")
 
 
-def _copies(store: StoreProtocol | None) -> bool:
+def _copies(store: StoreProtocol | None, name: str) -> bool:
     """Whether a store copies states in and out, so a step may work in place (None: a DiskStore made later)."""
-    return store is None or bool(getattr(store, "copies", False))
+    if store is None:
+        return True
+    copies = getattr(store, "copies", False)
+    if not isinstance(copies, (bool, np.bool_)):
+        raise ParameterError(
+            f"{name}.copies must be a bool (a property or attribute saying whether the store copies states), "
+            f"got {copies!r} ({type(copies).__name__})"
+        )
+    return bool(copies)
 
 
 _WATCHED_CALLS = 4
@@ -175,6 +188,19 @@ def _steps_in_place(t: int, s: int, *, argument: bool) -> StepError:
         f"array each call (np.sin(x) rather than np.sin(x, out=x)), or pass store=revseq.MemoryStore(copy=True), "
         f"which copies every checkpoint"
     )
+
+
+def _stops(answer: Any, t: int) -> bool:
+    """``until``'s answer as a bool; an array (``x < 0.01`` rather than ``x[0] < 0.01``) is refused."""
+    if type(answer) is bool:
+        return answer
+    try:
+        return bool(answer)
+    except ValueError as exc:  # numpy: the truth value of an array is ambiguous
+        raise ParameterError(
+            f"until must return one bool, got {type(answer).__name__} of shape {np.shape(answer)} at t={t}; "
+            f"reduce it, as in until=lambda t, x: bool((x < 0.01).all())"
+        ) from exc
 
 
 def _as_state(x0: Any) -> Any:
@@ -204,8 +230,10 @@ class _Run:
         # Where every level copies states (MemoryStore(copy=True), DiskStore), a
         # step may work in place: start from a copy, or the first step would
         # modify the caller's x0. Elsewhere the first call shows whether f does.
-        self.copies = _copies(store) and _copies(disk)
-        self.x = _tree.deep_copy(x0) if self.copies else x0
+        self.copies = _copies(store, "store") and _copies(disk, "disk")
+        # No callable ever gets the caller's x0 (f, df, vjp, loss, a walk's consumer): the run's own copy.
+        self.x = _tree.deep_copy(x0) if self.copies else _checks.private_copy(x0)
+        self.params = recurrence.params  # watched with f's first calls: a step must not write into them
         self.live = 0
         self.plain = recurrence.plain_step
         self.step = recurrence.step_at()
@@ -318,6 +346,7 @@ class _Run:
                 prints = _checks.fingerprint(x)
                 watched.append((prints, t))
             probe = _checks.private_copy(x)
+            params_prints = _checks.fingerprint(self.params)
             y = self.step(probe, t)
         self.calls += 1
         if first:
@@ -331,9 +360,18 @@ class _Run:
         if not self.copies:
             if not _checks.holds(probe, prints):
                 raise _steps_in_place(t, t, argument=True)
+            if not _checks.matches(params_prints):
+                raise StepError(
+                    f"f modified params in place during the call f(x_{t}): recomputed steps would see other "
+                    f"parameters than the first sweep did, and the gradient would be wrong; params must stay "
+                    f"constant for the whole run"
+                )
             for state_prints, s in watched:
                 if not _checks.matches(state_prints):
                     raise _steps_in_place(t, s, argument=False)
+            # The copy f was given is watched too: a step writing into the array it was handed last time
+            # (swapping two buffers) would write into real states once the watch is over.
+            watched.append((_checks.same_prints(probe, prints), t))
             watched.append((_checks.fingerprint(y), t + 1))
             if not self.probes:
                 watched.clear()  # the watch is over: hold no state for it
@@ -496,7 +534,7 @@ class _Run:
                         x = step(x, s)
                         self.calls += 1
                     t = s + 1
-                    if t >= max_steps or (until is not None and until(t, x)):
+                    if t >= max_steps or (until is not None and _stops(until(t, x), t)):
                         tracker.truncate(t)
                         self.x, self.live = x, t
                         return
@@ -511,19 +549,18 @@ class _Run:
         raise ScheduleError(f"{strategy!r}: the forward sweep ended at x_{self.live} before the run stopped")
 
 
+_RUN_CODE = frozenset(method.__code__ for method in (_Run.walk, _Run.walk_online, _Run.execute))
+
+
 def _seed(adjoint: Any, x0: Any, has_loss: bool) -> Callable[[Any], Any]:
     """Check ``adjoint`` against x0 now (before anything runs); return the seed as a function of x_n."""
     if adjoint is None:
         fill = np.zeros_like if has_loss else np.ones_like
         return lambda xn: _tree.tree_map(fill, xn)
-    try:
-        same = _tree.shapes(adjoint) == _tree.shapes(x0)
-    except ValueError:  # zip(strict=True): different container lengths
-        same = False
-    if not same:
+    problem = _checks.mismatch(adjoint, x0)
+    if problem is not None:
         raise ParameterError(
-            f"adjoint must have the state's shape {_describe_leaf(_tree.shapes(x0))}, "
-            f"got {_describe_leaf(_tree.shapes(adjoint))}"
+            f"adjoint must have the state's shape {_describe_leaf(_tree.shapes(x0))} and a numeric dtype, got {problem}"
         )
     seed = _checks.private_copy(adjoint)  # a vjp working in place must not reach the caller's array
     return lambda xn: seed
@@ -612,44 +649,77 @@ def backprop(
     # comparable with the step itself.
     plain_df = recurrence.df if leaf and loss_at is None and recurrence.plain_step is not None else None
     gp = total = None
-    with pairs:
-        steps = pairs._pairs  # the generator itself: `pairs` wraps it with cleanup we hold via `with`
-        n, state = next(steps)  # (n, x_n): the first pair
-        g = seed(state)
-        if first_loss is not None:
-            total, gx, gp = first_loss(state, n)
-            g = g + gx if leaf else _tree.tree_add(g, gx)
-        for t, x in steps:  # the first step reversed, x_{n-1}: every output checked
-            g, gp_t = first_adjoint(x, t, g)
-            if gp_t is not None:
-                gp = gp_t if gp is None else _tree.tree_add(gp, gp_t)
-            if first_loss is not None and t:
-                value, gx, gp_t = first_loss(x, t)
-                total = total + value
+    t = n
+    try:
+        with pairs:
+            steps = pairs._pairs  # the generator itself: `pairs` wraps it with cleanup we hold via `with`
+            n, state = next(steps)  # (n, x_n): the first pair
+            g = seed(state)
+            if first_loss is not None:
+                total, gx, gp = first_loss(state, n)
+                # Sums start from copies: a callable handing out one buffer each call must not change them.
+                total, gp = _checks.private_copy(total), _checks.private_copy(gp)
                 g = g + gx if leaf else _tree.tree_add(g, gx)
+            for t, x in steps:  # the first step reversed, x_{n-1}: every output checked
+                g, gp_t = first_adjoint(x, t, g)
                 if gp_t is not None:
-                    gp = gp_t if gp is None else _tree.tree_add(gp, gp_t)
-            break
-        if plain_df is not None:
-            for _, x in steps:
-                g = g * plain_df(x)
-        else:
-            for t, x in steps:
-                g, gp_t = adjoint_step(x, t, g)
-                if gp_t is not None:
-                    gp = gp_t if gp is None else _tree.tree_add(gp, gp_t)
-                if loss_at is not None and t:
-                    value, gx, gp_t = loss_at(x, t)
+                    gp = _checks.private_copy(gp_t) if gp is None else _tree.tree_add(gp, gp_t)
+                if first_loss is not None and t:
+                    value, gx, gp_t = first_loss(x, t)
                     total = total + value
                     g = g + gx if leaf else _tree.tree_add(g, gx)
                     if gp_t is not None:
-                        gp = gp_t if gp is None else _tree.tree_add(gp, gp_t)
-        stats = pairs.stats
+                        gp = _tree.tree_add(gp, gp_t)
+                break
+            if plain_df is not None:
+                for t, x in steps:  # noqa: B007 (t names the step in the error below)
+                    g = g * plain_df(x)
+            else:
+                for t, x in steps:
+                    g, gp_t = adjoint_step(x, t, g)
+                    if gp_t is not None:
+                        gp = _tree.tree_add(gp, gp_t)
+                    if loss_at is not None and t:
+                        value, gx, gp_t = loss_at(x, t)
+                        total = total + value
+                        g = g + gx if leaf else _tree.tree_add(g, gx)
+                        if gp_t is not None:
+                            gp = _tree.tree_add(gp, gp_t)
+            stats = pairs.stats
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, RevseqError) or not _raised_in_revseq(exc):
+            raise  # the user's own error, unchanged
+        raise StepError(
+            f"at step t={t}, revseq could not combine what df, vjp or loss returned ({type(exc).__name__}: "
+            f"{exc}): a value of another shape or type than at the first step, whose outputs were checked"
+        ) from exc
     # What a later call returned wrong and numpy did not refuse (a None at the last step, say) shows here.
     _check_sum(g, x0, "gradient", "x0")
     if recurrence.params is not None:
         _check_sum(gp, recurrence.params, "parameter gradient", "params")
+    if recurrence.loss is not None and _checks.mismatch(total, 0.0) is not None:
+        raise StepError(
+            f"the loss summed over all steps is not one real number (got {total!r:.80}): loss returned "
+            f"a value of another shape or type at a step after the first (whose outputs were checked)"
+        )
     return Result(state=state, gradient=g, params_gradient=gp, loss=total, stats=stats)
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _raised_in_revseq(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by revseq's own arithmetic on the adjoints: its last frame is in the
+    package, and it did not come out of the schedule's run (the step, a store, a strategy: not ours to name).
+    """
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        if tb.tb_frame.f_code in _RUN_CODE:
+            return False
+        tb = tb.tb_next
+    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_PACKAGE)
 
 
 def _check_sum(total: Any, reference: Any, what: str, name: str) -> None:
@@ -787,6 +857,8 @@ def walk(
     """
     recurrence = f if isinstance(f, Recurrence) else Recurrence(f)
     x0 = _as_state(x0)
+    if not isinstance(output, (bool, np.bool_)):
+        raise ParameterError(f"output must be a bool, got {output!r} ({type(output).__name__})")
     if disk is not None and disk is store:
         raise ParameterError(
             f"store and disk must be two different stores, got the same object twice ({store!r}): "
@@ -802,7 +874,7 @@ def walk(
         if not isinstance(sized, OnlineStrategy):
             raise ScheduleError(f"{online!r}.sized(...) must return an online strategy, got {sized!r}")
         bounds = strategy_bounds(sized, "online_bounds()", sized.online_bounds())
-        _check_fits(sized, None, bounds, store, state_nbytes)
+        _check_fits(sized, None, bounds, store, state_nbytes, limit)
         run = _Run(None, x0, recurrence, store, output=output, bounds=bounds, disk=disk)
         return Walk(run, run.walk_online(sized, until, limit))
     if until is not None or max_steps is not None:
@@ -810,7 +882,7 @@ def walk(
     n = check_int("n", n, 1)
     schedule = _sized(_check_strategy(strategy), state_nbytes).schedule(n)
     bounds = schedule.bounds()
-    _check_fits(schedule.strategy, n, bounds, store, state_nbytes)
+    _check_fits(schedule.strategy, n, bounds, store, state_nbytes, n)
     run = _Run(n, x0, recurrence, store, output=output, bounds=bounds, disk=disk)
     return Walk(run, run.walk(schedule))
 
@@ -822,19 +894,32 @@ def _sized(strategy: ReversalStrategy, state_nbytes: int) -> ReversalStrategy:
     return sized
 
 
-def _check_fits(strategy: ReversalStrategy, n: int | None, bounds: Bounds, store: StoreProtocol, nbytes: int) -> None:
-    """Refuse, in O(1), a run whose promised checkpoints cannot fit in this machine's memory."""
-    held = bounds.checkpoints
-    if held is None:
+def _check_fits(
+    strategy: ReversalStrategy, n: int | None, bounds: Bounds, store: StoreProtocol, nbytes: int, max_steps: int
+) -> None:
+    """Refuse, in O(1), a run whose checkpoints cannot fit in this machine's memory.
+
+    A run holds at most what its strategy promises, and never more than one
+    checkpoint per state before ``x_n`` (``n``, or ``max_steps`` when ``n``
+    is unknown): only what is certain not to fit is refused.
+    """
+    if bounds.checkpoints is None:
         return
+    steps = max_steps if n is None else n
+    held = min(bounds.checkpoints, steps)
     per_state = _limits.TRACKED_KEY_BYTES  # the engine's own record of each checkpoint
     if isinstance(store, MemoryStore):
         per_state += nbytes + _limits.STORED_STATE_BYTES
-    steps = "an unknown number of" if n is None else n
+    if n is not None:
+        name, length = "n", f"{n} steps"
+    elif max_steps < sys.maxsize:
+        name, length = "max_steps", f"up to {max_steps} steps"
+    else:
+        name, length = "strategy", "a run of unknown length"
     _limits.check_fits(
-        "n",
+        name,
         held * per_state,
-        f"{strategy!r} for {steps} steps holds up to {held} checkpoints of {_limits.format_bytes(nbytes)}",
+        f"{strategy!r} for {length} holds up to {held} checkpoints of {_limits.format_bytes(nbytes)}",
     )
 
 

@@ -48,6 +48,7 @@ import attrs
 import jax.numpy as jnp
 import numpy as np
 
+from revseq import _limits
 from revseq._adapter import Tally, strategy_or_default
 from revseq._validate import check_int
 from revseq.engine import Stats, Walk, walk
@@ -147,6 +148,8 @@ def _scan_fwd(spec: _Spec, init: Any, xs: Any, consts: Any) -> Any:
         )
     leaves, treedef = jax.tree_util.tree_flatten(init)
     forward, _ = _compiled(spec.fn, treedef)
+    # One slot per step for the outputs: refused at once where even the slots cannot fit (n = 10**12).
+    _limits.check_fits("length", spec.n * _limits.LIST_SLOT_BYTES, f"recording the {spec.n} outputs ys")
     ys: list[Any] = [None] * spec.n
     recording = [True]
 

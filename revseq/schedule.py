@@ -48,7 +48,7 @@ import numpy as np
 
 from revseq import _limits
 from revseq._validate import as_int, check_int, int_at_least
-from revseq.errors import ScheduleError
+from revseq.errors import ParameterError, ScheduleError
 
 if TYPE_CHECKING:
     from revseq.strategies.base import ReversalStrategy
@@ -405,9 +405,7 @@ class _Tracker:
     def _count_steps(self, steps: int) -> None:
         self.forward_steps += steps
         if self.step_limit is not None and self.forward_steps > self.step_limit:
-            raise self.fail(
-                f"makes {self.forward_steps} forward steps so far, over the {self.step_limit} its strategy promised"
-            )
+            raise self.fail(f"makes {self.forward_steps} forward steps so far, over the promised {self.step_limit}")
 
     def _advance(self, a: Advance) -> None:
         start, stop = a.start, a.stop
@@ -609,6 +607,12 @@ def simulate(
         forward_steps = check_int("forward_steps", forward_steps, 0)
     tracker = _Tracker(n, limit=checkpoints, disk_limit=disk_checkpoints, step_limit=forward_steps)
     check = tracker.check
+    try:
+        actions = iter(actions)
+    except TypeError:
+        raise ParameterError(
+            f"actions must be an iterable of actions, got {actions!r} ({type(actions).__name__})"
+        ) from None
     for index, action in enumerate(actions):
         check(index, action)
     tracker.finish()

@@ -38,7 +38,7 @@ except ModuleNotFoundError as error:  # only a missing torch; a broken install k
 
 import attrs
 
-from revseq import _tree
+from revseq import _limits, _tree
 from revseq._adapter import Tally, strategy_or_default
 from revseq._validate import check_int
 from revseq.engine import Stats, Walk, walk
@@ -215,6 +215,8 @@ class _Outputs:
 
     def __init__(self, spec: _Spec) -> None:
         self.spec = spec
+        # One slot per step: refused at once where even the slots cannot fit (n = 10**12).
+        _limits.check_fits("steps", spec.n * _limits.LIST_SLOT_BYTES, f"recording the {spec.n} outputs")
         self.pending: list[list[Tensor] | None] | None = [None] * spec.n
 
     def record(self, t: int, h1: Any) -> None:

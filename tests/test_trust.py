@@ -528,3 +528,220 @@ def test_a_walk_collected_while_another_run_claims_its_stores_does_not_deadlock(
     assert not thread.is_alive(), "deadlock: the collected walk's cleanup waited for the lock its own thread held"
     assert outcome == [5]
     assert len(dropped_store) == 0
+
+
+# -- found by an adversarial pass after the fixes above (one test each) ------------------------------
+
+
+class SwapsBuffers:
+    """Writes each result into the array it was handed on the previous call (two buffers, swapped)."""
+
+    def __init__(self) -> None:
+        self.spare = None
+
+    def __call__(self, x):
+        out = self.spare if self.spare is not None else np.empty_like(x)
+        np.sin(x, out=out)
+        self.spare = x
+        return out
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=repr)
+def test_a_step_writing_into_the_array_it_was_given_before_is_refused(strategy):
+    x0 = np.linspace(0.1, 1, 4)
+    with pytest.raises(StepError, match=r"f wrote into x_0, an array it was given or returned earlier"):
+        revseq.backprop(Recurrence(SwapsBuffers(), np.cos), x0, 20, strategy)
+    np.testing.assert_array_equal(x0, np.linspace(0.1, 1, 4))
+
+
+def test_sums_do_not_alias_a_buffer_a_callable_hands_out_every_call():
+    class BufferedVJP:
+        def __init__(self):
+            self.g_params = {"W": np.zeros((3, 3)), "b": np.zeros(3)}
+
+        def __call__(self, h, p, g):
+            adj, gp = rnn_vjp(h, p, g)
+            for key in gp:
+                self.g_params[key][...] = gp[key]
+            return adj, self.g_params
+
+    class BufferedLoss:
+        def __init__(self):
+            self.value = np.zeros(())
+
+        def __call__(self, h, p):
+            np.sum(h * h, out=self.value)
+            return self.value, 2 * h, {"W": np.zeros((3, 3)), "b": np.zeros(3)}
+
+    got = revseq.backprop(rnn(vjp=BufferedVJP(), loss=BufferedLoss()), X0, 10, revseq.StoreAll())
+    want = revseq.backprop(rnn(loss=square_loss), X0, 10, revseq.StoreAll())
+    assert got.loss == want.loss
+    for key in PARAMS:
+        np.testing.assert_array_equal(got.params_gradient[key], want.params_gradient[key])
+
+
+def test_a_loss_value_going_wrong_after_the_first_step_is_caught_at_the_end():
+    loss = lambda x, t: (np.sum(x) if t != 3 else x.copy(), np.ones_like(x))  # noqa: E731
+    rec = Recurrence(lambda x, t: np.sin(x), lambda x, t: np.cos(x), loss=loss, indexed=True)
+    with pytest.raises(StepError, match=r"^the loss summed over all steps is not one real number"):
+        revseq.backprop(rec, np.ones(4), 8)
+
+
+def test_a_step_writing_into_params_is_refused():
+    def f(x, p):
+        p["m"] *= 0.5
+        return np.tanh(x + p["m"])
+
+    rec = Recurrence(f, vjp=lambda x, p, g: (g, {"m": g}), params={"m": np.ones(3)})
+    with pytest.raises(StepError, match=r"^f modified params in place during the call f\(x_0\)"):
+        revseq.backprop(rec, np.ones(3), 10, revseq.BinomialCheckpointing(2))
+
+
+@pytest.mark.parametrize("kind", ["df", "vjp"])
+def test_a_derivative_writing_into_x_never_reaches_the_callers_x0(kind):
+    x0 = np.linspace(-0.9, 0.8, 3)
+    rec = (
+        Recurrence(np.sin, lambda x: np.cos(x, out=x))
+        if kind == "df"
+        else Recurrence(np.sin, vjp=lambda x, g: g * np.cos(x, out=x))
+    )
+    out = revseq.backprop(rec, x0, 10, revseq.StoreAll())
+    np.testing.assert_array_equal(x0, np.linspace(-0.9, 0.8, 3))
+    np.testing.assert_array_equal(out.gradient, store_all_gradient(10))
+
+
+def test_an_online_cost_too_long_to_simulate_is_refused_at_once():
+    with pytest.raises(ParameterError, match=r"^n must be <= 10000000 for OnlineCheckpointing.*online_lower_bound"):
+        revseq.OnlineCheckpointing(checkpoints=3).cost(10**12)
+
+
+def test_an_interrupted_disk_clear_is_finished_by_the_next(tmp_path, monkeypatch):
+    import shutil
+
+    store = DiskStore(tmp_path)
+    for key in range(5):
+        store.put(key, np.zeros(2))
+    real = shutil.rmtree
+
+    def interrupted(path, *args, **kwargs):
+        os.remove(files_under(path)[0])  # part of the work done, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.clear()
+    assert files_under(tmp_path)
+    monkeypatch.setattr(shutil, "rmtree", real)
+    store.clear()
+    assert files_under(tmp_path) == []
+    assert store.path is None
+
+
+def test_a_derivative_going_wrong_at_a_later_step_is_a_step_error_naming_it():
+    rec = Recurrence(lambda x, t: np.sin(x), lambda x, t: None if t == 3 else np.cos(x), indexed=True)
+    with pytest.raises(StepError, match=r"^at step t=3, revseq could not combine what df, vjp or loss returned"):
+        revseq.backprop(rec, np.ones(4), 8)
+
+
+def test_the_users_own_error_in_a_derivative_passes_unchanged():
+    error = ValueError("mine")
+
+    def df(x):
+        raise error
+
+    with pytest.raises(ValueError, match="mine") as info:
+        revseq.backprop(Recurrence(np.sin, df), np.ones(2), 5)
+    assert info.value is error
+
+
+def test_until_returning_an_array_is_refused_naming_until():
+    with pytest.raises(ParameterError, match=r"^until must return one bool, got ndarray of shape \(3,\) at t=1"):
+        revseq.backprop(SIN, np.ones(3), None, revseq.OnlineCheckpointing(checkpoints=5), until=lambda t, x: x < 0.1)
+
+
+@pytest.mark.parametrize("name", ["store", "disk"])
+def test_a_store_class_instead_of_an_instance_says_the_fix(name):
+    with pytest.raises(ParameterError, match=rf"^{name} must be a store instance, got the class \w+; did you mean"):
+        revseq.backprop(SIN, np.ones(2), 5, **{name: MemoryStore if name == "store" else DiskStore})
+
+
+@attrs.frozen
+class ReturnsNoneOnline(OnlineStrategy):
+    def forward(self):
+        return None
+
+    def backward(self, n, stored):
+        return None
+
+    def online_bounds(self):
+        return Bounds(checkpoints=2)
+
+
+def test_an_online_strategy_returning_none_is_a_schedule_error_with_n_known_too():
+    with pytest.raises(ScheduleError, match=r"forward\(\) must return an iterable of actions"):
+        revseq.backprop(SIN, np.ones(2), 9, ReturnsNoneOnline())
+    with pytest.raises(ScheduleError, match=r"forward\(\) must return an iterable of actions"):
+        ReturnsNoneOnline().cost(9)
+    with pytest.raises(ParameterError, match=r"^actions must be an iterable of actions, got None"):
+        revseq.simulate(None, 3)
+
+
+def test_the_memory_refusal_counts_no_more_checkpoints_than_states():
+    x0 = np.ones(1 << 17)  # 1 MiB
+    # max_steps is a safety bound: the default online budget for 10**9 steps would be 44 721 states of 1 MiB,
+    # but a run of at most 10**9 steps that stops at 44 holds 44 at most; what is refused is what cannot fit.
+    out = revseq.backprop(
+        Recurrence(lambda x: x * 0.9, lambda x: np.full_like(x, 0.9)), x0, None,
+        revseq.OnlineCheckpointing(checkpoints=40), until=lambda t, x: x[0] < 0.01, max_steps=10**9,
+    )  # fmt: skip
+    assert out.stats.n == 44
+    memory = revseq._limits.physical_memory()
+    if memory is not None and memory < 40 * 2**30:  # the default budget for 10**9 steps, 44 721 MiB, cannot fit
+        with pytest.raises(ParameterError, match=r"^max_steps is too large to run here"):
+            revseq.backprop(SIN, x0, None, until=lambda t, x: t == 3, max_steps=10**9)
+
+    @attrs.frozen
+    class LooseBounds(ReversalStrategy):
+        def actions(self, n):
+            return revseq.StoreAll().actions(n)
+
+        def bounds(self, n):
+            return Bounds(checkpoints=10**30)
+
+    assert revseq.backprop(SIN, x0, 6, LooseBounds()).stats.peak_checkpoints == 5
+
+
+class ClaimsToCopy(MemoryStore):
+    __slots__ = ()
+
+    def copies(self):  # a method, not a property: truthy, and not a bool
+        return True
+
+
+def test_a_store_whose_copies_is_not_a_bool_is_refused():
+    with pytest.raises(ParameterError, match=r"^store.copies must be a bool"):
+        revseq.backprop(SIN, np.ones(2), 5, store=ClaimsToCopy())
+    with pytest.raises(ParameterError, match=r"^output must be a bool, got 'no'"):
+        revseq.walk(np.sin, np.ones(2), 5, output="no")
+
+
+def test_the_adapters_refuse_a_trillion_steps_at_once():
+    torch = pytest.importorskip("torch")
+    jax = pytest.importorskip("jax")
+    import revseq.jax as rj
+    import revseq.torch as rt
+
+    h = torch.ones(3, requires_grad=True)
+    with pytest.raises(ParameterError, match=r"^steps is too large to run here: recording the 1000000000000 outputs"):
+        rt.unroll(
+            lambda h: h * 0.5, h, steps=10**12, output=lambda h: h.sum(), strategy=revseq.BinomialCheckpointing(4)
+        )
+
+    def loss(h0):
+        final, _ = rj.scan(
+            lambda c, x: (c * 0.5, None), h0, None, length=10**12, strategy=revseq.BinomialCheckpointing(4)
+        )
+        return jax.numpy.sum(final)
+
+    with pytest.raises(ParameterError, match=r"^length is too large to run here: recording the 1000000000000 outputs"):
+        jax.grad(loss)(jax.numpy.ones(3))

@@ -8,7 +8,7 @@ from typing import Any, final
 
 from revseq._validate import check_int
 from revseq.errors import ParameterError
-from revseq.schedule import Action, Advance, Bounds, Cost, Free, Schedule, Store
+from revseq.schedule import Action, Advance, Bounds, Cost, Free, Schedule, Store, strategy_iterable
 
 __all__ = ["OnlineStrategy", "ReversalStrategy", "as_strategy"]
 
@@ -135,8 +135,8 @@ class OnlineStrategy(ReversalStrategy):
     @final
     def actions(self, n: int) -> Iterator[Action]:
         stored: list[int] = []
-        yield from _cut_forward(self.forward(), n, stored)
-        yield from self.backward(n, tuple(stored))
+        yield from _cut_forward(strategy_iterable(self, "forward()", self.forward()), n, stored)
+        yield from strategy_iterable(self, f"backward({n}, ...)", self.backward(n, tuple(stored)))
 
 
 def as_strategy(strategy: Any, default: ReversalStrategy) -> ReversalStrategy:

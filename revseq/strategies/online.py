@@ -39,6 +39,7 @@ from typing import final
 
 import attrs
 
+from revseq import _limits
 from revseq._validate import as_int, check_int, checkpoints_in, int_at_least, unsized
 from revseq.errors import ParameterError
 from revseq.schedule import Action, Advance, Bounds, Free, Restore, Reverse, Store
@@ -46,6 +47,10 @@ from revseq.strategies.base import OnlineStrategy
 from revseq.strategies.binomial import _repetitions, revolve, revolve_advances
 
 __all__ = ["OnlineCheckpointing", "online_lower_bound"]
+
+
+MAX_COST_STEPS = 10**7
+"""The longest run :meth:`OnlineCheckpointing.cost` simulates (one to two minutes); longer ones are refused."""
 
 
 def _optimal_range(c: int) -> int:
@@ -283,6 +288,16 @@ class OnlineCheckpointing(OnlineStrategy):
 
     def online_bounds(self) -> Bounds:
         return Bounds(checkpoints=self.budget())
+
+    def _closed_cost(self, n: int) -> None:
+        # No closed form: cost() simulates the schedule, at about 10 us a step (7-10 s per million).
+        if n > MAX_COST_STEPS:
+            raise ParameterError(
+                f"n must be <= {MAX_COST_STEPS} for {self!r}.cost(n), got {n}: an online schedule has no "
+                f"closed-form cost, and simulating it takes about 10 s per million steps (this one about "
+                f"{_limits.format_duration(n * 1e-5)}); online_lower_bound(n, c) gives its fewest forward "
+                f"steps in O(1), which it meets exactly up to (c + 1)(c + 2)/2 - 1 steps"
+            )
 
     def bounds(self, n: int) -> Bounds:
         c = self.budget()
