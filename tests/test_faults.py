@@ -3,7 +3,7 @@
 Hypothesis draws a user strategy that yields a random legal schedule (random
 splits, sweeps, kept ranges, checkpoints in memory and on disk, pointless
 Store/Free pairs, numpy integers in the fields), a step that is pure, works
-in place or reuses output buffers, a store, and a fault: the step, the
+in place, reuses output buffers or writes into the array it was handed last, a store, and a fault: the step, the
 derivative or the store raising (an ordinary error or KeyboardInterrupt)
 at a random call, or the caller dropping the walk half-way. After every
 run one of two things holds:
@@ -120,11 +120,24 @@ class Buffers:
         return np.sin(x, out=self.buffers[self.calls % len(self.buffers)])
 
 
+class Swaps:
+    """np.sin into the array it was handed on the previous call (two buffers, swapped each call)."""
+
+    def __init__(self) -> None:
+        self.spare: np.ndarray | None = None
+
+    def __call__(self, x):
+        out = self.spare if self.spare is not None else np.empty_like(x)
+        self.spare = x
+        return np.sin(x, out=out)
+
+
 STEPS = {
     "pure": lambda: pure,
     "in place": lambda: in_place,
     "1 buffer": lambda: Buffers(1),
     "2 buffers": lambda: Buffers(2),
+    "swaps": Swaps,
 }
 
 
