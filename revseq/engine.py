@@ -660,31 +660,25 @@ def backprop(
                 # Sums start from copies: a callable handing out one buffer each call must not change them.
                 total, gp = _checks.private_copy(total), _checks.private_copy(gp)
                 g = g + gx if leaf else _tree.tree_add(g, gx)
-            for t, x in steps:  # the first step reversed, x_{n-1}: every output checked
-                g, gp_t = first_adjoint(x, t, g)
+            # The first step reversed, x_{n-1}, with every output checked; then the unchecked callables
+            # (the gist's plain df in a tight loop of its own).
+            adjoint, loss = first_adjoint, first_loss
+            for t, x in steps:
+                g, gp_t = adjoint(x, t, g)
                 if gp_t is not None:
                     gp = _checks.private_copy(gp_t) if gp is None else _tree.tree_add(gp, gp_t)
-                if first_loss is not None and t:
-                    value, gx, gp_t = first_loss(x, t)
+                if loss is not None and t:
+                    value, gx, gp_t = loss(x, t)
                     total = total + value
                     g = g + gx if leaf else _tree.tree_add(g, gx)
                     if gp_t is not None:
                         gp = _tree.tree_add(gp, gp_t)
-                break
+                if plain_df is not None:
+                    break
+                adjoint, loss = adjoint_step, loss_at
             if plain_df is not None:
                 for t, x in steps:  # noqa: B007 (t names the step in the error below)
                     g = g * plain_df(x)
-            else:
-                for t, x in steps:
-                    g, gp_t = adjoint_step(x, t, g)
-                    if gp_t is not None:
-                        gp = _tree.tree_add(gp, gp_t)
-                    if loss_at is not None and t:
-                        value, gx, gp_t = loss_at(x, t)
-                        total = total + value
-                        g = g + gx if leaf else _tree.tree_add(g, gx)
-                        if gp_t is not None:
-                            gp = _tree.tree_add(gp, gp_t)
             stats = pairs.stats
     except (TypeError, ValueError) as exc:
         if isinstance(exc, RevseqError) or not _raised_in_revseq(exc):

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from steps import failing_on_call
+from stores import Forwarding
 
 import revseq
 import revseq.disk
@@ -48,33 +49,20 @@ def entries(directory: Any) -> list[str]:
 # -- the same results as MemoryStore -------------------------------------------------------
 
 
-class Counting:
+class Counting(Forwarding):
     """A store around another that counts the calls the engine makes."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.puts = self.gets = 0
 
     def put(self, key: int, state: Any) -> None:
         self.puts += 1
-        self.inner.put(key, state)
+        super().put(key, state)
 
     def get(self, key: int) -> Any:
         self.gets += 1
-        return self.inner.get(key)
-
-    def delete(self, key: int) -> None:
-        self.inner.delete(key)
-
-    def clear(self) -> None:
-        self.inner.clear()
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.inner.nbytes)
+        return super().get(key)
 
 
 @strategies

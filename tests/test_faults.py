@@ -32,6 +32,7 @@ import numpy as np
 from generators import lengths
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stores import Forwarding
 
 import revseq
 from revseq import Advance, Bounds, DiskStore, Free, MemoryStore, Recurrence, Restore, ReversalStrategy, Reverse, Store
@@ -158,11 +159,12 @@ class Faulty:
         return self.fn(*args)
 
 
-class FaultyStore:
-    """A store (the protocol only) around ``inner`` whose ``op`` raises ``error`` at its ``at``-th call."""
+class FaultyStore(Forwarding):
+    """A store around ``inner`` whose ``op`` raises ``error`` at its ``at``-th call."""
 
     def __init__(self, inner: Any, op: str, at: int, error: BaseException) -> None:
-        self.inner, self.op, self.at, self.error, self.calls = inner, op, at, error, 0
+        super().__init__(inner)
+        self.op, self.at, self.error, self.calls = op, at, error, 0
 
     def _maybe_fail(self, op: str) -> None:
         if op == self.op:
@@ -172,28 +174,11 @@ class FaultyStore:
 
     def put(self, key: int, state: Any) -> None:
         self._maybe_fail("put")
-        self.inner.put(key, state)
+        super().put(key, state)
 
     def get(self, key: int) -> Any:
         self._maybe_fail("get")
-        return self.inner.get(key)
-
-    def delete(self, key: int) -> None:
-        self.inner.delete(key)
-
-    def clear(self) -> None:
-        self.inner.clear()
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.inner.nbytes)
-
-    @property
-    def copies(self) -> bool:
-        return bool(getattr(self.inner, "copies", False))
+        return super().get(key)
 
 
 def files_under(directory: str) -> list[str]:
