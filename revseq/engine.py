@@ -356,6 +356,12 @@ class _Run:
                     f"f must return a state of the same structure, shape and dtype as its input: "
                     f"x_{t} is {_describe_leaf(before)} (shape, dtype), f(x_{t}) returned {_describe_leaf(after)}"
                     + ("; if x_0 holds integers, pass x0.astype(float)" if "int" in str(before) else "")
+                    + (
+                        "; a Python number x0 becomes a 0-d numpy array, so use numpy functions in f "
+                        "(np.sin rather than math.sin) or return np.float64(...)"
+                        if _tree.is_leaf(y) and isinstance(y, (int, float, complex))
+                        else ""
+                    )
                 )
         if not self.copies:
             if not _checks.holds(probe, prints):

@@ -304,6 +304,8 @@ class _Tracker:
         self.action: object = None
 
     def fail(self, message: str) -> ScheduleError:
+        if self.cursor == 0:  # every action is illegal once every step is reversed: say why, once
+            message = "every step is already reversed: the schedule must end here"
         return ScheduleError(message, index=self.index, action=self.action)
 
     def check(self, index: int, action: Any) -> Action:

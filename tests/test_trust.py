@@ -745,3 +745,16 @@ def test_the_adapters_refuse_a_trillion_steps_at_once():
 
     with pytest.raises(ParameterError, match=r"^length is too large to run here: recording the 1000000000000 outputs"):
         jax.grad(loss)(jax.numpy.ones(3))
+
+
+@pytest.mark.parametrize("extra", [Store(0), Restore(0), Advance(0, 1), Free(0, 1), Reverse(0, 1)], ids=repr)
+def test_an_action_after_the_last_reversal_says_the_schedule_has_ended(extra):
+    with pytest.raises(ScheduleError, match=r"every step is already reversed: the schedule must end here"):
+        revseq.simulate([Store(0), Advance(0, 2, keep=True), Reverse(0, 3), extra], 3)
+
+
+def test_a_python_number_x0_with_a_step_on_python_floats_gets_the_fix():
+    import math
+
+    with pytest.raises(StepError, match=r"use numpy functions in f \(np.sin rather than math.sin\)"):
+        revseq.backprop(Recurrence(math.sin, math.cos), 0.5, 5)
