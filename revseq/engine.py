@@ -383,6 +383,19 @@ class _Run:
                 watched.clear()  # the watch is over: hold no state for it
         return y
 
+    def _ask(self, until: Callable[[int, Any], Any], t: int, x: Any) -> Any:
+        """``until(t, x)``; while f is watched, until is too: it must not write into the state it is shown."""
+        if not self.probes or self.copies:
+            return until(t, x)
+        prints = _checks.fingerprint(x)
+        answer = until(t, x)
+        if not _checks.matches(prints):
+            raise ParameterError(
+                f"until modified x_{t} in place during the call until({t}, x_{t}): the state is the run's, "
+                f"and changing it would change every later state and the gradient; compute from it, do not write"
+            )
+        return answer
+
     def _kept(self, x: Any) -> Any:
         """``x`` to hold across later calls of f: a copy where steps may write in place (every store copies).
 
@@ -540,7 +553,7 @@ class _Run:
                         x = step(x, s)
                         self.calls += 1
                     t = s + 1
-                    if t >= max_steps or (until is not None and _stops(until(t, x), t)):
+                    if t >= max_steps or (until is not None and _stops(self._ask(until, t, x), t)):
                         tracker.truncate(t)
                         self.x, self.live = x, t
                         return

@@ -758,3 +758,12 @@ def test_a_python_number_x0_with_a_step_on_python_floats_gets_the_fix():
 
     with pytest.raises(StepError, match=r"use numpy functions in f \(np.sin rather than math.sin\)"):
         revseq.backprop(Recurrence(math.sin, math.cos), 0.5, 5)
+
+
+def test_until_writing_into_the_state_is_named():
+    def until(t, x):
+        x *= 0.5
+        return t == 5
+
+    with pytest.raises(ParameterError, match=r"^until modified x_1 in place during the call until\(1, x_1\)"):
+        revseq.backprop(SIN, np.ones(3), None, revseq.OnlineCheckpointing(checkpoints=3), until=until)
