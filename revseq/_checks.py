@@ -21,7 +21,6 @@ from revseq import _tree
 from revseq.errors import StepError
 
 __all__ = [
-    "changed",
     "check_like",
     "check_scalar",
     "fingerprint",
@@ -129,19 +128,6 @@ def _bits(a: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
 
 
-def changed(before: Any, after: Any) -> bool:
-    """Whether any numpy leaf differs bit for bit (NaNs included) between two trees of the same structure."""
-    for a, b in zip(_tree.leaves(before), _tree.leaves(after), strict=True):
-        if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-            if a.shape != b.shape or a.dtype != b.dtype:
-                return True
-            if a.dtype.hasobject:
-                continue  # no bits to compare; the store refuses or references such states anyway
-            if not np.array_equal(_bits(a), _bits(b)):
-                return True
-    return False
-
-
 _COPY_LIMIT = 1 << 20
 """Leaves up to 1 MiB are fingerprinted by a copy (exact); larger ones by a CRC-32 of their bytes
 (about 2 GB/s, and no memory), so that watching a large state costs no state-sized copy."""
@@ -162,8 +148,13 @@ def fingerprint(tree: Any) -> list[tuple[Any, Any]]:
 
 
 def _same(leaf: np.ndarray[Any, Any], print_: Any) -> bool:
+    """Whether ``leaf`` holds what ``print_`` (a copy of it, or a CRC-32 of its bytes) recorded, bit for bit."""
     if isinstance(print_, np.ndarray):
-        return not changed(print_, leaf)
+        return (
+            leaf.shape == print_.shape
+            and leaf.dtype == print_.dtype
+            and bool(np.array_equal(_bits(leaf), _bits(print_)))  # bits: NaNs compare equal to themselves
+        )
     return bool(zlib.crc32(_bits(leaf).data) == print_)
 
 

@@ -252,7 +252,7 @@ class _Run:
         )
         self.claims: list[StoreProtocol] = []  # the stores this run has claimed, released when it ends
         # How many calls of f are still watched (see _watched_call); then f runs unwatched in tight loops.
-        self.probes = 1 if self.copies else _WATCHED_CALLS
+        self.probes = _WATCHED_CALLS
         self.watched: list[tuple[list[Any], int]] = []  # (fingerprint, t) of each state seen so far, held weakly
         self.calls = 0
         self.peak = self.peak_bytes = self.peak_disk = 0
@@ -326,16 +326,19 @@ class _Run:
     def _watched_call(self, x: Any, t: int) -> Any:
         """One of the first calls of f, checked: f must return a state like its input, and write into no state.
 
-        Unless every store copies, f gets a private copy of ``x`` (it is the
-        caller's x0 or a checkpoint's referent), and each state seen so far
-        (inputs and outputs of these calls) is compared with its fingerprint
-        after the call: a step that writes into its argument is caught on the
-        first call, one that writes into the array it returned last time (one
+        ``params`` must stay as they are, whatever the store: recomputed steps
+        would see other parameters than the first sweep. Unless every store
+        copies, f also gets a private copy of ``x`` (it is the caller's x0 or
+        a checkpoint's referent), and each state seen so far (inputs and
+        outputs of these calls) is compared with its fingerprint after the
+        call: a step that writes into its argument is caught on the first
+        call, one that writes into the array it returned last time (one
         output buffer reused) on the second, one cycling through k <= 3
         buffers on call k + 1, before anything it wrote is used.
         """
         self.probes -= 1
         first = not self.calls
+        params_prints = _checks.fingerprint(self.params)
         if self.copies:
             y = self.step(x, t)
         else:
@@ -346,7 +349,6 @@ class _Run:
                 prints = _checks.fingerprint(x)
                 watched.append((prints, t))
             probe = _checks.private_copy(x)
-            params_prints = _checks.fingerprint(self.params)
             y = self.step(probe, t)
         self.calls += 1
         if first:
@@ -363,15 +365,15 @@ class _Run:
                         else ""
                     )
                 )
+        if not _checks.matches(params_prints):
+            raise StepError(
+                f"f modified params in place during the call f(x_{t}): recomputed steps would see other "
+                f"parameters than the first sweep did, and the gradient would be wrong; params must stay "
+                f"constant for the whole run"
+            )
         if not self.copies:
             if not _checks.holds(probe, prints):
                 raise _steps_in_place(t, t, argument=True)
-            if not _checks.matches(params_prints):
-                raise StepError(
-                    f"f modified params in place during the call f(x_{t}): recomputed steps would see other "
-                    f"parameters than the first sweep did, and the gradient would be wrong; params must stay "
-                    f"constant for the whole run"
-                )
             for state_prints, s in watched:
                 if not _checks.matches(state_prints):
                     raise _steps_in_place(t, s, argument=False)
@@ -384,8 +386,11 @@ class _Run:
         return y
 
     def _ask(self, until: Callable[[int, Any], Any], t: int, x: Any) -> Any:
-        """``until(t, x)``; while f is watched, until is too: it must not write into the state it is shown."""
-        if not self.probes or self.copies:
+        """``until(t, x)``; while f is watched, until is too: it must not write into the state it is shown.
+
+        Whatever the store: a state changed by until would differ from the same state recomputed later.
+        """
+        if not self.probes:
             return until(t, x)
         prints = _checks.fingerprint(x)
         answer = until(t, x)
