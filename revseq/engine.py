@@ -730,14 +730,12 @@ def _raised_in_revseq(exc: BaseException) -> bool:
     """Whether ``exc`` was raised by revseq's own arithmetic on the adjoints: its last frame is in the
     package, and it did not come out of the schedule's run (the step, a store, a strategy: not ours to name).
     """
-    tb = exc.__traceback__
-    if tb is None:
-        return False
-    while tb.tb_next is not None:
+    tb, last = exc.__traceback__, None
+    while tb is not None:  # every frame, the last included: an error raised in execute() itself is not ours to name
         if tb.tb_frame.f_code in _RUN_CODE:
             return False
-        tb = tb.tb_next
-    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_PACKAGE)
+        tb, last = tb.tb_next, tb
+    return last is not None and os.path.abspath(last.tb_frame.f_code.co_filename).startswith(_PACKAGE)
 
 
 def _check_sum(total: Any, reference: Any, what: str, name: str) -> None:
