@@ -103,6 +103,7 @@ class Recurrence:
     writes into its argument, or into an array it returned before, is
     refused on one of its first calls with a :class:`~revseq.errors.StepError`,
     unless the store copies (``MemoryStore(copy=True)``, ``DiskStore``).
+    Writing into ``params`` is refused whatever the store.
     """
 
     f: Step = attrs.field(validator=_callable)
