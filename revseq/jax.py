@@ -1,9 +1,15 @@
-"""JAX adapter: a ``lax.scan`` whose backward pass follows a revseq schedule.
+"""JAX adapter: ``lax.scan`` and ``lax.while_loop`` whose reverse pass follows a revseq schedule, compiled.
 
 :func:`scan` takes the arguments of :func:`jax.lax.scan` and computes the
-same values; under :func:`jax.grad` (or :func:`jax.vjp`) its forward pass
-keeps only the strategy's checkpoints, and its backward pass walks the states
-back, calling a jitted :func:`jax.vjp` of one step at each of them.
+same values; :func:`while_loop` those of :func:`jax.lax.while_loop`, plus a
+bound on the steps. Under :func:`jax.grad` their forward pass keeps only the
+strategy's checkpoints, in a fixed buffer of slots, and their reverse pass
+runs the schedule in one ``lax.while_loop``: each iteration asks the plan
+for the next micro-operation (advance, store, restore, reverse a step) and
+performs it under ``lax.switch``. Everything is traceable: ``jax.jit``,
+``jax.vmap``, ``jax.grad`` of ``jax.jit`` and ``jax.jit`` of ``jax.grad``,
+nesting inside another scan. Program size and compile time do not depend on
+``n``.
 
 >>> import jax, jax.numpy as jnp, numpy as np, revseq
 >>> import revseq.jax as rj
@@ -11,24 +17,20 @@ back, calling a jitted :func:`jax.vjp` of one step at each of them.
 ...     h = jnp.tanh(0.9 * h + x)
 ...     return h, jnp.sum(h)                                  # the carry, a per-step output
 >>> xs = jnp.linspace(0.0, 1.0, 300).reshape(100, 3)
->>> tally = rj.Tally()
->>> def loss(h0):
-...     h, ys = rj.scan(step, h0, xs, strategy=revseq.BinomialCheckpointing(checkpoints=5), tally=tally)
-...     return jnp.sum(h) + jnp.sum(ys)
+>>> @jax.jit
+... def grad(h0):
+...     def loss(h0):
+...         h, ys = rj.scan(step, h0, xs, strategy=revseq.BinomialCheckpointing(checkpoints=5))
+...         return jnp.sum(h) + jnp.sum(ys)
+...     return jax.grad(loss)(h0)
 >>> def plain_loss(h0):
 ...     h, ys = jax.lax.scan(step, h0, xs)
 ...     return jnp.sum(h) + jnp.sum(ys)
->>> bool(np.allclose(jax.grad(loss)(jnp.ones(3)), jax.grad(plain_loss)(jnp.ones(3))))
+>>> bool(np.allclose(grad(jnp.ones(3)), jax.grad(plain_loss)(jnp.ones(3))))
 True
->>> tally.forward_steps, tally.vjp_steps                  # the strategy's cost(100), then one vjp per step
-(317, 100)
 
-What is traceable: the forward value, anywhere (under :func:`jax.jit`,
-:func:`jax.vmap`, without differentiation, :func:`scan` is ``lax.scan``).
-What is not: the backward pass, which runs the schedule in Python. So
-differentiate outside ``jit`` (``jax.grad(loss)``, with ``loss`` calling
-:func:`scan`, not ``jax.jit(jax.grad(loss))``); each step is jitted
-already. Doing otherwise raises an error saying so. See docs/autodiff.md.
+See docs/autodiff.md for the strategies on device, the counts, the memory
+and what was measured.
 """
 
 from __future__ import annotations
@@ -48,175 +50,297 @@ import attrs
 import jax.numpy as jnp
 import numpy as np
 
-from revseq import _limits
+from revseq import _jaxplan, _microcode
 from revseq._adapter import Tally, strategy_or_default
+from revseq._microcode import DONE, FORWARD, RESTORE, REVERSE
 from revseq._validate import check_int
-from revseq.engine import Stats, Walk, walk
 from revseq.errors import ParameterError
-from revseq.recurrence import Recurrence
 from revseq.strategies.base import ReversalStrategy
+from revseq.strategies.basic import Recompute, StoreAll
+from revseq.strategies.binomial import BinomialCheckpointing
+from revseq.strategies.halving import RecursiveHalving
+from revseq.strategies.online import OnlineCheckpointing
+from revseq.strategies.sqrt import SqrtCheckpointing
 
-__all__ = ["Tally", "scan"]
+__all__ = ["Tally", "plan", "scan", "while_loop"]
+
+_i32 = jnp.int32
+_tree = jax.tree_util
+
+
+# ---------------------------------------------------------------- plans
+
+
+def _state_nbytes(init: Any) -> int:
+    return sum(int(np.prod(np.shape(leaf))) * jnp.result_type(leaf).itemsize for leaf in _tree.tree_leaves(init))
+
+
+def plan(strategy: ReversalStrategy | None, n: int, state_nbytes: int = 0) -> _jaxplan.Stack | _jaxplan.Program:
+    """The on-device plan :func:`scan` runs for ``strategy`` over ``n`` steps.
+
+    The built-in offline strategies (:class:`~revseq.StoreAll`,
+    :class:`~revseq.Recompute`, :class:`~revseq.BinomialCheckpointing`,
+    :class:`~revseq.RecursiveHalving`, :class:`~revseq.SqrtCheckpointing`)
+    get a :class:`~revseq._jaxplan.Stack`: the next action is computed on
+    device from O(c) integers (plus, for Revolve, about ``sqrt(2 n) + 4 c``
+    binomial coefficients). Any other strategy's checked schedule is
+    compiled to a :class:`~revseq._jaxplan.Program` of int32 rows (12 bytes
+    per action, per state kept and per step reversed). ``state_nbytes``
+    sizes a ``max_bytes=`` budget.
+    """
+    strategy = strategy_or_default(strategy).sized(state_nbytes)
+    kind = type(strategy)
+    if kind is StoreAll:
+        return _jaxplan.Stack(_jaxplan.binomial_rule(n, n), n - 1, n)
+    if kind is Recompute:
+        return _jaxplan.Stack(_jaxplan.binomial_rule(n, 1), 1, 1)
+    if kind is BinomialCheckpointing:
+        c = strategy.budget(n)  # type: ignore[attr-defined]
+        return _jaxplan.Stack(_jaxplan.binomial_rule(n, c), min(c, n - 1), c)
+    if kind is RecursiveHalving:
+        return _jaxplan.Stack(_jaxplan.halving_rule(), strategy.bounds(n).checkpoints or 0, 0)
+    if kind is SqrtCheckpointing:
+        k = strategy._interval(n)  # type: ignore[attr-defined]
+        return _jaxplan.Stack(_jaxplan.interval_rule(k), strategy.bounds(n).checkpoints or 0, 0)
+    rows, slots = _microcode.program(strategy.schedule(n), n, repr(strategy))
+    return _jaxplan.Program(rows, slots)
+
+
+# ---------------------------------------------------------------- trees and cotangents
+
+
+def _at(tree: Any, t: Any) -> Any:
+    return _tree.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, t, keepdims=False), tree)
+
+
+def _put(tree: Any, t: Any, value: Any) -> Any:
+    return _tree.tree_map(lambda a, v: jax.lax.dynamic_update_index_in_dim(a, v.astype(a.dtype), t, 0), tree, value)
+
+
+def _slots(example: Any, size: int) -> Any:
+    return _tree.tree_map(lambda a: jnp.zeros((size, *jnp.shape(a)), jnp.result_type(a)), example)
+
+
+def _inexact(leaf: Any) -> bool:
+    return bool(jnp.issubdtype(jnp.result_type(leaf), jnp.inexact))
+
+
+def _float0(leaf: Any, lead: tuple[int, ...] = ()) -> Any:
+    return np.zeros((*lead, *np.shape(leaf)), dtype=jax.dtypes.float0)
+
+
+class _Grads:
+    """The cotangents a loop carries for one pytree: zeros for its inexact leaves, float0 for the others."""
+
+    def __init__(self, example: Any) -> None:
+        self.leaves, self.treedef = _tree.tree_flatten(example)
+        self.mask = [_inexact(leaf) for leaf in self.leaves]
+
+    def zeros(self, lead: tuple[int, ...] = ()) -> list[Any]:
+        return [
+            jnp.zeros((*lead, *jnp.shape(a)), jnp.result_type(a))
+            for a, m in zip(self.leaves, self.mask, strict=True)
+            if m
+        ]
+
+    def full(self, carried: list[Any], lead: tuple[int, ...] = ()) -> Any:
+        """The pytree of cotangents from the carried inexact ones, float0 elsewhere."""
+        it = iter(carried)
+        return self.treedef.unflatten(
+            [next(it) if m else _float0(a, lead) for a, m in zip(self.leaves, self.mask, strict=True)]
+        )
+
+    def pick(self, tree: Any) -> list[Any]:
+        return [leaf for leaf, m in zip(_tree.tree_leaves(tree), self.mask, strict=True) if m]
+
+
+# ---------------------------------------------------------------- the executor
 
 
 @attrs.frozen(eq=False)
-class _Spec:
+class _Loop:
+    """One compiled run: ``step(carry, t) -> (carry, y)`` over ``n`` steps under ``plan``."""
+
+    step: Callable[[Any, Any], tuple[Any, Any]]
+    n: int
+    plan: Any
+    record: bool  # the forward sweep records the outputs y_t
+
+    def forward(self, x0: Any, ys: Any) -> tuple[Any, ...]:
+        """The first sweep: from x_0 until the schedule turns back at x_{n-1}; returns the residual state."""
+        plan, n = self.plan, self.n
+        buffer = _slots(x0, plan.capacity)
+        st = plan.init(n)
+        op, slot, pos, st = plan.next(st, jnp.asarray(0, _i32))
+
+        def advance(carry: tuple[Any, ...]) -> tuple[Any, ...]:
+            x, live, top, buffer, st, op, slot, pos, ys, count = carry
+            x, buffer, ys, count = jax.lax.switch(
+                jnp.clip(op, 0, 2),
+                [self._forward, self._store, self._restore_rec],
+                x,
+                live,
+                buffer,
+                slot,
+                pos,
+                ys,
+                count,
+            )
+            live = jnp.where(op == FORWARD, live + 1, jnp.where(op == RESTORE, pos, live))
+            op, slot, pos, st = plan.next(st, live)
+            return x, live, jnp.maximum(top, live), buffer, st, op, slot, pos, ys, count
+
+        def going(carry: tuple[Any, ...]) -> Any:
+            op, top = carry[5], carry[2]
+            return ~((top == n - 1) & ((op == REVERSE) | (op == RESTORE) | (op == DONE)))
+
+        zero = jnp.asarray(0, _i32)
+        carry = (x0, zero, zero, buffer, st, op, slot, pos, ys, zero)
+        return jax.lax.while_loop(going, advance, carry)  # type: ignore[no-any-return]
+
+    def _forward(self, x: Any, live: Any, buffer: Any, slot: Any, pos: Any, ys: Any, count: Any) -> tuple[Any, ...]:
+        new, y = self.step(x, live)
+        if self.record:
+            ys = _put(ys, live, y)
+        index = jnp.maximum(slot, 0)
+        kept = _tree.tree_map(lambda a, b: jnp.where(slot >= 0, a.astype(b.dtype), b), new, _at(buffer, index))
+        return new, _put(buffer, index, kept), ys, count + 1
+
+    def _store(self, x: Any, live: Any, buffer: Any, slot: Any, pos: Any, ys: Any, count: Any) -> tuple[Any, ...]:
+        return x, _put(buffer, slot, x), ys, count
+
+    def _restore_rec(self, x: Any, live: Any, buffer: Any, slot: Any, pos: Any, ys: Any, count: Any) -> tuple[Any, ...]:
+        return _tree.tree_map(lambda a, b: b.astype(a.dtype), x, _at(buffer, slot)), buffer, ys, count
+
+    def backward(
+        self, state: tuple[Any, ...], grads: Any, reverse: Callable[[Any, Any, Any], Any]
+    ) -> tuple[Any, Any, Any]:
+        """Runs the schedule to its end from ``state``; ``reverse(x, t, grads) -> grads`` reverses step t."""
+        plan = self.plan
+        x, live, buffer, st, op, slot, pos = state
+
+        def act(carry: tuple[Any, ...]) -> tuple[Any, ...]:
+            x, live, buffer, st, op, slot, pos, grads, count, vjps = carry
+
+            def forward(x: Any, buffer: Any, grads: Any) -> tuple[Any, ...]:
+                x, buffer, _, _ = self._forward(x, live, buffer, slot, pos, None, count)
+                return x, buffer, grads
+
+            def store(x: Any, buffer: Any, grads: Any) -> tuple[Any, ...]:
+                return x, _put(buffer, slot, x), grads
+
+            def restore(x: Any, buffer: Any, grads: Any) -> tuple[Any, ...]:
+                return _tree.tree_map(lambda a, b: b.astype(a.dtype), x, _at(buffer, slot)), buffer, grads
+
+            def back(x: Any, buffer: Any, grads: Any) -> tuple[Any, ...]:
+                return x, buffer, reverse(x, live, grads)
+
+            x, buffer, grads = jax.lax.switch(jnp.clip(op, 0, 3), [forward, store, restore, back], x, buffer, grads)
+            count = count + (op == FORWARD).astype(_i32)
+            vjps = vjps + (op == REVERSE).astype(_i32)
+            live = jnp.where(op == FORWARD, live + 1, jnp.where(op == RESTORE, pos, live))
+            op, slot, pos, st = plan.next(st, live)
+            return x, live, buffer, st, op, slot, pos, grads, count, vjps
+
+        zero = jnp.asarray(0, _i32)
+        carry = (x, live, buffer, st, op, slot, pos, grads, zero, zero)
+        out = jax.lax.while_loop(lambda c: c[4] != DONE, act, carry)
+        return out[7], out[8], out[9]
+
+
+def _tell(tally: Tally | None, forward: Any, vjps: Any) -> None:
+    """Adds counts to ``tally`` from compiled code: one host callback per pass, none per step."""
+    if tally is None:
+        return
+
+    def add(forward: Any, vjps: Any) -> None:
+        tally.forward_steps += int(np.sum(forward))
+        tally.vjp_steps += int(np.sum(vjps))
+
+    jax.debug.callback(add, forward, vjps)
+
+
+# ---------------------------------------------------------------- scan
+
+
+@attrs.frozen(eq=False)
+class _ScanSpec:
     """The non-array arguments of one :func:`scan` (custom_vjp's nondiff argument)."""
 
     fn: Callable[..., Any]  # closure-converted step: (carry, x, *consts) -> (carry, y)
     n: int
     strategy: ReversalStrategy
+    reverse: bool
     tally: Tally | None
 
-    def count(self, forward: int = 0, vjp: int = 0, stats: Stats | None = None) -> None:
-        if self.tally is not None:
-            self.tally.forward_steps += forward
-            self.tally.vjp_steps += vjp
-            if stats is not None:
-                self.tally.stats = stats
+    def index(self, t: Any) -> Any:
+        return self.n - 1 - t if self.reverse else t
+
+    def plan(self, init: Any) -> Any:
+        return plan(self.strategy, self.n, _state_nbytes(init))
 
 
-class _Opaque:
-    """A Python object travelling as a custom_vjp residual: a pytree node with no leaves.
+def _scan_loop(spec: _ScanSpec, init: Any, xs: Any, consts: Any, record: bool) -> _Loop:
+    treedef = _tree.tree_structure(init)
 
-    The paused walk rides in its aux data, so its lifetime is the residuals':
-    it is freed (and its checkpoints with it) when the VJP function is.
-    """
+    def step(x: Any, t: Any) -> tuple[Any, Any]:
+        carry, y = spec.fn(treedef.unflatten(x), None if xs is None else _at(xs, spec.index(t)), *consts)
+        return _tree.tree_leaves(carry), y
 
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-jax.tree_util.register_pytree_node(_Opaque, lambda o: ((), o.value), lambda value, _: _Opaque(value))
-
-
-class _Paused:
-    def __init__(self, pairs: Walk, counted: int) -> None:
-        self.pairs: Walk | None = pairs
-        self.counted = counted
-
-
-def _at(xs: Any, t: Any) -> Any:
-    return jax.tree_util.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, t, keepdims=False), xs)
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled(fn: Callable[..., Any], treedef: Any) -> tuple[Any, Any]:
-    """The jitted step and its VJP for ``fn`` (the carry travels as its flat leaves).
-
-    Cached per closure-converted step, which JAX itself caches per step
-    function, shapes and dtypes: a step defined once compiles once (per n,
-    since ``xs`` is an argument and indexed inside). One function serves the
-    first sweep and the recomputations alike; the latter discard ``y``.
-    """
-
-    def forward(leaves: Any, xs: Any, t: Any, consts: Any) -> Any:
-        carry, y = fn(jax.tree_util.tree_unflatten(treedef, leaves), _at(xs, t), *consts)
-        return jax.tree_util.tree_leaves(carry), y
-
-    def adjoint(leaves: Any, xs: Any, t: Any, consts: Any, g_carry: Any, g_ys: Any) -> Any:
-        carry = jax.tree_util.tree_unflatten(treedef, leaves)
-        _, pullback = jax.vjp(lambda c, x_t, k: fn(c, x_t, *k), carry, _at(xs, t), consts)
-        g_c, g_x, g_k = pullback((jax.tree_util.tree_unflatten(treedef, g_carry), _at(g_ys, t)))
-        return jax.tree_util.tree_leaves(g_c), g_x, g_k
-
-    return jax.jit(forward), jax.jit(adjoint)
-
-
-def _is_traced(tree: Any) -> bool:
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
-
-
-def _primal(spec: _Spec, init: Any, xs: Any, consts: Any) -> Any:
-    return jax.lax.scan(lambda c, x: spec.fn(c, x, *consts), init, xs, length=spec.n)
+    return _Loop(step=step, n=spec.n, plan=spec.plan(init), record=record)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _scan(spec: _Spec, init: Any, xs: Any, consts: Any) -> Any:
-    return _primal(spec, init, xs, consts)
+def _scan(spec: _ScanSpec, init: Any, xs: Any, consts: Any) -> Any:
+    return jax.lax.scan(lambda c, x: spec.fn(c, x, *consts), init, xs, length=spec.n, reverse=spec.reverse)
 
 
-def _scan_fwd(spec: _Spec, init: Any, xs: Any, consts: Any) -> Any:
-    if _is_traced((init, xs, consts)):
-        raise TypeError(
-            "revseq.jax.scan cannot be differentiated under a JAX transformation (jax.jit, jax.vmap, ...): "
-            "its backward pass runs a revseq schedule in Python. Take the gradient outside: "
-            "jax.grad(loss), not jax.jit(jax.grad(loss)) (each step is jitted already); "
-            "under jit, scan's forward value works"
-        )
-    leaves, treedef = jax.tree_util.tree_flatten(init)
-    forward, _ = _compiled(spec.fn, treedef)
-    # One slot per step for the outputs: refused at once where even the slots cannot fit (n = 10**12).
-    _limits.check_fits("length", spec.n * _limits.LIST_SLOT_BYTES, f"recording the {spec.n} outputs ys")
-    ys: list[Any] = [None] * spec.n
-    recording = [True]
-
-    def step(state: tuple[Any, ...], t: int) -> tuple[Any, ...]:
-        new, y = forward(state, xs, t, consts)
-        if recording[0] and ys[t] is None:  # the first sweep passes each step once, before x_n
-            ys[t] = y
-        return tuple(new)
-
-    pairs = walk(Recurrence(step, indexed=True), tuple(leaves), spec.n, spec.strategy)
-    _, final = next(pairs)
-    recording[0] = False
-    stats = pairs.stats
-    spec.count(forward=stats.forward_steps, stats=stats)
-    stacked = jax.tree_util.tree_map(lambda *column: jnp.stack(column), *ys)
-    ys.clear()
-    carry = jax.tree_util.tree_unflatten(treedef, list(final))
-    return (carry, stacked), (_Opaque(_Paused(pairs, stats.forward_steps)), init, xs, consts)
+def _scan_fwd(spec: _ScanSpec, init: Any, xs: Any, consts: Any) -> Any:
+    leaves, treedef = _tree.tree_flatten(init)
+    x_example = None if xs is None else _at(xs, 0)
+    _, y_shape = jax.eval_shape(lambda c, x, k: spec.fn(c, x, *k), init, x_example, consts)
+    ys = _tree.tree_map(lambda s: jnp.zeros((spec.n, *s.shape), s.dtype), y_shape)
+    loop = _scan_loop(spec, init, xs, consts, record=True)
+    x, live, _, buffer, st, op, slot, pos, ys, count = loop.forward(leaves, ys)
+    final, y = loop.step(x, live)  # x_n from x_{n-1}: the output, computed once
+    ys = _put(ys, spec.index(live), y)
+    _tell(spec.tally, count + 1, 0)
+    carry = treedef.unflatten(final)
+    return (carry, ys), ((x, live, buffer, st, op, slot, pos), init, xs, consts)
 
 
-def _zeros_like(x: Any) -> Any:
-    # The cotangent of an integer or boolean array has JAX's float0 dtype.
-    if jnp.issubdtype(jnp.result_type(x), jnp.inexact):
-        return jnp.zeros_like(x)
-    return np.zeros(np.shape(x), dtype=jax.dtypes.float0)
-
-
-def _scan_bwd(spec: _Spec, residuals: Any, cotangents: Any) -> Any:
-    opaque, init, xs, consts = residuals
+def _scan_bwd(spec: _ScanSpec, residuals: Any, cotangents: Any) -> Any:
+    state, init, xs, consts = residuals
     g_carry, g_ys = cotangents
-    leaves, treedef = jax.tree_util.tree_flatten(init)
-    forward, adjoint = _compiled(spec.fn, treedef)
-    paused: _Paused = opaque.value
-    pairs, counted = paused.pairs, paused.counted
-    if pairs is None:
-        # The VJP is applied a second time: the first application consumed the
-        # walk, so replay it from init (the same cost again).
-        def step(state: tuple[Any, ...], t: int) -> tuple[Any, ...]:
-            return tuple(forward(state, xs, t, consts)[0])
+    loop = _scan_loop(spec, init, xs, consts, record=False)
+    carry_g, xs_g, consts_g = _Grads(init), _Grads(xs), _Grads(consts)
+    ys_g = _Grads(g_ys)
 
-        pairs = walk(Recurrence(step, indexed=True), tuple(leaves), spec.n, spec.strategy)
-        counted = 0
-    paused.pairs = None
-    g = jax.tree_util.tree_leaves(g_carry)
-    g_x: list[Any] = [None] * spec.n
-    g_consts = jax.tree_util.tree_map(_zeros_like, consts)
-    with pairs:
-        for t, state in pairs:
-            if t == spec.n:
-                continue
-            g, g_x[t], g_k = adjoint(list(state), xs, t, consts, g, g_ys)
-            g_consts = jax.tree_util.tree_map(_add, g_consts, g_k)
-            spec.count(vjp=1)
-        spec.count(forward=pairs.stats.forward_steps - counted, stats=pairs.stats)
-    g_init = jax.tree_util.tree_unflatten(treedef, g)
-    g_xs = jax.tree_util.tree_map(lambda *column: _stack(column), *g_x) if xs is not None else None
-    return g_init, g_xs, g_consts
+    def reverse(x: Any, t: Any, grads: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
+        g, g_xs, g_k = grads
+        i = spec.index(t)
+        x_t = None if xs is None else _at(xs, i)
+        _, pullback = jax.vjp(lambda c, x_in, k: spec.fn(c, x_in, *k), carry_g.treedef.unflatten(x), x_t, consts)
+        y_bar = ys_g.full([jax.lax.dynamic_index_in_dim(a, i, keepdims=False) for a in ys_g.pick(g_ys)])
+        g_c, g_x, g_kt = pullback((carry_g.full(g), y_bar))
+        if xs is not None:
+            g_xs = [
+                jax.lax.dynamic_update_index_in_dim(a, b.astype(a.dtype), i, 0)
+                for a, b in zip(g_xs, xs_g.pick(g_x), strict=True)
+            ]
+        g_k = [a + b.astype(a.dtype) for a, b in zip(g_k, consts_g.pick(g_kt), strict=True)]
+        return carry_g.pick(g_c), g_xs, g_k
 
-
-def _add(a: Any, b: Any) -> Any:
-    return a if getattr(b, "dtype", None) == jax.dtypes.float0 else a + b
-
-
-def _stack(column: tuple[Any, ...]) -> Any:
-    if getattr(column[0], "dtype", None) == jax.dtypes.float0:
-        return np.zeros((len(column), *np.shape(column[0])), dtype=jax.dtypes.float0)
-    return jnp.stack(column)
+    grads = (
+        carry_g.pick(g_carry),
+        xs_g.zeros() if xs is None else [jnp.zeros_like(a) for a in xs_g.pick(xs)],
+        consts_g.zeros(),
+    )
+    (g, g_xs, g_k), count, vjps = loop.backward(state, grads, reverse)
+    _tell(spec.tally, count, vjps)
+    g_init = carry_g.full(g)
+    g_xs_tree = None if xs is None else xs_g.full(g_xs)
+    return g_init, g_xs_tree, consts_g.full(g_k)
 
 
 _scan.defvjp(_scan_fwd, _scan_bwd)
@@ -227,48 +351,58 @@ def scan(
     init: Any,
     xs: Any = None,
     length: int | None = None,
+    reverse: bool = False,
     *,
     strategy: ReversalStrategy | None = None,
     tally: Tally | None = None,
 ) -> tuple[Any, Any]:
-    """``jax.lax.scan(f, init, xs, length)``, differentiated under a revseq schedule.
+    """``jax.lax.scan(f, init, xs, length, reverse)``, differentiated under a revseq schedule, compiled.
 
-    Returns ``(carry, ys)`` as :func:`jax.lax.scan` does. Under
-    :func:`jax.grad` / :func:`jax.vjp` the forward pass runs ``f`` step by
-    step (jitted) through the engine, keeping only ``strategy``'s
-    checkpoints, and the backward pass applies a jitted :func:`jax.vjp` of
-    ``f`` at each state, last first. Gradients reach ``init``, ``xs`` and
-    every array ``f`` closes over (hoisted by :func:`jax.closure_convert`),
-    as with ``lax.scan``.
+    Returns ``(carry, ys)`` as :func:`jax.lax.scan` does; without
+    differentiation it *is* ``lax.scan``. Under :func:`jax.grad` (or
+    :func:`jax.vjp`) the forward pass runs ``f`` in a ``lax.while_loop``
+    that keeps only ``strategy``'s checkpoints, in a buffer of as many slots
+    as the strategy's bound, and records ``ys``; the backward pass runs the
+    rest of the schedule in a second ``lax.while_loop``, applying
+    :func:`jax.vjp` of ``f`` at each state, last first. Gradients reach
+    ``init``, ``xs`` and every array ``f`` closes over (hoisted by
+    :func:`jax.closure_convert`), as with ``lax.scan``. Works under
+    ``jax.jit``, ``jax.vmap`` and inside other scans.
 
     Parameters
     ----------
     f:
         ``f(carry, x) -> (carry, y)``, a pure function (``x`` is None without
-        ``xs``); the carry keeps its structure, shapes and dtypes. Define it
-        once and reuse it: its jitted steps are cached per function.
+        ``xs``); the carry keeps its structure, shapes and dtypes.
     init:
         The initial carry: any pytree of arrays.
     xs:
         Per-step inputs, a pytree of arrays with leading dimension ``n``.
     length:
         ``n``, required without ``xs``.
+    reverse:
+        Scan from the last ``x`` to the first, as ``lax.scan(reverse=True)``.
     strategy:
         A :class:`revseq.ReversalStrategy`; default :data:`revseq.DEFAULT_STRATEGY`.
+        Built-in offline strategies plan on device; any other is compiled to
+        a table (:func:`plan`). A strategy storing on disk is refused.
     tally:
-        A :class:`Tally` to count the step's evaluations into.
+        A :class:`Tally` the counts are added to after each pass (by one host
+        callback per pass, not per step): ``forward_steps``, the schedule's
+        calls of ``f``, equal to ``strategy.cost(n).forward_steps`` for a
+        forward and a backward pass; ``vjp_steps``, one per step.
 
     Notes
     -----
-    Not traceable when differentiated: ``jax.grad`` must not be under
-    ``jax.jit`` or ``jax.vmap`` (a clear ``TypeError`` says so). The
-    stacked outputs ``ys`` are returned whole, so they cost ``n`` times one
-    output whatever the strategy; keep them small or return None.
-    Applying the VJP twice replays the schedule from ``init``.
+    Each reversed step runs ``f`` once more inside its :func:`jax.vjp`: ``f``
+    is called ``cost(n).forward_steps + n`` times per gradient. The stacked
+    outputs ``ys`` cost ``n`` outputs whatever the strategy; keep them small
+    or return None. Forward-mode (``jax.jvp``) is not supported: the
+    reverse pass is a ``jax.custom_vjp``.
     """
     if not callable(f):
         raise ParameterError(f"f must be callable, got {f!r} ({type(f).__name__})")
-    xs_leaves = jax.tree_util.tree_leaves(xs)
+    xs_leaves = _tree.tree_leaves(xs)
     if xs_leaves:
         lengths = {int(np.shape(leaf)[0]) if np.ndim(leaf) else 0 for leaf in xs_leaves}
         if len(lengths) != 1 or 0 in lengths:
@@ -284,10 +418,157 @@ def scan(
             raise ParameterError("length must be given when there are no xs: scan(f, init, length=n)")
         n = check_int("length", length, 1)
         xs = None
+    _microcode.check_steps("length", n)
     if tally is not None and not isinstance(tally, Tally):
         raise ParameterError(f"tally must be a revseq.jax.Tally, got {tally!r}")
-    init = jax.tree_util.tree_map(jnp.asarray, init)
-    x_example = None if xs is None else jax.tree_util.tree_map(lambda a: a[0], xs)
+    if not isinstance(reverse, bool):
+        raise ParameterError(f"reverse must be a bool, got {reverse!r}")
+    init = _tree.tree_map(jnp.asarray, init)
+    x_example = None if xs is None else _tree.tree_map(lambda a: a[0], xs)
     fn, consts = jax.closure_convert(f, init, x_example)
-    spec = _Spec(fn=fn, n=n, strategy=strategy_or_default(strategy), tally=tally)
+    spec = _ScanSpec(fn=fn, n=n, strategy=strategy_or_default(strategy), reverse=reverse, tally=tally)
     return _scan(spec, init, xs, tuple(consts))  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------- while_loop
+
+
+@attrs.frozen(eq=False)
+class _WhileSpec:
+    cond: Callable[..., Any]  # closure-converted: (carry, *cond_consts) -> bool
+    body: Callable[..., Any]  # closure-converted: (carry, *body_consts) -> carry
+    max_steps: int
+    checkpoints: int
+    tally: Tally | None
+
+    @functools.cached_property
+    def placements(self) -> tuple[np.ndarray, np.ndarray]:
+        return _microcode.online_placements(self.checkpoints, self.max_steps)
+
+    @functools.cached_property
+    def stack(self) -> _jaxplan.Stack:
+        c = self.checkpoints
+        return _jaxplan.Stack(_jaxplan.binomial_rule(self.max_steps, c), min(c, self.max_steps), c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _while(spec: _WhileSpec, init: Any, body_consts: Any, cond_consts: Any) -> Any:
+    def going(carry: tuple[Any, Any]) -> Any:
+        return (carry[1] < spec.max_steps) & spec.cond(carry[0], *cond_consts)
+
+    def advance(carry: tuple[Any, Any]) -> tuple[Any, Any]:
+        return spec.body(carry[0], *body_consts), carry[1] + 1
+
+    return jax.lax.while_loop(going, advance, (init, jnp.asarray(0, _i32)))[0]
+
+
+def _while_fwd(spec: _WhileSpec, init: Any, body_consts: Any, cond_consts: Any) -> Any:
+    steps, where = (jnp.asarray(a) for a in spec.placements)
+    size = spec.stack.capacity
+    leaves, treedef = _tree.tree_flatten(init)
+
+    def going(carry: tuple[Any, ...]) -> Any:
+        x, t = carry[0], carry[1]
+        return (t < spec.max_steps) & spec.cond(treedef.unflatten(x), *cond_consts)
+
+    def advance(carry: tuple[Any, ...]) -> tuple[Any, ...]:
+        x, t, buffer, positions, i = carry
+        place = steps[i] == t
+        slot = where[i]
+        kept = _tree.tree_map(lambda a, b: jnp.where(place, a, b), x, _at(buffer, slot))
+        buffer = _put(buffer, slot, kept)
+        positions = positions.at[slot].set(jnp.where(place, t, positions[slot]))
+        x = _tree.tree_leaves(spec.body(treedef.unflatten(x), *body_consts))
+        return x, t + 1, buffer, positions, i + place.astype(_i32)
+
+    carry = (leaves, jnp.asarray(0, _i32), _slots(leaves, size), jnp.full(size, -1, _i32), jnp.asarray(0, _i32))
+    x, n, buffer, positions, _ = jax.lax.while_loop(going, advance, carry)
+    _tell(spec.tally, n, 0)
+    return treedef.unflatten(x), (x, n, buffer, positions, init, body_consts, cond_consts)
+
+
+def _while_bwd(spec: _WhileSpec, residuals: Any, g_final: Any) -> Any:
+    x, n, buffer, positions, init, body_consts, cond_consts = residuals
+    treedef = _tree.tree_structure(init)
+    stack = spec.stack
+    carry_g, consts_g = _Grads(init), _Grads(body_consts)
+
+    def step(x: Any, t: Any) -> tuple[Any, Any]:
+        return _tree.tree_leaves(spec.body(treedef.unflatten(x), *body_consts)), None
+
+    def reverse(x: Any, t: Any, grads: tuple[Any, Any]) -> tuple[Any, Any]:
+        g, g_k = grads
+        _, pullback = jax.vjp(lambda c, k: spec.body(c, *k), treedef.unflatten(x), body_consts)
+        g_c, g_kt = pullback(carry_g.full(g))
+        return carry_g.pick(g_c), [a + b.astype(a.dtype) for a, b in zip(g_k, consts_g.pick(g_kt), strict=True)]
+
+    st = stack.init(n, positions)
+    op, slot, pos, st = stack.next(st, n)
+    loop = _Loop(step=step, n=spec.max_steps, plan=stack, record=False)
+    (g, g_k), count, vjps = loop.backward(
+        (x, n, buffer, st, op, slot, pos), (carry_g.pick(g_final), consts_g.zeros()), reverse
+    )
+    _tell(spec.tally, count, vjps)
+    cond_zero = _tree.tree_map(lambda a: _float0(a) if not _inexact(a) else jnp.zeros_like(a), cond_consts)
+    return carry_g.full(g), consts_g.full(g_k), cond_zero
+
+
+_while.defvjp(_while_fwd, _while_bwd)
+
+
+def while_loop(
+    cond_fun: Callable[[Any], Any],
+    body_fun: Callable[[Any], Any],
+    init_val: Any,
+    *,
+    max_steps: int,
+    checkpoints: int | None = None,
+    tally: Tally | None = None,
+) -> Any:
+    """``jax.lax.while_loop(cond_fun, body_fun, init_val)``, reverse-mode differentiable, compiled.
+
+    The number of steps ``n`` is known only when ``cond_fun`` turns false
+    (or at ``max_steps``, where the loop stops as equinox's does). Under
+    :func:`jax.grad` the forward pass stores states by
+    :class:`~revseq.OnlineCheckpointing`'s rule, never more than
+    ``checkpoints`` of them, and the reverse pass reverses each segment
+    between them with Revolve, on device: exactly ``T'(n, c)`` forward
+    steps (:func:`revseq.online_lower_bound`) for ``n <= (c + 1)(c + 2)/2 -
+    1``, the least any schedule that finds ``n`` by running can make, and
+    fewer than equinox's ``checkpointed_while_loop`` beyond (docs/online.md,
+    docs/autodiff.md). Gradients reach ``init_val`` and every array
+    ``body_fun`` closes over.
+
+    Parameters
+    ----------
+    cond_fun, body_fun:
+        As for :func:`jax.lax.while_loop`; ``body_fun`` keeps the carry's
+        structure, shapes and dtypes.
+    max_steps:
+        The most steps the loop may make (an int >= 1). The placements of
+        the checkpoints are computed on the host for runs up to this length
+        (8 bytes each: about one per 10 steps past the optimal range, for
+        ``c = 10``) and read on device.
+    checkpoints:
+        The budget ``c``; default :meth:`OnlineCheckpointing.for_max_steps`
+        (the fewest that keep every run up to ``max_steps`` optimal, about
+        ``sqrt(2 max_steps)``; equinox's default).
+    tally:
+        As for :func:`scan`.
+    """
+    if not callable(cond_fun):
+        raise ParameterError(f"cond_fun must be callable, got {cond_fun!r}")
+    if not callable(body_fun):
+        raise ParameterError(f"body_fun must be callable, got {body_fun!r}")
+    max_steps = check_int("max_steps", max_steps, 1)
+    _microcode.check_steps("max_steps", max_steps)
+    if checkpoints is None:
+        checkpoints = OnlineCheckpointing.for_max_steps(max_steps).budget()
+    checkpoints = check_int("checkpoints", checkpoints, 1)
+    if tally is not None and not isinstance(tally, Tally):
+        raise ParameterError(f"tally must be a revseq.jax.Tally, got {tally!r}")
+    init_val = _tree.tree_map(jnp.asarray, init_val)
+    body, body_consts = jax.closure_convert(body_fun, init_val)
+    cond, cond_consts = jax.closure_convert(cond_fun, init_val)
+    spec = _WhileSpec(cond=cond, body=body, max_steps=max_steps, checkpoints=checkpoints, tally=tally)
+    return _while(spec, init_val, tuple(body_consts), tuple(cond_consts))

@@ -1,0 +1,209 @@
+"""Schedules that run on device: the next micro-operation from a few integers (revseq.jax's planner half).
+
+A *plan* has ``init(n)``, its state (a pytree of int32 arrays), and
+``next(state, live)``: the next micro-operation ``(op, slot, step)`` (see
+revseq._microcode) and the new state, given the live step. It runs inside
+``lax.while_loop``, so everything here is traced jnp on scalars and O(c)
+arrays, with no host call and nothing of size ``n``.
+
+:class:`Stack` is the rule-driven plan of the built-in offline strategies.
+Their checkpoints form a stack, positions increasing upwards: the top is the
+base of the segment being reversed, ``cursor`` the step after its end, and
+``s = c - (depth of the top)`` the slots it may use. At that point a rule
+chooses how far to advance and what to keep:
+
+* KEEP: advance to ``cursor - 1`` storing every state passed (a store-all leaf);
+* SWEEP: advance to ``cursor - 1`` storing nothing (one slot: recompute);
+* SPLIT: advance by the rule's offset and store the state reached.
+
+Reversing step ``cursor - 1`` at the live state pops the top if it held that
+step; a live state elsewhere is replaced by the top's. With Revolve's split
+rule this is :func:`revseq.strategies.binomial.revolve` action for action
+(the tests compare them), and the same stack, filled by an online forward
+sweep, is OnlineCheckpointing's reversal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from revseq._microcode import ADVANCE, DONE, FORWARD, RESTORE, REVERSE, STORE, binomial_table
+
+KEEP, SWEEP, SPLIT = 0, 1, 2
+
+_i32 = jnp.int32
+
+Rule = Callable[[Any, Any], tuple[Any, Any]]  # (length, s) -> (offset, mode), traced
+
+
+def binomial_rule(n: int, c: int) -> Rule:
+    """Revolve's rule for ``c`` checkpoints on runs of ``<= n`` steps: store-all, sweeps, or its split."""
+    if c >= n - 1:  # every segment fits: never splits, no table
+        return lambda length, s: (length - 1, jnp.asarray(KEEP, _i32))
+    table = binomial_table(n, c)
+    search = int(np.max(table[2])).bit_length()  # binary-search iterations over the longest row
+
+    def b(row: Any, t: Any) -> Any:
+        values, offsets, lengths = (jnp.asarray(a) for a in table)
+        return values[offsets[row] + jnp.minimum(t, lengths[row] - 1)]
+
+    def repetitions(length: Any, s: Any) -> Any:  # the least t with C(s + t, s) >= length
+        def halve(_: int, bounds: tuple[Any, Any]) -> tuple[Any, Any]:
+            low, high = bounds
+            mid = (low + high) // 2
+            ok = b(s, mid) >= length
+            return jnp.where(ok, low, mid + 1), jnp.where(ok, mid, high)
+
+        low, _ = jax.lax.fori_loop(0, search, halve, (jnp.asarray(0, _i32), jnp.asarray(table[2])[s] - 1))
+        return low
+
+    def split(length: Any, s: Any) -> Any:
+        t = jnp.maximum(2, repetitions(length, s))
+        b_s_tm2, b_s_tm1 = b(s, t - 2), b(s, t - 1)
+        b_sm1_tm1, b_sm2_tm1 = b(s - 1, t - 1), b(s - 2, t - 1)
+        return jnp.where(
+            length <= b_s_tm1 + b_sm2_tm1,
+            b_s_tm2,
+            jnp.where(length < b_s_tm1 + b_sm1_tm1 + b_sm2_tm1, length - b_sm1_tm1 - b_sm2_tm1, b_s_tm1),
+        )
+
+    def rule(length: Any, s: Any) -> tuple[Any, Any]:
+        keep, sweep = s >= length - 1, s == 1
+        offset = jax.lax.cond(keep | sweep, lambda: length - 1, lambda: split(length, jnp.maximum(s, 2)))
+        return offset, jnp.where(keep, KEEP, jnp.where(sweep, SWEEP, SPLIT)).astype(_i32)
+
+    return rule
+
+
+def halving_rule() -> Rule:
+    """Recursive halving: store-all up to two steps, else store the midpoint."""
+    return lambda length, s: (
+        jnp.where(length <= 2, length - 1, length // 2),
+        jnp.where(length <= 2, KEEP, SPLIT).astype(_i32),
+    )
+
+
+def interval_rule(k: int) -> Rule:
+    """Sqrt checkpointing: a checkpoint every ``k`` steps, each segment reversed keeping its states."""
+    return lambda length, s: (
+        jnp.where(length <= k, length - 1, k).astype(_i32),
+        jnp.where(length <= k, KEEP, SPLIT).astype(_i32),
+    )
+
+
+class Stack:
+    """The stack machine (module docstring): ``capacity`` slots, ``budget`` = the ``c`` in ``s``."""
+
+    def __init__(self, rule: Rule, capacity: int, budget: int) -> None:
+        self.rule, self.capacity, self.budget = rule, max(capacity, 1), budget
+
+    def init(self, n: int | Any, positions: Any = None) -> dict[str, Any]:
+        """The state before the first action: nothing stored; or, given ``positions`` (slot -> step, -1
+        free, after an online sweep), those checkpoints stacked in step order and the live state at x_n."""
+        size = self.capacity
+        if positions is None:
+            order = jnp.arange(size, dtype=_i32)
+            return {
+                "slot": order,
+                "pos": jnp.full(size, -1, _i32),
+                "k": jnp.asarray(0, _i32),
+                "free": order[::-1],
+                "nfree": jnp.asarray(size, _i32),
+                "cursor": jnp.asarray(n, _i32),
+                "target": jnp.asarray(-1, _i32),
+                "mode": jnp.asarray(KEEP, _i32),
+            }
+        held = positions >= 0
+        order = jnp.argsort(jnp.where(held, positions, jnp.iinfo(np.int32).max)).astype(_i32)
+        k = jnp.sum(held).astype(_i32)
+        return {
+            "slot": order,
+            "pos": positions[order],
+            "k": k,
+            "free": order[::-1],  # its first capacity - k entries are the free slots
+            "nfree": size - k,
+            "cursor": jnp.asarray(n, _i32),
+            "target": jnp.asarray(-1, _i32),
+            "mode": jnp.asarray(KEEP, _i32),
+        }
+
+    def next(self, st: dict[str, Any], live: Any) -> tuple[Any, Any, Any, dict[str, Any]]:
+        k, cursor = st["k"], st["cursor"]
+        has_top = k > 0
+        top_index = jnp.maximum(k - 1, 0)
+        top = jnp.where(has_top, st["pos"][top_index], -1)
+        top_slot = st["slot"][top_index]
+        done = cursor == 0
+        reverse = live == cursor - 1
+        store = ~has_top
+        decide = ~done & (live >= st["target"]) & ~reverse & ~store & (live == top)
+
+        def choose() -> tuple[Any, Any]:
+            offset, mode = self.rule(cursor - live, self.budget - top_index)
+            return live + offset, mode
+
+        target, mode = jax.lax.cond(decide, choose, lambda: (st["target"], st["mode"]))
+        forward = ~done & (live < target)
+        op = jnp.where(
+            done,
+            DONE,
+            jnp.where(forward, FORWARD, jnp.where(reverse, REVERSE, jnp.where(store, STORE, RESTORE))),
+        ).astype(_i32)
+        step = live + 1
+        keep_new = forward & (
+            ((mode == KEEP) & (step < target)) | ((mode == SPLIT) & (step == target) & (cursor - target > 1))
+        )
+        push = keep_new | (op == STORE)
+        pop = (op == REVERSE) & has_top & (top >= cursor - 1)
+        nfree = st["nfree"]
+        new_slot = st["free"][jnp.maximum(nfree - 1, 0)]
+        slot = jnp.where(push, new_slot, jnp.where(op == RESTORE, top_slot, -1)).astype(_i32)
+        at = jnp.minimum(k, self.capacity - 1)
+        new = {
+            "slot": st["slot"].at[at].set(jnp.where(push, new_slot, st["slot"][at])),
+            "pos": st["pos"].at[at].set(jnp.where(push, jnp.where(op == STORE, live, step), st["pos"][at])),
+            "k": k + push.astype(_i32) - pop.astype(_i32),
+            "free": st["free"]
+            .at[jnp.minimum(nfree, self.capacity - 1)]
+            .set(jnp.where(pop, top_slot, st["free"][jnp.minimum(nfree, self.capacity - 1)])),
+            "nfree": nfree - push.astype(_i32) + pop.astype(_i32),
+            "cursor": cursor - (op == REVERSE).astype(_i32),
+            "target": jnp.where(op == RESTORE, -1, target).astype(_i32),
+            "mode": mode,
+        }
+        return op, slot, jnp.where(op == RESTORE, top, -1).astype(_i32), new
+
+
+class Program:
+    """A host-made program (revseq._microcode.program) read row by row."""
+
+    def __init__(self, rows: np.ndarray, capacity: int) -> None:
+        self.rows, self.capacity = rows, max(capacity, 1)
+
+    def init(self, n: int) -> dict[str, Any]:
+        return {"index": jnp.asarray(0, _i32), "stop": jnp.asarray(-1, _i32)}
+
+    def next(self, st: dict[str, Any], live: Any) -> tuple[Any, Any, Any, dict[str, Any]]:
+        rows = jnp.asarray(self.rows)
+        pending = live < st["stop"]
+        index = st["index"]
+        kind, a, b = rows[index, 0], rows[index, 1], rows[index, 2]
+        read = ~pending
+        advance = read & (kind == ADVANCE)
+        op = jnp.where(pending | advance, FORWARD, kind).astype(_i32)
+        slot = jnp.where(
+            pending | advance, -1, jnp.where((kind == FORWARD) | (kind == STORE) | (kind == RESTORE), a, -1)
+        )
+        new = {
+            "index": index + (read & (kind != DONE)).astype(_i32),
+            "stop": jnp.where(read, jnp.where(advance, a, -1), st["stop"]).astype(_i32),
+        }
+        return op, slot.astype(_i32), jnp.where(op == RESTORE, b, -1).astype(_i32), new
+
+
+__all__ = ["KEEP", "REVERSE", "SPLIT", "SWEEP", "Program", "Stack", "binomial_rule", "halving_rule", "interval_rule"]
