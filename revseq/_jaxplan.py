@@ -53,13 +53,13 @@ def binomial_rule(n: int, c: int) -> Rule:
         return values[offsets[row] + jnp.minimum(t, lengths[row] - 1)]
 
     def repetitions(length: Any, s: Any) -> Any:  # the least t with C(s + t, s) >= length
-        def halve(_: int, bounds: tuple[Any, Any]) -> tuple[Any, Any]:
-            low, high = bounds
+        # A binary search unrolled over the longest row: straight-line code compiles far faster than a loop
+        # nested in the schedule's loop, and costs a few dozen scalar operations per decision.
+        low, high = jnp.asarray(0, _i32), jnp.asarray(table[2])[s] - 1
+        for _ in range(search):
             mid = (low + high) // 2
             ok = b(s, mid) >= length
-            return jnp.where(ok, low, mid + 1), jnp.where(ok, mid, high)
-
-        low, _ = jax.lax.fori_loop(0, search, halve, (jnp.asarray(0, _i32), jnp.asarray(table[2])[s] - 1))
+            low, high = jnp.where(ok, low, mid + 1), jnp.where(ok, mid, high)
         return low
 
     def split(length: Any, s: Any) -> Any:
@@ -74,7 +74,8 @@ def binomial_rule(n: int, c: int) -> Rule:
 
     def rule(length: Any, s: Any) -> tuple[Any, Any]:
         keep, sweep = s >= length - 1, s == 1
-        offset = jax.lax.cond(keep | sweep, lambda: length - 1, lambda: split(length, jnp.maximum(s, 2)))
+        split_at = split(length, jnp.clip(s, 2, c))  # computed in every case, selected below: no branch
+        offset = jnp.where(keep | sweep, length - 1, split_at)
         return offset, jnp.where(keep, KEEP, jnp.where(sweep, SWEEP, SPLIT)).astype(_i32)
 
     return rule
@@ -96,86 +97,112 @@ def interval_rule(k: int) -> Rule:
     )
 
 
-class Stack:
-    """The stack machine (module docstring): ``capacity`` slots, ``budget`` = the ``c`` in ``s``."""
+def _set(array: Any, index: Any, value: Any, when: Any) -> Any:
+    """``array`` with ``array[index] = value`` where ``when`` holds: an out-of-bounds write is dropped.
 
-    def __init__(self, rule: Rule, capacity: int, budget: int) -> None:
-        self.rule, self.capacity, self.budget = rule, max(capacity, 1), budget
+    No select against the old entry: reading an array and writing it in one
+    iteration of a loop makes XLA copy it whole every iteration (reads of
+    these arrays are made inside ``lax.cond`` branches for that reason).
+    """
+    return array.at[jnp.where(when, index, array.shape[0])].set(value, mode="drop")
+
+
+class Stack:
+    """The stack machine (module docstring): ``capacity`` slots, ``budget`` = the ``c`` in ``s``.
+
+    Started empty, its checkpoints are pushed and popped last in, first out,
+    so the slot of the entry at depth ``d`` is ``d``. Started from an online
+    sweep's checkpoints (``init(n, positions)``), it keeps a map from depth
+    to slot and a list of free slots (``mapped``): O(c) integers more.
+    """
+
+    def __init__(self, rule: Rule, capacity: int, budget: int, *, mapped: bool = False) -> None:
+        self.rule, self.capacity, self.budget, self.mapped = rule, max(capacity, 1), budget, mapped
 
     def init(self, n: int | Any, positions: Any = None) -> dict[str, Any]:
         """The state before the first action: nothing stored; or, given ``positions`` (slot -> step, -1
-        free, after an online sweep), those checkpoints stacked in step order and the live state at x_n."""
+        free, after an online sweep; needs ``mapped``), those checkpoints stacked in step order, live at x_n."""
         size = self.capacity
-        if positions is None:
-            order = jnp.arange(size, dtype=_i32)
-            return {
-                "slot": order,
-                "pos": jnp.full(size, -1, _i32),
-                "k": jnp.asarray(0, _i32),
-                "free": order[::-1],
-                "nfree": jnp.asarray(size, _i32),
-                "cursor": jnp.asarray(n, _i32),
-                "target": jnp.asarray(-1, _i32),
-                "mode": jnp.asarray(KEEP, _i32),
-            }
-        held = positions >= 0
-        order = jnp.argsort(jnp.where(held, positions, jnp.iinfo(np.int32).max)).astype(_i32)
-        k = jnp.sum(held).astype(_i32)
-        return {
-            "slot": order,
-            "pos": positions[order],
-            "k": k,
-            "free": order[::-1],  # its first capacity - k entries are the free slots
-            "nfree": size - k,
+        st = {
             "cursor": jnp.asarray(n, _i32),
             "target": jnp.asarray(-1, _i32),
             "mode": jnp.asarray(KEEP, _i32),
         }
+        if positions is None:
+            st |= {"pos": jnp.full(size, -1, _i32), "k": jnp.asarray(0, _i32), "top": jnp.asarray(-1, _i32)}
+            if self.mapped:
+                order = jnp.arange(size, dtype=_i32)
+                st |= {"slot": order, "free": order[::-1], "nfree": jnp.asarray(size, _i32), "top_slot": order[0]}
+            return st
+        assert self.mapped, "a stack started from given positions maps depths to slots"
+        held = positions >= 0
+        order = jnp.argsort(jnp.where(held, positions, jnp.iinfo(np.int32).max)).astype(_i32)
+        k = jnp.sum(held).astype(_i32)
+        pos = positions[order]
+        top = jnp.maximum(k - 1, 0)
+        return st | {
+            "pos": pos,
+            "k": k,
+            "top": jnp.where(k > 0, pos[top], -1),
+            "slot": order,
+            "free": order[::-1],  # its first capacity - k entries are the free slots
+            "nfree": size - k,
+            "top_slot": order[top],
+        }
 
     def next(self, st: dict[str, Any], live: Any) -> tuple[Any, Any, Any, dict[str, Any]]:
-        k, cursor = st["k"], st["cursor"]
+        k, cursor, top = st["k"], st["cursor"], st["top"]
         has_top = k > 0
-        top_index = jnp.maximum(k - 1, 0)
-        top = jnp.where(has_top, st["pos"][top_index], -1)
-        top_slot = st["slot"][top_index]
+        top_slot = st["top_slot"] if self.mapped else jnp.maximum(k - 1, 0)
         done = cursor == 0
         reverse = live == cursor - 1
         store = ~has_top
         decide = ~done & (live >= st["target"]) & ~reverse & ~store & (live == top)
 
-        def choose() -> tuple[Any, Any]:
-            offset, mode = self.rule(cursor - live, self.budget - top_index)
-            return live + offset, mode
-
-        target, mode = jax.lax.cond(decide, choose, lambda: (st["target"], st["mode"]))
+        offset, chosen = self.rule(cursor - live, self.budget - (k - 1))  # used only when deciding
+        target = jnp.where(decide, live + offset, st["target"])
+        mode = jnp.where(decide, chosen, st["mode"])
         forward = ~done & (live < target)
         op = jnp.where(
             done,
             DONE,
             jnp.where(forward, FORWARD, jnp.where(reverse, REVERSE, jnp.where(store, STORE, RESTORE))),
         ).astype(_i32)
-        step = live + 1
-        keep_new = forward & (
-            ((mode == KEEP) & (step < target)) | ((mode == SPLIT) & (step == target) & (cursor - target > 1))
+        step = jnp.where(op == STORE, live, live + 1)  # the step a push stores
+        push = (op == STORE) | (
+            forward
+            & (((mode == KEEP) & (step < target)) | ((mode == SPLIT) & (step == target) & (cursor - target > 1)))
         )
-        push = keep_new | (op == STORE)
         pop = (op == REVERSE) & has_top & (top >= cursor - 1)
-        nfree = st["nfree"]
-        new_slot = st["free"][jnp.maximum(nfree - 1, 0)]
+        new = dict(st)
+        if self.mapped:
+            nfree = st["nfree"]
+            new_slot = jax.lax.cond(push, lambda: st["free"][jnp.maximum(nfree - 1, 0)], lambda: top_slot)
+            below_pos, below_slot = jax.lax.cond(
+                pop,
+                lambda: (st["pos"][jnp.maximum(k - 2, 0)], st["slot"][jnp.maximum(k - 2, 0)]),
+                lambda: (top, top_slot),
+            )
+            new["slot"] = _set(st["slot"], k, new_slot, push)
+            new["free"] = _set(st["free"], nfree, top_slot, pop)
+            new["nfree"] = nfree - push.astype(_i32) + pop.astype(_i32)
+            new["top_slot"] = jnp.where(push, new_slot, jnp.where(pop, below_slot, top_slot))
+        else:
+            new_slot = k
+            # The value written comes out of the cond that reads: XLA then orders the write after the read
+            # and updates the array in place, where it copies it whole for an independent write. (The false
+            # branch must not pass ``step`` through unchanged, or XLA hoists it out of the cond: the test
+            # test_no_buffer_is_copied_per_iteration fails if a change of XLA undoes this.)
+            below_pos, step = jax.lax.cond(
+                pop, lambda: (st["pos"][jnp.maximum(k - 2, 0)], step), lambda: (top, step + 0 * k)
+            )
         slot = jnp.where(push, new_slot, jnp.where(op == RESTORE, top_slot, -1)).astype(_i32)
-        at = jnp.minimum(k, self.capacity - 1)
-        new = {
-            "slot": st["slot"].at[at].set(jnp.where(push, new_slot, st["slot"][at])),
-            "pos": st["pos"].at[at].set(jnp.where(push, jnp.where(op == STORE, live, step), st["pos"][at])),
-            "k": k + push.astype(_i32) - pop.astype(_i32),
-            "free": st["free"]
-            .at[jnp.minimum(nfree, self.capacity - 1)]
-            .set(jnp.where(pop, top_slot, st["free"][jnp.minimum(nfree, self.capacity - 1)])),
-            "nfree": nfree - push.astype(_i32) + pop.astype(_i32),
-            "cursor": cursor - (op == REVERSE).astype(_i32),
-            "target": jnp.where(op == RESTORE, -1, target).astype(_i32),
-            "mode": mode,
-        }
+        new["pos"] = _set(st["pos"], k, step, push)
+        new["k"] = k + push.astype(_i32) - pop.astype(_i32)
+        new["top"] = jnp.where(push, step, jnp.where(pop, jnp.where(k > 1, below_pos, -1), top)).astype(_i32)
+        new["cursor"] = cursor - (op == REVERSE).astype(_i32)
+        new["target"] = jnp.where(op == RESTORE, -1, target).astype(_i32)
+        new["mode"] = mode
         return op, slot, jnp.where(op == RESTORE, top, -1).astype(_i32), new
 
 

@@ -49,10 +49,11 @@ except ModuleNotFoundError as error:  # only a missing jax; a broken install kee
 import attrs
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
 from revseq import _jaxplan, _microcode
 from revseq._adapter import Tally, strategy_or_default
-from revseq._microcode import DONE, FORWARD, RESTORE, REVERSE
+from revseq._microcode import DONE, FORWARD, RESTORE, REVERSE, STORE
 from revseq._validate import check_int
 from revseq.errors import ParameterError
 from revseq.strategies.base import ReversalStrategy
@@ -117,6 +118,20 @@ def _put(tree: Any, t: Any, value: Any) -> Any:
     return _tree.tree_map(lambda a, v: jax.lax.dynamic_update_index_in_dim(a, v.astype(a.dtype), t, 0), tree, value)
 
 
+def _write(tree: Any, t: Any, value: Any, when: Any) -> Any:
+    """``tree`` with row ``t`` set to ``value`` where ``when`` holds, else unchanged.
+
+    The row index is sent out of bounds, where the write is dropped, instead
+    of selecting between ``value`` and the row's old contents: reading the
+    row being written makes XLA copy the whole buffer on every iteration of
+    a loop (quadratic time for a buffer of ``n`` rows), while a scatter that
+    reads nothing is done in place.
+    """
+    return _tree.tree_map(
+        lambda a, v: a.at[jnp.where(when, t, a.shape[0])].set(v.astype(a.dtype), mode="drop"), tree, value
+    )
+
+
 def _slots(example: Any, size: int) -> Any:
     return _tree.tree_map(lambda a: jnp.zeros((size, *jnp.shape(a)), jnp.result_type(a)), example)
 
@@ -130,11 +145,15 @@ def _float0(leaf: Any, lead: tuple[int, ...] = ()) -> Any:
 
 
 class _Grads:
-    """The cotangents a loop carries for one pytree: zeros for its inexact leaves, float0 for the others."""
+    """The cotangents a loop carries for one pytree: its inexact leaves (those in ``wanted``, if given).
 
-    def __init__(self, example: Any) -> None:
+    The others get zeros at the end, float0 for integer leaves.
+    """
+
+    def __init__(self, example: Any, wanted: list[bool] | None = None) -> None:
         self.leaves, self.treedef = _tree.tree_flatten(example)
-        self.mask = [_inexact(leaf) for leaf in self.leaves]
+        wanted = wanted or [True] * len(self.leaves)
+        self.mask = [_inexact(leaf) and w for leaf, w in zip(self.leaves, wanted, strict=True)]
 
     def zeros(self, lead: tuple[int, ...] = ()) -> list[Any]:
         return [
@@ -144,14 +163,77 @@ class _Grads:
         ]
 
     def full(self, carried: list[Any], lead: tuple[int, ...] = ()) -> Any:
-        """The pytree of cotangents from the carried inexact ones, float0 elsewhere."""
+        """The pytree of cotangents from the carried ones: zeros for the other inexact leaves, float0 elsewhere."""
         it = iter(carried)
         return self.treedef.unflatten(
-            [next(it) if m else _float0(a, lead) for a, m in zip(self.leaves, self.mask, strict=True)]
+            [
+                next(it)
+                if m
+                else jnp.zeros((*lead, *jnp.shape(a)), jnp.result_type(a))
+                if _inexact(a)
+                else _float0(a, lead)
+                for a, m in zip(self.leaves, self.mask, strict=True)
+            ]
         )
 
     def pick(self, tree: Any) -> list[Any]:
         return [leaf for leaf, m in zip(_tree.tree_leaves(tree), self.mask, strict=True) if m]
+
+
+class _Static:
+    """Python values travelling with a custom_vjp's residuals: a pytree node with no leaves."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+_tree.register_pytree_node(_Static, lambda s: ((), s.value), lambda value, _: _Static(value))
+
+
+def _primals(tree: Any) -> tuple[Any, list[bool]]:
+    """A custom_vjp fwd's arguments (symbolic_zeros=True): their values, and which leaves are differentiated."""
+    wrapped = _tree.tree_leaves(tree, is_leaf=lambda p: isinstance(p, CustomVJPPrimal))
+    values = _tree.tree_map(lambda p: p.value, tree, is_leaf=lambda p: isinstance(p, CustomVJPPrimal))
+    return values, [bool(p.perturbed) for p in wrapped]
+
+
+def _materialize(tree: Any) -> Any:
+    """Zeros in place of symbolic zero cotangents (float0 for integer leaves)."""
+
+    def zero(z: Any) -> Any:
+        if not isinstance(z, SymbolicZero):
+            return z
+        if z.aval.dtype == jax.dtypes.float0:
+            return np.zeros(z.aval.shape, dtype=jax.dtypes.float0)
+        return jnp.zeros(z.aval.shape, z.aval.dtype)
+
+    return _tree.tree_map(zero, tree, is_leaf=lambda z: isinstance(z, SymbolicZero))
+
+
+def _nonzero(tree: Any) -> list[bool]:
+    return [
+        not isinstance(z, SymbolicZero) for z in _tree.tree_leaves(tree, is_leaf=lambda z: isinstance(z, SymbolicZero))
+    ]
+
+
+def _partial_vjp(fn: Callable[..., Any], consts: tuple[Any, ...], wanted: list[bool], *args: Any) -> tuple[Any, Any]:
+    """``jax.vjp`` of ``fn(*args, *consts)`` with respect to ``args`` and the wanted consts only.
+
+    The others are closed over: a const the caller does not differentiate
+    (data indexed by step, say) would otherwise get a cotangent of its full
+    size at every step, quadratic time over a run.
+    """
+    chosen = [i for i, w in enumerate(wanted) if w]
+
+    def partial(*inputs: Any) -> Any:
+        k = list(consts)
+        for i, value in zip(chosen, inputs[len(args) :], strict=True):
+            k[i] = value
+        return fn(*inputs[: len(args)], *k)
+
+    return jax.vjp(partial, *args, *[consts[i] for i in chosen])  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------- the executor
@@ -159,34 +241,55 @@ class _Grads:
 
 @attrs.frozen(eq=False)
 class _Loop:
-    """One compiled run: ``step(carry, t) -> (carry, y)`` over ``n`` steps under ``plan``."""
+    """One compiled run: ``step(carry, t) -> (carry, y)`` over ``n`` steps under ``plan``.
+
+    Each iteration performs one micro-operation. Only the step and its VJP
+    are under ``lax.cond``/``lax.switch``; the large buffers (the slots,
+    ``ys``, the cotangents of ``xs``) are updated outside them, one row per
+    iteration by ``dynamic_update_slice`` of a selected value, so that XLA
+    updates them in place instead of copying them into each branch.
+    """
 
     step: Callable[[Any, Any], tuple[Any, Any]]
     n: int
     plan: Any
-    record: bool  # the forward sweep records the outputs y_t
+    output_index: Callable[[Any], Any] = lambda t: t  # where y_t goes in ys (reversed scans: n - 1 - t)
+
+    def _settle(self, op: Any, slot: Any, pos: Any, live: Any, new: Any, buffer: Any) -> tuple[Any, Any]:
+        """After ``op`` made the live state ``new``: its step, and the slots with ``new`` stored if op stores."""
+        buffer = _write(buffer, jnp.maximum(slot, 0), new, (op == STORE) | ((op == FORWARD) & (slot >= 0)))
+        return jnp.where(op == FORWARD, live + 1, jnp.where(op == RESTORE, pos, live)), buffer
+
+    def _restore(self, buffer: Any, slot: Any, x: Any) -> Any:
+        # Read inside a branch of the switch: a read of the slots outside it, next to the write after it,
+        # makes XLA copy the whole buffer on every iteration.
+        return _tree.tree_map(lambda a, b: b.astype(a.dtype), x, _at(buffer, slot))
 
     def forward(self, x0: Any, ys: Any) -> tuple[Any, ...]:
-        """The first sweep: from x_0 until the schedule turns back at x_{n-1}; returns the residual state."""
+        """The first sweep: from x_0 until the schedule turns back at x_{n-1}; records ``ys`` if given."""
         plan, n = self.plan, self.n
         buffer = _slots(x0, plan.capacity)
         st = plan.init(n)
         op, slot, pos, st = plan.next(st, jnp.asarray(0, _i32))
+        y_zero = None if ys is None else _tree.tree_map(lambda a: jnp.zeros(a.shape[1:], a.dtype), ys)
 
         def advance(carry: tuple[Any, ...]) -> tuple[Any, ...]:
             x, live, top, buffer, st, op, slot, pos, ys, count = carry
-            x, buffer, ys, count = jax.lax.switch(
-                jnp.clip(op, 0, 2),
-                [self._forward, self._store, self._restore_rec],
+            branch = jnp.where(op == FORWARD, 0, jnp.where(op == RESTORE, 1, 2))
+            x, y = jax.lax.switch(
+                branch,
+                [
+                    lambda x, buffer: self._step(x, live),
+                    lambda x, buffer: (self._restore(buffer, slot, x), y_zero),
+                    lambda x, buffer: (x, y_zero),
+                ],
                 x,
-                live,
                 buffer,
-                slot,
-                pos,
-                ys,
-                count,
             )
-            live = jnp.where(op == FORWARD, live + 1, jnp.where(op == RESTORE, pos, live))
+            if ys is not None:
+                ys = _write(ys, self.output_index(live), y, op == FORWARD)
+            live, buffer = self._settle(op, slot, pos, live, x, buffer)
+            count = count + (op == FORWARD).astype(_i32)
             op, slot, pos, st = plan.next(st, live)
             return x, live, jnp.maximum(top, live), buffer, st, op, slot, pos, ys, count
 
@@ -198,54 +301,51 @@ class _Loop:
         carry = (x0, zero, zero, buffer, st, op, slot, pos, ys, zero)
         return jax.lax.while_loop(going, advance, carry)  # type: ignore[no-any-return]
 
-    def _forward(self, x: Any, live: Any, buffer: Any, slot: Any, pos: Any, ys: Any, count: Any) -> tuple[Any, ...]:
-        new, y = self.step(x, live)
-        if self.record:
-            ys = _put(ys, live, y)
-        index = jnp.maximum(slot, 0)
-        kept = _tree.tree_map(lambda a, b: jnp.where(slot >= 0, a.astype(b.dtype), b), new, _at(buffer, index))
-        return new, _put(buffer, index, kept), ys, count + 1
+    def _step(self, x: Any, t: Any) -> tuple[Any, Any]:
+        new, y = self.step(x, t)
+        return _tree.tree_map(lambda a, b: a.astype(b.dtype), new, x), y
 
-    def _store(self, x: Any, live: Any, buffer: Any, slot: Any, pos: Any, ys: Any, count: Any) -> tuple[Any, ...]:
-        return x, _put(buffer, slot, x), ys, count
+    def backward(self, state: tuple[Any, ...], small: Any, rows: Any, reverse: Callable[..., Any]) -> tuple[Any, ...]:
+        """Runs the schedule to its end from ``state``.
 
-    def _restore_rec(self, x: Any, live: Any, buffer: Any, slot: Any, pos: Any, ys: Any, count: Any) -> tuple[Any, ...]:
-        return _tree.tree_map(lambda a, b: b.astype(a.dtype), x, _at(buffer, slot)), buffer, ys, count
-
-    def backward(
-        self, state: tuple[Any, ...], grads: Any, reverse: Callable[[Any, Any, Any], Any]
-    ) -> tuple[Any, Any, Any]:
-        """Runs the schedule to its end from ``state``; ``reverse(x, t, grads) -> grads`` reverses step t."""
+        ``reverse(x, t, small) -> (small, row)`` reverses step ``t``: ``small``
+        are the cotangents carried (the carry's, the sums over steps), ``row``
+        what goes into row ``output_index(t)`` of each of the buffers ``rows``
+        (the cotangents of ``xs``). Returns ``small``, ``rows`` and the counts.
+        """
         plan = self.plan
         x, live, buffer, st, op, slot, pos = state
+        row_zero = _tree.tree_map(lambda a: jnp.zeros(a.shape[1:], a.dtype), rows)
 
         def act(carry: tuple[Any, ...]) -> tuple[Any, ...]:
-            x, live, buffer, st, op, slot, pos, grads, count, vjps = carry
+            x, live, buffer, st, op, slot, pos, small, rows, count, vjps = carry
 
-            def forward(x: Any, buffer: Any, grads: Any) -> tuple[Any, ...]:
-                x, buffer, _, _ = self._forward(x, live, buffer, slot, pos, None, count)
-                return x, buffer, grads
+            def forward(x: Any, buffer: Any, small: Any) -> tuple[Any, ...]:
+                return self._step(x, live)[0], small, row_zero
 
-            def store(x: Any, buffer: Any, grads: Any) -> tuple[Any, ...]:
-                return x, _put(buffer, slot, x), grads
+            def restore(x: Any, buffer: Any, small: Any) -> tuple[Any, ...]:
+                return self._restore(buffer, slot, x), small, row_zero
 
-            def restore(x: Any, buffer: Any, grads: Any) -> tuple[Any, ...]:
-                return _tree.tree_map(lambda a, b: b.astype(a.dtype), x, _at(buffer, slot)), buffer, grads
+            def idle(x: Any, buffer: Any, small: Any) -> tuple[Any, ...]:
+                return x, small, row_zero
 
-            def back(x: Any, buffer: Any, grads: Any) -> tuple[Any, ...]:
-                return x, buffer, reverse(x, live, grads)
+            def back(x: Any, buffer: Any, small: Any) -> tuple[Any, ...]:
+                small, row = reverse(x, live, small)
+                return x, small, row
 
-            x, buffer, grads = jax.lax.switch(jnp.clip(op, 0, 3), [forward, store, restore, back], x, buffer, grads)
+            branch = jnp.where(op == FORWARD, 0, jnp.where(op == RESTORE, 1, jnp.where(op == REVERSE, 3, 2)))
+            x, small, row = jax.lax.switch(branch, [forward, restore, idle, back], x, buffer, small)
+            rows = _write(rows, self.output_index(live), row, op == REVERSE)
+            live, buffer = self._settle(op, slot, pos, live, x, buffer)
             count = count + (op == FORWARD).astype(_i32)
             vjps = vjps + (op == REVERSE).astype(_i32)
-            live = jnp.where(op == FORWARD, live + 1, jnp.where(op == RESTORE, pos, live))
             op, slot, pos, st = plan.next(st, live)
-            return x, live, buffer, st, op, slot, pos, grads, count, vjps
+            return x, live, buffer, st, op, slot, pos, small, rows, count, vjps
 
         zero = jnp.asarray(0, _i32)
-        carry = (x, live, buffer, st, op, slot, pos, grads, zero, zero)
+        carry = (x, live, buffer, st, op, slot, pos, small, rows, zero, zero)
         out = jax.lax.while_loop(lambda c: c[4] != DONE, act, carry)
-        return out[7], out[8], out[9]
+        return out[7], out[8], out[9], out[10]
 
 
 def _tell(tally: Tally | None, forward: Any, vjps: Any) -> None:
@@ -280,14 +380,14 @@ class _ScanSpec:
         return plan(self.strategy, self.n, _state_nbytes(init))
 
 
-def _scan_loop(spec: _ScanSpec, init: Any, xs: Any, consts: Any, record: bool) -> _Loop:
+def _scan_loop(spec: _ScanSpec, init: Any, xs: Any, consts: Any) -> _Loop:
     treedef = _tree.tree_structure(init)
 
     def step(x: Any, t: Any) -> tuple[Any, Any]:
         carry, y = spec.fn(treedef.unflatten(x), None if xs is None else _at(xs, spec.index(t)), *consts)
         return _tree.tree_leaves(carry), y
 
-    return _Loop(step=step, n=spec.n, plan=spec.plan(init), record=record)
+    return _Loop(step=step, n=spec.n, plan=spec.plan(init), output_index=spec.index)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -296,54 +396,52 @@ def _scan(spec: _ScanSpec, init: Any, xs: Any, consts: Any) -> Any:
 
 
 def _scan_fwd(spec: _ScanSpec, init: Any, xs: Any, consts: Any) -> Any:
+    init, _ = _primals(init)
+    xs, xs_wanted = _primals(xs)
+    consts, consts_wanted = _primals(consts)
     leaves, treedef = _tree.tree_flatten(init)
     x_example = None if xs is None else _at(xs, 0)
     _, y_shape = jax.eval_shape(lambda c, x, k: spec.fn(c, x, *k), init, x_example, consts)
     ys = _tree.tree_map(lambda s: jnp.zeros((spec.n, *s.shape), s.dtype), y_shape)
-    loop = _scan_loop(spec, init, xs, consts, record=True)
+    loop = _scan_loop(spec, init, xs, consts)
     x, live, _, buffer, st, op, slot, pos, ys, count = loop.forward(leaves, ys)
     final, y = loop.step(x, live)  # x_n from x_{n-1}: the output, computed once
     ys = _put(ys, spec.index(live), y)
     _tell(spec.tally, count + 1, 0)
     carry = treedef.unflatten(final)
-    return (carry, ys), ((x, live, buffer, st, op, slot, pos), init, xs, consts)
+    wanted = _Static((xs_wanted, [w and _inexact(k) for w, k in zip(consts_wanted, consts, strict=True)]))
+    return (carry, ys), ((x, live, buffer, st, op, slot, pos), init, xs, consts, wanted)
 
 
 def _scan_bwd(spec: _ScanSpec, residuals: Any, cotangents: Any) -> Any:
-    state, init, xs, consts = residuals
+    state, init, xs, consts, wanted = residuals
+    xs_wanted, consts_wanted = wanted.value
     g_carry, g_ys = cotangents
-    loop = _scan_loop(spec, init, xs, consts, record=False)
-    carry_g, xs_g, consts_g = _Grads(init), _Grads(xs), _Grads(consts)
-    ys_g = _Grads(g_ys)
+    g_carry = _materialize(g_carry)
+    loop = _scan_loop(spec, init, xs, consts)
+    carry_g, xs_g = _Grads(init), _Grads(xs, xs_wanted)
+    consts_g = _Grads(consts, consts_wanted)
+    ys_g = _Grads(g_ys, _nonzero(g_ys))  # a symbolic zero (an unused ys) is no buffer: zero rows
 
-    def reverse(x: Any, t: Any, grads: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
-        g, g_xs, g_k = grads
+    def reverse(x: Any, t: Any, small: tuple[Any, Any]) -> tuple[tuple[Any, Any], list[Any]]:
+        g, g_k = small
         i = spec.index(t)
         x_t = None if xs is None else _at(xs, i)
-        _, pullback = jax.vjp(lambda c, x_in, k: spec.fn(c, x_in, *k), carry_g.treedef.unflatten(x), x_t, consts)
-        y_bar = ys_g.full([jax.lax.dynamic_index_in_dim(a, i, keepdims=False) for a in ys_g.pick(g_ys)])
-        g_c, g_x, g_kt = pullback((carry_g.full(g), y_bar))
-        if xs is not None:
-            g_xs = [
-                jax.lax.dynamic_update_index_in_dim(a, b.astype(a.dtype), i, 0)
-                for a, b in zip(g_xs, xs_g.pick(g_x), strict=True)
-            ]
-        g_k = [a + b.astype(a.dtype) for a, b in zip(g_k, consts_g.pick(g_kt), strict=True)]
-        return carry_g.pick(g_c), g_xs, g_k
+        _, pullback = _partial_vjp(spec.fn, consts, consts_g.mask, carry_g.treedef.unflatten(x), x_t)
+        rows = [jax.lax.dynamic_index_in_dim(a, i, keepdims=False) for a in ys_g.pick(g_ys)]
+        g_c, g_x, *g_kt = pullback((carry_g.full(g), ys_g.full(rows, ()) if ys_g.leaves else g_ys))
+        g_k = [a + b.astype(a.dtype) for a, b in zip(g_k, g_kt, strict=True)]
+        return (carry_g.pick(g_c), g_k), ([] if xs is None else xs_g.pick(g_x))
 
-    grads = (
-        carry_g.pick(g_carry),
-        xs_g.zeros() if xs is None else [jnp.zeros_like(a) for a in xs_g.pick(xs)],
-        consts_g.zeros(),
-    )
-    (g, g_xs, g_k), count, vjps = loop.backward(state, grads, reverse)
+    rows = [] if xs is None else [jnp.zeros_like(a) for a in xs_g.pick(xs)]
+    (g, g_k), g_xs, count, vjps = loop.backward(state, (carry_g.pick(g_carry), consts_g.zeros()), rows, reverse)
     _tell(spec.tally, count, vjps)
     g_init = carry_g.full(g)
     g_xs_tree = None if xs is None else xs_g.full(g_xs)
     return g_init, g_xs_tree, consts_g.full(g_k)
 
 
-_scan.defvjp(_scan_fwd, _scan_bwd)
+_scan.defvjp(_scan_fwd, _scan_bwd, symbolic_zeros=True)
 
 
 def scan(
@@ -448,7 +546,7 @@ class _WhileSpec:
     @functools.cached_property
     def stack(self) -> _jaxplan.Stack:
         c = self.checkpoints
-        return _jaxplan.Stack(_jaxplan.binomial_rule(self.max_steps, c), min(c, self.max_steps), c)
+        return _jaxplan.Stack(_jaxplan.binomial_rule(self.max_steps, c), min(c, self.max_steps), c, mapped=True)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -463,6 +561,9 @@ def _while(spec: _WhileSpec, init: Any, body_consts: Any, cond_consts: Any) -> A
 
 
 def _while_fwd(spec: _WhileSpec, init: Any, body_consts: Any, cond_consts: Any) -> Any:
+    init, _ = _primals(init)
+    body_consts, wanted = _primals(body_consts)
+    cond_consts, _ = _primals(cond_consts)
     steps, where = (jnp.asarray(a) for a in spec.placements)
     size = spec.stack.capacity
     leaves, treedef = _tree.tree_flatten(init)
@@ -475,45 +576,45 @@ def _while_fwd(spec: _WhileSpec, init: Any, body_consts: Any, cond_consts: Any) 
         x, t, buffer, positions, i = carry
         place = steps[i] == t
         slot = where[i]
-        kept = _tree.tree_map(lambda a, b: jnp.where(place, a, b), x, _at(buffer, slot))
-        buffer = _put(buffer, slot, kept)
-        positions = positions.at[slot].set(jnp.where(place, t, positions[slot]))
+        buffer = _write(buffer, slot, x, place)
+        positions = _write(positions, slot, t, place)
         x = _tree.tree_leaves(spec.body(treedef.unflatten(x), *body_consts))
         return x, t + 1, buffer, positions, i + place.astype(_i32)
 
     carry = (leaves, jnp.asarray(0, _i32), _slots(leaves, size), jnp.full(size, -1, _i32), jnp.asarray(0, _i32))
     x, n, buffer, positions, _ = jax.lax.while_loop(going, advance, carry)
     _tell(spec.tally, n, 0)
-    return treedef.unflatten(x), (x, n, buffer, positions, init, body_consts, cond_consts)
+    static = _Static([w and _inexact(k) for w, k in zip(wanted, body_consts, strict=True)])
+    return treedef.unflatten(x), (x, n, buffer, positions, init, body_consts, cond_consts, static)
 
 
 def _while_bwd(spec: _WhileSpec, residuals: Any, g_final: Any) -> Any:
-    x, n, buffer, positions, init, body_consts, cond_consts = residuals
+    x, n, buffer, positions, init, body_consts, cond_consts, wanted = residuals
     treedef = _tree.tree_structure(init)
     stack = spec.stack
-    carry_g, consts_g = _Grads(init), _Grads(body_consts)
+    carry_g, consts_g = _Grads(init), _Grads(body_consts, wanted.value)
 
     def step(x: Any, t: Any) -> tuple[Any, Any]:
         return _tree.tree_leaves(spec.body(treedef.unflatten(x), *body_consts)), None
 
-    def reverse(x: Any, t: Any, grads: tuple[Any, Any]) -> tuple[Any, Any]:
-        g, g_k = grads
-        _, pullback = jax.vjp(lambda c, k: spec.body(c, *k), treedef.unflatten(x), body_consts)
-        g_c, g_kt = pullback(carry_g.full(g))
-        return carry_g.pick(g_c), [a + b.astype(a.dtype) for a, b in zip(g_k, consts_g.pick(g_kt), strict=True)]
+    def reverse(x: Any, t: Any, small: tuple[Any, Any]) -> tuple[tuple[Any, Any], list[Any]]:
+        g, g_k = small
+        _, pullback = _partial_vjp(spec.body, body_consts, consts_g.mask, treedef.unflatten(x))
+        g_c, *g_kt = pullback(carry_g.full(g))
+        g_k = [a + b.astype(a.dtype) for a, b in zip(g_k, g_kt, strict=True)]
+        return (carry_g.pick(g_c), g_k), []
 
     st = stack.init(n, positions)
     op, slot, pos, st = stack.next(st, n)
-    loop = _Loop(step=step, n=spec.max_steps, plan=stack, record=False)
-    (g, g_k), count, vjps = loop.backward(
-        (x, n, buffer, st, op, slot, pos), (carry_g.pick(g_final), consts_g.zeros()), reverse
-    )
+    loop = _Loop(step=step, n=spec.max_steps, plan=stack)
+    small = (carry_g.pick(_materialize(g_final)), consts_g.zeros())
+    (g, g_k), _, count, vjps = loop.backward((x, n, buffer, st, op, slot, pos), small, [], reverse)
     _tell(spec.tally, count, vjps)
-    cond_zero = _tree.tree_map(lambda a: _float0(a) if not _inexact(a) else jnp.zeros_like(a), cond_consts)
+    cond_zero = _Grads(cond_consts, [False] * len(cond_consts)).full([])
     return carry_g.full(g), consts_g.full(g_k), cond_zero
 
 
-_while.defvjp(_while_fwd, _while_bwd)
+_while.defvjp(_while_fwd, _while_bwd, symbolic_zeros=True)
 
 
 def while_loop(
