@@ -40,23 +40,25 @@ _i32 = jnp.int32
 
 Rule = Callable[[Any, Any], tuple[Any, Any]]  # (length, s) -> (offset, mode), traced
 
+_SEARCH = 16
+
 
 def binomial_rule(n: int, c: int) -> Rule:
     """Revolve's rule for ``c`` checkpoints on runs of ``<= n`` steps: store-all, sweeps, or its split."""
     if c >= n - 1:  # every segment fits: never splits, no table
         return lambda length, s: (length - 1, jnp.asarray(KEEP, _i32))
     table = binomial_table(n, c)
-    search = int(np.max(table[2])).bit_length()  # binary-search iterations over the longest row
 
     def b(row: Any, t: Any) -> Any:
         values, offsets, lengths = (jnp.asarray(a) for a in table)
         return values[offsets[row] + jnp.minimum(t, lengths[row] - 1)]
 
     def repetitions(length: Any, s: Any) -> Any:  # the least t with C(s + t, s) >= length
-        # A binary search unrolled over the longest row: straight-line code compiles far faster than a loop
-        # nested in the schedule's loop, and costs a few dozen scalar operations per decision.
+        # A binary search unrolled: straight-line code compiles far faster than a loop nested in the
+        # schedule's loop. Always _SEARCH steps, whatever n, so that the program does not grow with n:
+        # rows have at most sqrt(2 * 2**30) + 3 < 2**16 entries.
         low, high = jnp.asarray(0, _i32), jnp.asarray(table[2])[s] - 1
-        for _ in range(search):
+        for _ in range(_SEARCH):
             mid = (low + high) // 2
             ok = b(s, mid) >= length
             low, high = jnp.where(ok, low, mid + 1), jnp.where(ok, mid, high)

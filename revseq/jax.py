@@ -47,6 +47,7 @@ except ModuleNotFoundError as error:  # only a missing jax; a broken install kee
     raise ModuleNotFoundError("revseq.jax needs JAX: pip install 'revseq[jax]'", name=error.name) from None
 
 import attrs
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
@@ -83,7 +84,7 @@ def plan(strategy: ReversalStrategy | None, n: int, state_nbytes: int = 0) -> _j
     :class:`~revseq.Recompute`, :class:`~revseq.BinomialCheckpointing`,
     :class:`~revseq.RecursiveHalving`, :class:`~revseq.SqrtCheckpointing`)
     get a :class:`~revseq._jaxplan.Stack`: the next action is computed on
-    device from O(c) integers (plus, for Revolve, about ``sqrt(2 n) + 4 c``
+    device from O(c) integers (plus, for Revolve, a table of about ``2 sqrt(2 n)``
     binomial coefficients). Any other strategy's checked schedule is
     compiled to a :class:`~revseq._jaxplan.Program` of int32 rows (12 bytes
     per action, per state kept and per step reversed). ``state_nbytes``
@@ -216,6 +217,29 @@ def _nonzero(tree: Any) -> list[bool]:
     return [
         not isinstance(z, SymbolicZero) for z in _tree.tree_leaves(tree, is_leaf=lambda z: isinstance(z, SymbolicZero))
     ]
+
+
+def _hoisted(fn: Callable[..., Any], *example: Any) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    """``fn`` with every array it closes over made an argument: ``(converted, consts)``.
+
+    ``converted(*args, *consts)`` is ``fn(*args)``. Unlike
+    :func:`jax.closure_convert`, which hoists only the values that may be
+    differentiated, every traced value is hoisted (an integer bound ``n``
+    from an enclosing ``jit``, say): one left closed over would leak out of
+    the traces ``custom_vjp`` makes of the forward and backward passes.
+    Concrete arrays are hoisted too; not being differentiated, they cost no
+    cotangent (symbolic zeros).
+    """
+    closed, shape = jax.make_jaxpr(fn, return_shape=True)(*example)
+    out_tree = _tree.tree_structure(shape)
+    count = len(example)
+
+    def converted(*args: Any) -> Any:
+        inputs, consts = args[:count], args[count:]
+        evaluate = jax.extend.core.jaxpr_as_fun(jax.extend.core.ClosedJaxpr(closed.jaxpr, list(consts)))
+        return _tree.tree_unflatten(out_tree, evaluate(*_tree.tree_leaves(inputs)))
+
+    return converted, tuple(closed.consts)
 
 
 def _partial_vjp(fn: Callable[..., Any], consts: tuple[Any, ...], wanted: list[bool], *args: Any) -> tuple[Any, Any]:
@@ -464,7 +488,7 @@ def scan(
     rest of the schedule in a second ``lax.while_loop``, applying
     :func:`jax.vjp` of ``f`` at each state, last first. Gradients reach
     ``init``, ``xs`` and every array ``f`` closes over (hoisted by
-    :func:`jax.closure_convert`), as with ``lax.scan``. Works under
+    :func:`jax.make_jaxpr`), as with ``lax.scan``. Works under
     ``jax.jit``, ``jax.vmap`` and inside other scans.
 
     Parameters
@@ -523,7 +547,7 @@ def scan(
         raise ParameterError(f"reverse must be a bool, got {reverse!r}")
     init = _tree.tree_map(jnp.asarray, init)
     x_example = None if xs is None else _tree.tree_map(lambda a: a[0], xs)
-    fn, consts = jax.closure_convert(f, init, x_example)
+    fn, consts = _hoisted(f, init, x_example)
     spec = _ScanSpec(fn=fn, n=n, strategy=strategy_or_default(strategy), reverse=reverse, tally=tally)
     return _scan(spec, init, xs, tuple(consts))  # type: ignore[no-any-return]
 
@@ -669,7 +693,7 @@ def while_loop(
     if tally is not None and not isinstance(tally, Tally):
         raise ParameterError(f"tally must be a revseq.jax.Tally, got {tally!r}")
     init_val = _tree.tree_map(jnp.asarray, init_val)
-    body, body_consts = jax.closure_convert(body_fun, init_val)
-    cond, cond_consts = jax.closure_convert(cond_fun, init_val)
+    body, body_consts = _hoisted(body_fun, init_val)
+    cond, cond_consts = _hoisted(cond_fun, init_val)
     spec = _WhileSpec(cond=cond, body=body, max_steps=max_steps, checkpoints=checkpoints, tally=tally)
     return _while(spec, init_val, tuple(body_consts), tuple(cond_consts))
