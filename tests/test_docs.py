@@ -68,6 +68,7 @@ def test_readme_quickstart_snippet_numbers():
         ("lorenz_adjoint.py", [], None, "largest relative difference"),
         ("reverse_automaton.py", [], None, "newest first"),
         ("rnn_torch.py", ["--steps", "300", "--width", "16", "--epochs", "10"], "torch", "saved"),
+        ("jax_train.py", ["--steps", "300", "--width", "16", "--epochs", "10"], "jax", "temp bytes"),
     ],
     ids=lambda v: v if isinstance(v, str) and v.endswith(".py") else "",
 )
