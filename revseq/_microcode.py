@@ -42,6 +42,7 @@ __all__ = [
     "ADVANCE",
     "DONE",
     "FORWARD",
+    "IDLE",
     "MAX_STEPS",
     "RESTORE",
     "REVERSE",
@@ -53,6 +54,7 @@ __all__ = [
 
 FORWARD, STORE, RESTORE, REVERSE, DONE = range(5)
 ADVANCE = 5  # a program row only: FORWARD (no store) until the live step is the row's argument
+IDLE = 6  # the executor's only: nothing to perform, ask the plan (a loop starts so, and resumes so after a reversal)
 
 MAX_STEPS = 2**30
 """The longest run a compiled schedule takes: its steps, slots and table entries are int32."""

@@ -54,7 +54,7 @@ from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
 from revseq import _jaxplan, _microcode
 from revseq._adapter import Tally, strategy_or_default
-from revseq._microcode import DONE, FORWARD, RESTORE, REVERSE, STORE
+from revseq._microcode import DONE, FORWARD, IDLE, RESTORE, REVERSE, STORE
 from revseq._validate import check_int
 from revseq.errors import ParameterError
 from revseq.strategies.base import ReversalStrategy
@@ -289,21 +289,23 @@ class _Loop:
         # makes XLA copy the whole buffer on every iteration.
         return _tree.tree_map(lambda a, b: b.astype(a.dtype), x, _at(buffer, slot))
 
-    def forward(self, x0: Any, ys: Any) -> tuple[Any, ...]:
-        """The first sweep: from x_0 until the schedule turns back at x_{n-1}; records ``ys`` if given."""
-        plan, n = self.plan, self.n
-        buffer = _slots(x0, plan.capacity)
-        st = plan.init(n)
-        op, slot, pos, st = plan.next(st, jnp.asarray(0, _i32))
+    def _run(self, carry: tuple[Any, ...], ys: Any, stop: Callable[[Any, Any], Any]) -> tuple[Any, ...]:
+        """Advances, stores and restores until ``stop(op, top)``; records ``ys`` if given.
+
+        ``carry`` is ``(x, live, top, buffer, st, op, slot, pos, count)``,
+        ``top`` the furthest step reached. The loop carries no cotangent:
+        reversals happen between runs (:meth:`backward`).
+        """
+        plan = self.plan
         y_zero = None if ys is None else _tree.tree_map(lambda a: jnp.zeros(a.shape[1:], a.dtype), ys)
 
-        def advance(carry: tuple[Any, ...]) -> tuple[Any, ...]:
-            x, live, top, buffer, st, op, slot, pos, ys, count = carry
+        def advance(loop: tuple[Any, ...]) -> tuple[Any, ...]:
+            (x, live, top, buffer, st, op, slot, pos, count), ys = loop
             branch = jnp.where(op == FORWARD, 0, jnp.where(op == RESTORE, 1, 2))
             x, y = jax.lax.switch(
                 branch,
                 [
-                    lambda x, buffer: self._step(x, live),
+                    lambda x, buffer: self._step(x, live) if ys is not None else (self._step(x, live)[0], None),
                     lambda x, buffer: (self._restore(buffer, slot, x), y_zero),
                     lambda x, buffer: (x, y_zero),
                 ],
@@ -315,15 +317,20 @@ class _Loop:
             live, buffer = self._settle(op, slot, pos, live, x, buffer)
             count = count + (op == FORWARD).astype(_i32)
             op, slot, pos, st = plan.next(st, live)
-            return x, live, jnp.maximum(top, live), buffer, st, op, slot, pos, ys, count
+            return (x, live, jnp.maximum(top, live), buffer, st, op, slot, pos, count), ys
 
-        def going(carry: tuple[Any, ...]) -> Any:
-            op, top = carry[5], carry[2]
-            return ~((top == n - 1) & ((op == REVERSE) | (op == RESTORE) | (op == DONE)))
+        out, ys = jax.lax.while_loop(lambda loop: ~stop(loop[0][5], loop[0][2]), advance, (carry, ys))
+        return out, ys
 
-        zero = jnp.asarray(0, _i32)
-        carry = (x0, zero, zero, buffer, st, op, slot, pos, ys, zero)
-        return jax.lax.while_loop(going, advance, carry)  # type: ignore[no-any-return]
+    def forward(self, x0: Any, ys: Any) -> tuple[Any, ...]:
+        """The first sweep: from x_0 until the schedule turns back at x_{n-1}; records ``ys`` if given.
+
+        Returns ``(x, live, top, buffer, st, op, slot, pos, count)`` and ``ys``.
+        """
+        plan, n = self.plan, self.n
+        zero, idle = jnp.asarray(0, _i32), jnp.asarray(IDLE, _i32)
+        carry = (x0, zero, zero, _slots(x0, plan.capacity), plan.init(n), idle, -idle, -idle, zero)
+        return self._run(carry, ys, lambda op, top: (top == n - 1) & ((op == REVERSE) | (op == RESTORE) | (op == DONE)))
 
     def _step(self, x: Any, t: Any) -> tuple[Any, Any]:
         new, y = self.step(x, t)
@@ -332,44 +339,41 @@ class _Loop:
     def backward(self, state: tuple[Any, ...], small: Any, rows: Any, reverse: Callable[..., Any]) -> tuple[Any, ...]:
         """Runs the schedule to its end from ``state``.
 
-        ``reverse(x, t, small) -> (small, row)`` reverses step ``t``: ``small``
-        are the cotangents carried (the carry's, the sums over steps), ``row``
-        what goes into row ``output_index(t)`` of each of the buffers ``rows``
-        (the cotangents of ``xs``). Returns ``small``, ``rows`` and the counts.
+        A loop of reversals; before each, a loop of the schedule's other
+        operations. So the cotangents are carried by the outer loop only and
+        the vjp needs no branch: carried through one, every other branch
+        would copy them (the parameters' gradient sums too) at every step.
+        ``reverse(x, t, small) -> (small, row)`` reverses step ``t``:
+        ``small`` are the cotangents carried (the carry's, the sums over
+        steps), ``row`` what goes into row ``output_index(t)`` of each of the
+        buffers ``rows`` (the cotangents of ``xs``). Returns ``small``,
+        ``rows`` and the counts. Every plan reverses a step last, so each
+        outer iteration ends at a reversal.
         """
-        plan = self.plan
         x, live, buffer, st, op, slot, pos = state
         row_zero = _tree.tree_map(lambda a: jnp.zeros(a.shape[1:], a.dtype), rows)
 
-        def act(carry: tuple[Any, ...]) -> tuple[Any, ...]:
-            x, live, buffer, st, op, slot, pos, small, rows, count, vjps = carry
-
-            def forward(x: Any, buffer: Any, small: Any) -> tuple[Any, ...]:
-                return self._step(x, live)[0], small, row_zero
-
-            def restore(x: Any, buffer: Any, small: Any) -> tuple[Any, ...]:
-                return self._restore(buffer, slot, x), small, row_zero
-
-            def idle(x: Any, buffer: Any, small: Any) -> tuple[Any, ...]:
-                return x, small, row_zero
-
-            def back(x: Any, buffer: Any, small: Any) -> tuple[Any, ...]:
-                small, row = reverse(x, live, small)
-                return x, small, row
-
-            branch = jnp.where(op == FORWARD, 0, jnp.where(op == RESTORE, 1, jnp.where(op == REVERSE, 3, 2)))
-            x, small, row = jax.lax.switch(branch, [forward, restore, idle, back], x, buffer, small)
+        def back(loop: tuple[Any, ...]) -> tuple[Any, ...]:
+            carry, small, rows, vjps = loop
+            (x, live, top, buffer, st, op, slot, pos, count), _ = self._run(
+                carry, None, lambda op, top: (op == REVERSE) | (op == DONE)
+            )
+            # The schedule's end also ends a run: then nothing is reversed (the branch runs once per pass).
+            small, row = jax.lax.cond(
+                op == REVERSE,
+                lambda: reverse(x, live, small),
+                lambda: (small, _tree.tree_map(jnp.zeros_like, row_zero)),
+            )
             rows = _write(rows, self.output_index(live), row, op == REVERSE)
-            live, buffer = self._settle(op, slot, pos, live, x, buffer)
-            count = count + (op == FORWARD).astype(_i32)
             vjps = vjps + (op == REVERSE).astype(_i32)
-            op, slot, pos, st = plan.next(st, live)
-            return x, live, buffer, st, op, slot, pos, small, rows, count, vjps
+            # The plan is asked for the next operation inside the loop above only: one copy of its code less.
+            op = jnp.where(op == REVERSE, IDLE, op).astype(_i32)
+            return (x, live, top, buffer, st, op, slot, pos, count), small, rows, vjps
 
         zero = jnp.asarray(0, _i32)
-        carry = (x, live, buffer, st, op, slot, pos, small, rows, zero, zero)
-        out = jax.lax.while_loop(lambda c: c[4] != DONE, act, carry)
-        return out[7], out[8], out[9], out[10]
+        loop = ((x, live, live, buffer, st, op, slot, pos, zero), small, rows, zero)
+        carry, small, rows, vjps = jax.lax.while_loop(lambda loop: loop[0][5] != DONE, back, loop)
+        return small, rows, carry[8], vjps
 
 
 def _tell(tally: Tally | None, forward: Any, vjps: Any) -> None:
@@ -428,7 +432,7 @@ def _scan_fwd(spec: _ScanSpec, init: Any, xs: Any, consts: Any) -> Any:
     _, y_shape = jax.eval_shape(lambda c, x, k: spec.fn(c, x, *k), init, x_example, consts)
     ys = _tree.tree_map(lambda s: jnp.zeros((spec.n, *s.shape), s.dtype), y_shape)
     loop = _scan_loop(spec, init, xs, consts)
-    x, live, _, buffer, st, op, slot, pos, ys, count = loop.forward(leaves, ys)
+    (x, live, _, buffer, st, op, slot, pos, count), ys = loop.forward(leaves, ys)
     final, y = loop.step(x, live)  # x_n from x_{n-1}: the output, computed once
     ys = _put(ys, spec.index(live), y)
     _tell(spec.tally, count + 1, 0)
@@ -629,10 +633,10 @@ def _while_bwd(spec: _WhileSpec, residuals: Any, g_final: Any) -> Any:
         return (carry_g.pick(g_c), g_k), []
 
     st = stack.init(n, positions)
-    op, slot, pos, st = stack.next(st, n)
+    idle = jnp.asarray(IDLE, _i32)
     loop = _Loop(step=step, n=spec.max_steps, plan=stack)
     small = (carry_g.pick(_materialize(g_final)), consts_g.zeros())
-    (g, g_k), _, count, vjps = loop.backward((x, n, buffer, st, op, slot, pos), small, [], reverse)
+    (g, g_k), _, count, vjps = loop.backward((x, n, buffer, st, idle, -idle, -idle), small, [], reverse)
     _tell(spec.tally, count, vjps)
     cond_zero = _Grads(cond_consts, [False] * len(cond_consts)).full([])
     return carry_g.full(g), consts_g.full(g_k), cond_zero
