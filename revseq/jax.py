@@ -267,11 +267,12 @@ def _partial_vjp(fn: Callable[..., Any], consts: tuple[Any, ...], wanted: list[b
 class _Loop:
     """One compiled run: ``step(carry, t) -> (carry, y)`` over ``n`` steps under ``plan``.
 
-    Each iteration performs one micro-operation. Only the step and its VJP
-    are under ``lax.cond``/``lax.switch``; the large buffers (the slots,
-    ``ys``, the cotangents of ``xs``) are updated outside them, one row per
-    iteration by ``dynamic_update_slice`` of a selected value, so that XLA
-    updates them in place instead of copying them into each branch.
+    Each iteration performs one micro-operation. Only the step, a restore
+    and the VJP are under ``lax.switch``/``lax.cond``; the large buffers
+    (the slots, ``ys``, the cotangents of ``xs``) are written outside them,
+    one row per iteration, by scatters sent out of bounds when nothing is to
+    be written (:func:`_write`), so that XLA updates them in place instead
+    of copying them every iteration.
     """
 
     step: Callable[[Any, Any], tuple[Any, Any]]
@@ -347,8 +348,8 @@ class _Loop:
         ``small`` are the cotangents carried (the carry's, the sums over
         steps), ``row`` what goes into row ``output_index(t)`` of each of the
         buffers ``rows`` (the cotangents of ``xs``). Returns ``small``,
-        ``rows`` and the counts. Every plan reverses a step last, so each
-        outer iteration ends at a reversal.
+        ``rows`` and the counts. Each outer iteration ends at a reversal,
+        the last at the schedule's end.
         """
         x, live, buffer, st, op, slot, pos = state
         row_zero = _tree.tree_map(lambda a: jnp.zeros(a.shape[1:], a.dtype), rows)
@@ -395,7 +396,7 @@ def _tell(tally: Tally | None, forward: Any, vjps: Any) -> None:
 class _ScanSpec:
     """The non-array arguments of one :func:`scan` (custom_vjp's nondiff argument)."""
 
-    fn: Callable[..., Any]  # closure-converted step: (carry, x, *consts) -> (carry, y)
+    fn: Callable[..., Any]  # the step with what it closes over hoisted (_hoisted): (carry, x, *consts) -> (carry, y)
     n: int
     strategy: ReversalStrategy
     reverse: bool
@@ -561,8 +562,8 @@ def scan(
 
 @attrs.frozen(eq=False)
 class _WhileSpec:
-    cond: Callable[..., Any]  # closure-converted: (carry, *cond_consts) -> bool
-    body: Callable[..., Any]  # closure-converted: (carry, *body_consts) -> carry
+    cond: Callable[..., Any]  # hoisted (_hoisted): (carry, *cond_consts) -> bool
+    body: Callable[..., Any]  # hoisted: (carry, *body_consts) -> carry
     max_steps: int
     checkpoints: int
     tally: Tally | None
