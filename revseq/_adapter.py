@@ -30,7 +30,8 @@ class Tally:
     stats:
         The engine's :class:`revseq.Stats` for the latest walk (its
         ``as_cost()`` is comparable with ``strategy.cost(n)``); None until a
-        walk has run.
+        walk has run, and always None for revseq.jax, whose compiled loops
+        have no engine.
     """
 
     forward_steps: int = 0
