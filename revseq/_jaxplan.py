@@ -3,8 +3,9 @@
 A *plan* has ``init(n)``, its state (a pytree of int32 arrays), and
 ``next(state, live)``: the next micro-operation ``(op, slot, step)`` (see
 revseq._microcode) and the new state, given the live step. It runs inside
-``lax.while_loop``, so everything here is traced jnp on scalars and O(c)
-arrays, with no host call and nothing of size ``n``.
+``lax.while_loop``, so everything here is traced jnp on scalars and arrays
+of one entry per slot (O(c); StoreAll's ``n - 1``), with no host call. A
+:class:`Program`'s rows, made on the host, are the one table of size O(n).
 
 :class:`Stack` is the rule-driven plan of the built-in offline strategies.
 Their checkpoints form a stack, positions increasing upwards: the top is the
