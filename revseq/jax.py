@@ -450,15 +450,20 @@ def _scan_bwd(spec: _ScanSpec, residuals: Any, cotangents: Any) -> Any:
     loop = _scan_loop(spec, init, xs, consts)
     carry_g, xs_g = _Grads(init), _Grads(xs, xs_wanted)
     consts_g = _Grads(consts, consts_wanted)
-    ys_g = _Grads(g_ys, _nonzero(g_ys))  # a symbolic zero (an unused ys) is no buffer: zero rows
+    # One row of ys per step: a symbolic zero (ys the loss does not use) is no buffer, its rows are zeros.
+    zero_leaf = lambda z: isinstance(z, SymbolicZero)  # noqa: E731
+    ys_g = _Grads(
+        _tree.tree_map(lambda z: jax.ShapeDtypeStruct(z.shape[1:], z.dtype), g_ys, is_leaf=zero_leaf), _nonzero(g_ys)
+    )
+    ys_given = [a for a, m in zip(_tree.tree_leaves(g_ys, is_leaf=zero_leaf), ys_g.mask, strict=True) if m]
 
     def reverse(x: Any, t: Any, small: tuple[Any, Any]) -> tuple[tuple[Any, Any], list[Any]]:
         g, g_k = small
         i = spec.index(t)
         x_t = None if xs is None else _at(xs, i)
         _, pullback = _partial_vjp(spec.fn, consts, consts_g.mask, carry_g.treedef.unflatten(x), x_t)
-        rows = [jax.lax.dynamic_index_in_dim(a, i, keepdims=False) for a in ys_g.pick(g_ys)]
-        g_c, g_x, *g_kt = pullback((carry_g.full(g), ys_g.full(rows, ()) if ys_g.leaves else g_ys))
+        y_bar = ys_g.full([jax.lax.dynamic_index_in_dim(a, i, keepdims=False) for a in ys_given])
+        g_c, g_x, *g_kt = pullback((carry_g.full(g), y_bar))
         g_k = [a + b.astype(a.dtype) for a, b in zip(g_k, g_kt, strict=True)]
         return (carry_g.pick(g_c), g_k), ([] if xs is None else xs_g.pick(g_x))
 

@@ -208,6 +208,20 @@ def test_pytree_carry_integer_leaves_and_no_xs():
 
 
 @needs_jax
+def test_outputs_the_loss_does_not_use_and_integer_outputs():
+    """ys returned but unused reach the backward pass as symbolic zeros, one zero row per step; integer ys as float0."""
+    xs = jnp.linspace(0.0, 1.0, 12).reshape(6, 2)
+
+    def step(h, x):
+        return jnp.tanh(1.1 * h + x), (jnp.sum(h), jnp.int32(3))
+
+    ours = functools.partial(rj.scan, strategy=revseq.BinomialCheckpointing(checkpoints=2))
+    for pick in (lambda out: jnp.sum(out[0]), lambda out: jnp.sum(out[1][0])):
+        expected = jax.grad(lambda h, pick=pick: pick(jax.lax.scan(step, h, xs)))(jnp.ones(2))
+        assert_trees_close(jax.jit(jax.grad(lambda h, pick=pick: pick(ours(step, h, xs))))(jnp.ones(2)), expected)
+
+
+@needs_jax
 def test_integer_inputs_token_ids():
     tokens = jnp.arange(30) % 7
     embed = jax.random.normal(jax.random.PRNGKey(1), (7, 4))
