@@ -50,23 +50,22 @@ def binomial_rule(n: int, c: int) -> Rule:
         return lambda length, s: (length - 1, jnp.asarray(KEEP, _i32))
     table = binomial_table(n, c)
 
-    def b(row: Any, t: Any) -> Any:
-        values, offsets, lengths = (jnp.asarray(a) for a in table)
-        return values[offsets[row] + jnp.minimum(t, lengths[row] - 1)]
+    def split(length: Any, s: Any) -> Any:
+        values, offsets, lengths = (jnp.asarray(a) for a in table)  # constants of the traced rule, once
 
-    def repetitions(length: Any, s: Any) -> Any:  # the least t with C(s + t, s) >= length
-        # A binary search unrolled: straight-line code compiles far faster than a loop nested in the
-        # schedule's loop. Always _SEARCH steps, whatever n, so that the program does not grow with n:
-        # rows have at most sqrt(2 * 2**30) + 3 < 2**16 entries.
-        low, high = jnp.asarray(0, _i32), jnp.asarray(table[2])[s] - 1
+        def b(row: Any, t: Any) -> Any:
+            return values[offsets[row] + jnp.minimum(t, lengths[row] - 1)]
+
+        # The repetition number, the least t with C(s + t, s) >= length, by a binary search unrolled:
+        # straight-line code compiles far faster than a loop nested in the schedule's loop. Always _SEARCH
+        # steps, whatever n, so that the program does not grow with n: rows have at most
+        # sqrt(2 * 2**30) + 3 < 2**16 entries.
+        low, high = jnp.asarray(0, _i32), lengths[s] - 1
         for _ in range(_SEARCH):
             mid = (low + high) // 2
             ok = b(s, mid) >= length
             low, high = jnp.where(ok, low, mid + 1), jnp.where(ok, mid, high)
-        return low
-
-    def split(length: Any, s: Any) -> Any:
-        t = jnp.maximum(2, repetitions(length, s))
+        t = jnp.maximum(2, low)
         b_s_tm2, b_s_tm1 = b(s, t - 2), b(s, t - 1)
         b_sm1_tm1, b_sm2_tm1 = b(s - 1, t - 1), b(s - 2, t - 1)
         return jnp.where(
@@ -132,11 +131,8 @@ class Stack:
             "mode": jnp.asarray(KEEP, _i32),
         }
         if positions is None:
-            st |= {"pos": jnp.full(size, -1, _i32), "k": jnp.asarray(0, _i32), "top": jnp.asarray(-1, _i32)}
-            if self.mapped:
-                order = jnp.arange(size, dtype=_i32)
-                st |= {"slot": order, "free": order[::-1], "nfree": jnp.asarray(size, _i32), "top_slot": order[0]}
-            return st
+            assert not self.mapped, "a mapped stack starts from an online sweep's positions"
+            return st | {"pos": jnp.full(size, -1, _i32), "k": jnp.asarray(0, _i32), "top": jnp.asarray(-1, _i32)}
         assert self.mapped, "a stack started from given positions maps depths to slots"
         held = positions >= 0
         order = jnp.argsort(jnp.where(held, positions, jnp.iinfo(np.int32).max)).astype(_i32)

@@ -97,25 +97,6 @@ def binomial_table(n: int, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.array([v for row in rows for v in row], dtype=np.int32), offsets, lengths
 
 
-def binomial_split(table: tuple[np.ndarray, np.ndarray, np.ndarray], length: int, s: int) -> int:
-    """Revolve's split from :func:`binomial_table` alone, as the compiled rule computes it (a test oracle's twin)."""
-    values, offsets, lengths = table
-
-    def b(row: int, t: int) -> int:
-        return int(values[offsets[row] + min(t, int(lengths[row]) - 1)])
-
-    t = 0
-    while b(s, t) < length:
-        t += 1
-    t = max(t, 2)
-    b_s_tm2, b_s_tm1, b_sm1_tm1, b_sm2_tm1 = b(s, t - 2), b(s, t - 1), b(s - 1, t - 1), b(s - 2, t - 1)
-    if length <= b_s_tm1 + b_sm2_tm1:
-        return b_s_tm2
-    if length < b_s_tm1 + b_sm1_tm1 + b_sm2_tm1:
-        return length - b_sm1_tm1 - b_sm2_tm1
-    return b_s_tm1
-
-
 class _Slots:
     """Slots of the checkpoint buffer for a program: a free list, and which step each slot holds."""
 

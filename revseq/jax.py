@@ -405,8 +405,12 @@ class _ScanSpec:
     def index(self, t: Any) -> Any:
         return self.n - 1 - t if self.reverse else t
 
-    def plan(self, init: Any) -> Any:
-        return plan(self.strategy, self.n, _state_nbytes(init))
+    state_nbytes: int  # sizes a max_bytes= budget
+
+    @functools.cached_property
+    def plan(self) -> _jaxplan.Stack | _jaxplan.Program:
+        """Made once, when the forward pass is first traced, and shared with the backward pass."""
+        return plan(self.strategy, self.n, self.state_nbytes)
 
 
 def _scan_loop(spec: _ScanSpec, init: Any, xs: Any, consts: Any) -> _Loop:
@@ -416,7 +420,7 @@ def _scan_loop(spec: _ScanSpec, init: Any, xs: Any, consts: Any) -> _Loop:
         carry, y = spec.fn(treedef.unflatten(x), None if xs is None else _at(xs, spec.index(t)), *consts)
         return _tree.tree_leaves(carry), y
 
-    return _Loop(step=step, n=spec.n, plan=spec.plan(init), output_index=spec.index)
+    return _Loop(step=step, n=spec.n, plan=spec.plan, output_index=spec.index)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -558,7 +562,14 @@ def scan(
     init = _tree.tree_map(jnp.asarray, init)
     x_example = None if xs is None else _tree.tree_map(lambda a: a[0], xs)
     fn, consts = _hoisted(f, init, x_example)
-    spec = _ScanSpec(fn=fn, n=n, strategy=strategy_or_default(strategy), reverse=reverse, tally=tally)
+    spec = _ScanSpec(
+        fn=fn,
+        n=n,
+        strategy=strategy_or_default(strategy),
+        reverse=reverse,
+        tally=tally,
+        state_nbytes=_state_nbytes(init),
+    )
     return _scan(spec, init, xs, tuple(consts))  # type: ignore[no-any-return]
 
 
