@@ -219,10 +219,11 @@ def _nonzero(tree: Any) -> list[bool]:
     ]
 
 
-def _hoisted(fn: Callable[..., Any], *example: Any) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-    """``fn`` with every array it closes over made an argument: ``(converted, consts)``.
+def _hoisted(fn: Callable[..., Any], *example: Any) -> tuple[Callable[..., Any], tuple[Any, ...], Any]:
+    """``fn`` with every array it closes over made an argument: ``(converted, consts, shape)``.
 
-    ``converted(*args, *consts)`` is ``fn(*args)``. Unlike
+    ``converted(*args, *consts)`` is ``fn(*args)``; ``shape`` is what it
+    returns, as ``jax.ShapeDtypeStruct`` leaves. Unlike
     :func:`jax.closure_convert`, which hoists only the values that may be
     differentiated, every traced value is hoisted (an integer bound ``n``
     from an enclosing ``jit``, say): one left closed over would leak out of
@@ -239,7 +240,23 @@ def _hoisted(fn: Callable[..., Any], *example: Any) -> tuple[Callable[..., Any],
         evaluate = jax.extend.core.jaxpr_as_fun(jax.extend.core.ClosedJaxpr(closed.jaxpr, list(consts)))
         return _tree.tree_unflatten(out_tree, evaluate(*_tree.tree_leaves(inputs)))
 
-    return converted, tuple(closed.consts)
+    return converted, tuple(closed.consts), shape
+
+
+def _check_carry(name: str, init: Any, carry: Any) -> None:
+    """The carry ``name`` returns must be ``init``'s: the same structure, shapes and dtypes (weak types aside).
+
+    ``lax.scan`` and ``lax.while_loop`` refuse any other, and so must the
+    differentiated passes, which would otherwise cast a changed dtype back
+    silently.
+    """
+    expected = [(jnp.shape(a), jnp.result_type(a)) for a in _tree.tree_leaves(init)]
+    got = [(tuple(a.shape), jnp.dtype(a.dtype)) for a in _tree.tree_leaves(carry)]
+    if _tree.tree_structure(init) != _tree.tree_structure(carry) or expected != got:
+        raise ParameterError(
+            f"{name} must return a carry of the initial carry's structure, shapes and dtypes: "
+            f"expected {_tree.tree_structure(init)} with {expected}, got {_tree.tree_structure(carry)} with {got}"
+        )
 
 
 def _partial_vjp(fn: Callable[..., Any], consts: tuple[Any, ...], wanted: list[bool], *args: Any) -> tuple[Any, Any]:
@@ -561,7 +578,8 @@ def scan(
         raise ParameterError(f"reverse must be a bool, got {reverse!r}")
     init = _tree.tree_map(jnp.asarray, init)
     x_example = None if xs is None else _tree.tree_map(lambda a: a[0], xs)
-    fn, consts = _hoisted(f, init, x_example)
+    fn, consts, (carry_out, _) = _hoisted(f, init, x_example)
+    _check_carry("f", init, carry_out)
     spec = _ScanSpec(
         fn=fn,
         n=n,
@@ -714,7 +732,10 @@ def while_loop(
     if tally is not None and not isinstance(tally, Tally):
         raise ParameterError(f"tally must be a revseq.jax.Tally, got {tally!r}")
     init_val = _tree.tree_map(jnp.asarray, init_val)
-    body, body_consts = _hoisted(body_fun, init_val)
-    cond, cond_consts = _hoisted(cond_fun, init_val)
+    body, body_consts, carry_out = _hoisted(body_fun, init_val)
+    _check_carry("body_fun", init_val, carry_out)
+    cond, cond_consts, going = _hoisted(cond_fun, init_val)
+    if not (isinstance(going, jax.ShapeDtypeStruct) and going.shape == () and going.dtype == jnp.bool_):
+        raise ParameterError(f"cond_fun must return one bool (a 0-d boolean array), got {going}")
     spec = _WhileSpec(cond=cond, body=body, max_steps=max_steps, checkpoints=checkpoints, tally=tally)
     return _while(spec, init_val, tuple(body_consts), tuple(cond_consts))

@@ -516,6 +516,9 @@ BAD_ARGUMENTS = [
     (lambda: {"tally": {}}, "tally must be a revseq.jax.Tally"),
     (lambda: {"reverse": 1}, "reverse must be a bool, got 1"),
     (lambda: {"f": 3}, "f must be callable, got 3"),
+    (lambda: {"f": lambda h, x: (h.astype(jnp.float32), None)}, "f must return a carry of the initial carry's"),
+    (lambda: {"f": lambda h, x: ((h, h), None)}, "f must return a carry of the initial carry's structure"),
+    (lambda: {"f": lambda h, x: (h[:1], None)}, "f must return a carry of the initial carry's structure"),
 ]
 
 
@@ -540,6 +543,14 @@ BAD_WHILE = [
 def test_bad_while_loop_arguments_are_rejected_with_a_message(kwargs, message):
     with pytest.raises(revseq.ParameterError, match=re.escape(message)):
         rj.while_loop(lambda x: x < 3, lambda x: x + 1, 0.0, **kwargs)
+
+
+@needs_jax
+def test_a_while_loop_whose_functions_return_the_wrong_thing_is_refused():
+    with pytest.raises(revseq.ParameterError, match=re.escape("body_fun must return a carry of the initial carry's")):
+        rj.while_loop(lambda x: x < 3, lambda x: x.astype(jnp.float32), jnp.zeros(2), max_steps=5)
+    with pytest.raises(revseq.ParameterError, match=re.escape("cond_fun must return one bool (a 0-d boolean array)")):
+        rj.while_loop(lambda x: x < 3, lambda x: x + 1, jnp.zeros(2), max_steps=5)
 
 
 def test_import_names_the_extra_when_jax_is_missing(monkeypatch):
