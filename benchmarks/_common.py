@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import statistics
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -102,3 +104,43 @@ def hand_written(x0: np.ndarray, n: int, w: np.ndarray) -> tuple[np.ndarray, np.
     for state in reversed(xs):
         g = g * np.cos(state)
     return x, g
+
+
+Times = dict[str, tuple[list[float], list[float]]]
+"""Per contender, its CPU times and wall times, one per round."""
+
+
+def interleaved(contenders: dict[str, Callable[[], Any]], rounds: int, *, warmup: int = 1) -> Times:
+    """Time each contender ``rounds`` times; each round runs every one once, the order rotating.
+
+    CPU time (``time.process_time``) is what other processes on a shared
+    machine disturb least; wall time is kept too. Ratios are then taken
+    round by round, between runs made seconds apart.
+    """
+    names = list(contenders)
+    for _ in range(warmup):
+        for name in names:
+            contenders[name]()
+    times: Times = {name: ([], []) for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            cpu, wall = time.process_time(), time.perf_counter()
+            contenders[name]()
+            times[name][0].append(time.process_time() - cpu)
+            times[name][1].append(time.perf_counter() - wall)
+    return times
+
+
+def summary(ratios: list[float]) -> dict[str, Any]:
+    """Median, quartiles and range of per-round ratios."""
+    ratios = sorted(ratios)
+    return {
+        "median": round(statistics.median(ratios), 4),
+        "quartiles": [round(ratios[len(ratios) // 4], 4), round(ratios[3 * len(ratios) // 4], 4)],
+        "range": [round(ratios[0], 4), round(ratios[-1], 4)],
+    }
+
+
+def ratios(times: Times, name: str, baseline: str, *, scale: float = 1.0, clock: int = 0) -> dict[str, Any]:
+    """``summary`` of ``scale * time(name) / time(baseline)`` round by round (clock 0: CPU, 1: wall)."""
+    return summary([scale * a / b for a, b in zip(times[name][clock], times[baseline][clock], strict=True)])

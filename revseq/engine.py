@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable, Generator, Iterable, Iterator
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -225,6 +226,7 @@ class _Run:
         output: bool,
         bounds: Bounds,
         disk: StoreProtocol | None = None,
+        checked: bool = True,
     ) -> None:
         self.n = n
         # Where every level copies states (MemoryStore(copy=True), DiskStore), a
@@ -238,37 +240,57 @@ class _Run:
         self.plain = recurrence.plain_step
         self.step = recurrence.step_at()
         self.store = store
+        # The default store, exactly (a subclass may override put): its dict is read, and runs of states
+        # written and deleted, in bulk, with the same accounting as put and delete.
+        self.bulk = type(store) is MemoryStore and not store.copies
         self.disk = disk  # checkpoints stored with Store(t, disk=True); a DiskStore is made if needed
         # A disk store's byte counters are cumulative over its life: count this run's from here.
         self.disk_bytes_before = (int(getattr(disk, "bytes_written", 0)), int(getattr(disk, "bytes_read", 0)))
         self.output = output
-        # The strategy's promise, enforced: the run stops before an action that would break it.
-        self.tracker = _Tracker(
-            n,
-            output=output,
-            limit=bounds.checkpoints,
-            disk_limit=bounds.disk_checkpoints,
-            step_limit=bounds.forward_steps,
+        # The strategy's promise, enforced: the run stops before an action that would break it. A built-in
+        # strategy's schedules are proven legal by the tests, and run unchecked unless asked (check_schedule=True).
+        self.tracker = (
+            _Tracker(
+                n,
+                output=output,
+                limit=bounds.checkpoints,
+                disk_limit=bounds.disk_checkpoints,
+                step_limit=bounds.forward_steps,
+            )
+            if checked
+            else None
         )
         self.claims: list[StoreProtocol] = []  # the stores this run has claimed, released when it ends
         # How many calls of f are still watched (see _watched_call); then f runs unwatched in tight loops.
         self.probes = _WATCHED_CALLS
         self.watched: list[tuple[list[Any], int]] = []  # (fingerprint, t) of each state seen so far, held weakly
+        # What the run measures itself, whether or not a tracker checks the actions: the calls of f, the
+        # checkpoints it holds at each level (sorted: a Reverse releases every one at or after its start),
+        # the states written and read back at each level, and the peaks read from the stores.
         self.calls = 0
+        # The default store keeps its own record (see MemoryStore); any other store gets one kept here.
+        self.keys = None if self.bulk else _Held()
+        self.disk_keys = _Held()
+        self.writes = self.reads = self.disk_writes = self.disk_reads = 0
         self.peak = self.peak_bytes = self.peak_disk = 0
+        self.produced = False  # whether x_n has been computed
+        # Whether every state f returned in its watched calls owned its bytes (an array that is no view, or
+        # a numpy scalar): then a sweep's states are collected and stored together; otherwise each is
+        # stored (and a view copied) as it comes, so that no view keeps a larger buffer alive meanwhile.
+        self.owning = True
 
     def stats(self) -> Stats:
-        t, disk = self.tracker, self.disk
+        disk = self.disk
         return Stats(
             n=self.n if self.n is not None else self.live,
             forward_steps=self.calls,
             peak_checkpoints=self.peak,
-            writes=t.writes,
-            reads=t.reads,
+            writes=self.writes,
+            reads=self.reads,
             peak_bytes=self.peak_bytes,
             peak_disk=self.peak_disk,
-            disk_writes=t.disk_writes,
-            disk_reads=t.disk_reads,
+            disk_writes=self.disk_writes,
+            disk_reads=self.disk_reads,
             disk_bytes_written=int(getattr(disk, "bytes_written", 0)) - self.disk_bytes_before[0],
             disk_bytes_read=int(getattr(disk, "bytes_read", 0)) - self.disk_bytes_before[1],
         )
@@ -315,13 +337,22 @@ class _Run:
         return self.disk
 
     def _fetch(self, t: int) -> Any:
-        """x_t from memory if it is there, else from disk."""
-        try:
-            return self.store.get(t)
-        except KeyError:
-            if self.disk is None:
-                raise
+        """x_t from memory if it is there, else from disk (a disk read)."""
+        if self.disk_keys and not self._in_memory(t):
+            assert self.disk is not None
+            self.disk_reads += 1
             return self.disk.get(t)
+        return self.store.get(t)
+
+    def _in_memory(self, t: int) -> bool:
+        return self.store._holds(t) if self.keys is None else t in self.keys  # type: ignore[attr-defined]
+
+    def _restore(self, t: int) -> Any:
+        """x_t read back for a Restore, counted at the level it comes from."""
+        if self.disk_keys and not self._in_memory(t):
+            return self._fetch(t)
+        self.reads += 1
+        return self.store.get(t)
 
     def _watched_call(self, x: Any, t: int) -> Any:
         """One of the first calls of f, checked: f must return a state like its input, and write into no state.
@@ -351,6 +382,8 @@ class _Run:
             probe = _checks.private_copy(x)
             y = self.step(probe, t)
         self.calls += 1
+        if self.owning and not ((type(y) is np.ndarray and y.base is None) or isinstance(y, np.generic)):
+            self.owning = False
         if first:
             before, after = _tree.describe(x), _tree.describe(y)
             if before != after:
@@ -411,6 +444,7 @@ class _Run:
         return _tree.deep_copy(x) if self.copies else x
 
     def _advance(self, x: Any, start: int, stop: int, keep: bool) -> Any:
+        """``x_stop`` from ``x = x_start``; with ``keep``, ``x_{start+1} .. x_{stop-1}`` are stored on the way."""
         put = self.store.put
         t = start
         while self.probes and t < stop:
@@ -420,7 +454,21 @@ class _Run:
                 put(t, x)
         if t < stop:
             plain, step = self.plain, self.step
-            if keep:
+            if keep and self.bulk and self.owning:  # the run of states is collected, then stored in one call
+                states: list[Any] = []
+                append = states.append
+                if plain is not None:
+                    for _ in range(t + 1, stop):
+                        x = plain(x)
+                        append(x)
+                    x = plain(x)
+                else:
+                    for s in range(t, stop - 1):
+                        x = step(x, s)
+                        append(x)
+                    x = step(x, stop - 1)
+                self.store._put_run(t + 1, states)  # type: ignore[attr-defined]
+            elif keep:
                 if plain is not None:
                     for s in range(t + 1, stop):
                         x = plain(x)
@@ -438,81 +486,144 @@ class _Run:
                 for s in range(t, stop):
                     x = step(x, s)
             self.calls += stop - t
-        if keep:
+        if keep and stop - start > 1:
+            if self.keys is not None:
+                self.keys.add(start + 1, stop)
+            self.writes += stop - start - 1
             self._measure()
         return x
 
-    def _put(self, action: Store, x: Any) -> None:
-        if action.disk:
-            disk = self._disk()
-            disk.put(action.step, x)
-            self.peak_disk = max(self.peak_disk, len(disk))
+    def _put(self, t: int, x: Any, disk: bool) -> None:
+        if disk:
+            store = self._disk()
+            store.put(t, x)
+            self.disk_keys.add(t, t + 1)
+            self.disk_writes += 1
+            self.peak_disk = max(self.peak_disk, len(store))
         else:
-            self.store.put(action.step, x)
+            self.store.put(t, x)
+            if self.keys is not None:
+                self.keys.add(t, t + 1)
+            self.writes += 1
             self._measure()
 
-    def _release(self, memory: list[int], disk: list[int]) -> None:
-        """Delete what the tracker says the last Reverse or Free released, at each level."""
-        for t in memory:
-            self.store.delete(t)
-        if disk:
+    def _release(self, start: int, stop: int | None = None) -> None:
+        """Delete every checkpoint in ``x_start .. x_{stop-1}`` at each level (to the end with no ``stop``)."""
+        if self.keys is None:
+            self.store._delete_range(start, self.n if stop is None else stop)  # type: ignore[attr-defined]
+        else:
+            for first, end in self.keys.cut(start, stop):
+                for t in range(first, end):
+                    self.store.delete(t)
+        if self.disk_keys:
             assert self.disk is not None
-            for t in disk:
-                self.disk.delete(t)
+            for first, end in self.disk_keys.cut(start, stop):
+                for t in range(first, end):
+                    self.disk.delete(t)
 
-    def execute(self, actions: Iterable[Action]) -> Generator[tuple[int, Any], None, None]:
-        """Execute ``actions``, yielding ``(t, x_t)`` for each reversed step; first ``(n, x_n)`` if output."""
+    def execute(self, actions: Iterable[Action]) -> Generator[tuple[int, Sequence[Any]], None, None]:
+        """Execute ``actions``, yielding the states of each reversed step in blocks; first ``(n, [x_n])`` if output.
+
+        A block ``(top, states)`` holds ``x_top, x_{top-1}, ...``: a Reverse's
+        states in one list where the default store holds them (no call per
+        state), one at a time elsewhere (a store that copies or reads from
+        disk makes each state when it is needed). With a tracker, each action
+        is checked before anything runs; the run does its own bookkeeping
+        (calls, checkpoints held, writes and reads) either way.
+        """
         tracker = self.tracker
-        check = tracker.check
-        n = tracker.n
+        check = tracker.check if tracker is not None else None
+        n = self.n
         assert n is not None  # an online run executes actions only once its length is known
         x, live = self.x, self.live
-        produced = tracker.output_done  # x_n is already computed: an online sweep stopped there
-        get = self.store.get if self.disk is None else self._fetch
+        output, bulk = self.output, self.bulk
+        plain, step = self.plain, self.step
+        store, on_disk = self.store, self.disk_keys
+        get = store.get
+        watching = self.probes > 0  # whether f's first calls are still watched (see _watched_call)
+        action: Any
         for index, proposed in enumerate(actions):
-            action = check(index, proposed)  # raises before anything illegal runs; numpy ints made ints
+            action = proposed if check is None else check(index, proposed)  # numpy ints made ints
             kind = type(action)
             if kind is Advance:
-                x = self._advance(x, action.start, action.stop, action.keep)  # type: ignore[union-attr]
-                live = action.stop  # type: ignore[union-attr]
-                if live == n and self.output:
-                    produced = True
-                    yield n, self._kept(x)  # this schedule computes x_n itself, before reversing
+                start, stop, keep = action
+                if keep or watching:
+                    x = self._advance(x, start, stop, keep)
+                    watching = self.probes > 0
+                elif plain is not None:
+                    if stop - start == 1:  # the commonest advance of a binomial schedule
+                        x = plain(x)
+                    else:
+                        for _ in range(stop - start):
+                            x = plain(x)
+                    self.calls += stop - start
+                else:
+                    for s in range(start, stop):
+                        x = step(x, s)
+                    self.calls += stop - start
+                live = stop
+                if live == n and output:
+                    self.produced = True
+                    yield n, (self._kept(x),)  # this schedule computes x_n itself, before reversing
             elif kind is Reverse:
-                start, stop = action.start, action.stop  # type: ignore[union-attr]
-                if stop == n and self.output and not produced:
-                    produced = True
+                start, stop = action
+                if stop == n and output and not self.produced:
+                    self.produced = True
                     if live == n - 1:
                         # f may write into its argument, or into a buffer it returned before (x itself):
                         # where that is allowed, x_{n-1} is kept apart for its own reversal.
                         last, x = x, self._kept(x)
                     else:
-                        last = get(n - 1)  # a store that copies hands out a fresh copy
-                    if self.probes:
+                        last = self._fetch(n - 1)  # a store that copies hands out a fresh copy
+                    if watching:
                         final = self._watched_call(last, n - 1)
+                        watching = self.probes > 0
                     else:
-                        final = self.step(last, n - 1)
+                        final = step(last, n - 1)
                         self.calls += 1
-                    yield n, self._kept(final)
-                released, released_disk = tracker.released, tracker.released_disk
+                    yield n, (self._kept(final),)
                 top = stop - 1
-                yield top, (x if top == live else get(top))
-                for t in range(top - 1, start - 1, -1):
-                    yield t, get(t)
-                self._release(released, released_disk)
+                if bulk and (not on_disk.count or on_disk.last() < start):  # nothing on disk: in pieces, and gone
+                    pieces = store._pop_block(start, stop)  # type: ignore[attr-defined]
+                    if top == live and not pieces:
+                        pieces = [(top, [x])]
+                    elif top == live:  # the live state is x_top: it goes first (if it is also stored, in its place)
+                        first, states = pieces[0]
+                        pieces[0] = (top, [x, *states[1:]] if first == top else [x, *states])
+                        del states
+                    yield from pieces
+                    del pieces  # the reversed states must not outlive their reversal
+                else:
+                    yield top, (x if top == live else self._fetch(top),)
+                    for t in range(top - 1, start - 1, -1):
+                        yield t, (self._fetch(t),)
+                    self._release(start)
             elif kind is Store:
-                self._put(action, x)  # type: ignore[arg-type]
-                if action.disk:  # type: ignore[union-attr]
-                    get = self._fetch
+                t, disk = action
+                if bulk and not disk:
+                    store.put(t, x)
+                    self.writes += 1
+                    if store._count > self.peak:  # type: ignore[attr-defined]
+                        self.peak = store._count  # type: ignore[attr-defined]
+                    if store._nbytes > self.peak_bytes:  # type: ignore[attr-defined]
+                        self.peak_bytes = store._nbytes  # type: ignore[attr-defined]
+                else:
+                    self._put(t, x, disk)
             elif kind is Restore:
-                live = action.step  # type: ignore[union-attr]
-                x = get(live)
-            else:  # Free: the tracker has rejected anything else
-                self._release(tracker.released, tracker.released_disk)
+                live = action[0]
+                if bulk and not on_disk.count:
+                    x = get(live)
+                    self.reads += 1
+                else:
+                    x = self._restore(live)
+            elif kind is Free:
+                self._release(action[0], action[1])
+            else:  # only an unchecked schedule gets here: a built-in strategy's, which yields actions only
+                raise ScheduleError(f"not an action: {action!r}", index=index, action=action)
         self.x, self.live = x, live
 
-    def walk(self, actions: Iterable[Action]) -> Generator[tuple[int, Any], None, None]:
-        """Run a whole schedule for a known ``n``.
+    def walk(self, actions: Iterable[Action]) -> Generator[tuple[int, Sequence[Any]], None, None]:
+        """Run a whole schedule for a known ``n``, in blocks (see :meth:`execute`).
 
         The stores are claimed at the first action and emptied and given
         back however the walk ends: finished, failed, closed, or dropped
@@ -521,25 +632,30 @@ class _Run:
         self.claim()
         try:
             yield from self.execute(actions)
-            self.tracker.finish()
+            if self.tracker is not None:
+                self.tracker.finish()
         finally:
             self.end()
 
     def walk_online(
         self, strategy: OnlineStrategy, until: Callable[[int, Any], Any] | None, max_steps: int
-    ) -> Generator[tuple[int, Any], None, None]:
+    ) -> Generator[tuple[int, Sequence[Any]], None, None]:
         """Run an online strategy's forward sweep until ``until`` says stop, then its reversal."""
         self.claim()
         try:
             self._forward_until(strategy, until, max_steps)
             n = self.live
-            self.tracker.settle(n)
+            if self.tracker is not None:
+                self.tracker.settle(n)
             self.n = n
+            self.produced = True  # the sweep has computed x_n
             if self.output:
-                yield n, self._kept(self.x)
-            held = tuple(sorted({*self.tracker.keys, *self.tracker.disk_keys}))  # both levels, as _cut_forward
+                yield n, (self._kept(self.x),)
+            memory = self.store._held() if self.keys is None else self.keys.keys()  # type: ignore[attr-defined]
+            held = tuple(sorted({*memory, *self.disk_keys.keys()}))  # both levels, as _cut_forward
             yield from self.execute(strategy_iterable(strategy, "backward(...)", strategy.backward(n, held)))
-            self.tracker.finish()
+            if self.tracker is not None:
+                self.tracker.finish()
         finally:
             self.end()
 
@@ -547,8 +663,10 @@ class _Run:
         tracker = self.tracker
         x = self.x
         step = self.step
-        for index, proposed in enumerate(strategy_iterable(strategy, "forward()", strategy.forward())):
-            action = tracker.check(index, proposed)
+        index = -1
+        for proposed in strategy_iterable(strategy, "forward()", strategy.forward()):
+            index += 1
+            action = proposed if tracker is None else tracker.check(index, proposed)
             kind = type(action)
             if kind is Advance:
                 for s in range(action.start, action.stop):  # type: ignore[union-attr]
@@ -559,18 +677,88 @@ class _Run:
                         self.calls += 1
                     t = s + 1
                     if t >= max_steps or (until is not None and _stops(self._ask(until, t, x), t)):
-                        tracker.truncate(t)
+                        if tracker is not None:
+                            tracker.truncate(t)
                         self.x, self.live = x, t
                         return
                 self.live = action.stop  # type: ignore[union-attr]
             elif kind is Store:
-                self._put(action, x)  # type: ignore[arg-type]
+                self._put(action.step, x, action.disk)  # type: ignore[union-attr]
             elif kind is Restore:
-                x = self._fetch(action.step)  # type: ignore[union-attr]
+                x = self._restore(action.step)  # type: ignore[union-attr]
                 self.live = action.step  # type: ignore[union-attr]
             elif kind is Free:  # at whichever level holds each state, as in execute()
-                self._release(tracker.released, tracker.released_disk)
+                self._release(action.start, action.stop)  # type: ignore[union-attr]
+            else:
+                raise ScheduleError(f"not an action: {action!r}", index=index, action=action)
         raise ScheduleError(f"{strategy!r}: the forward sweep ended at x_{self.live} before the run stopped")
+
+
+class _Held:
+    """The checkpoints a run holds at one level: sorted, disjoint runs ``[start, stop)`` of step indices.
+
+    A sweep that keeps its states adds one run for all of them, so the
+    bookkeeping costs nothing per step.
+    """
+
+    __slots__ = ("count", "starts", "stops")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.stops: list[int] = []
+        self.count = 0
+
+    def add(self, start: int, stop: int) -> None:
+        """Hold ``start .. stop-1``, none of them held yet."""
+        starts, stops = self.starts, self.stops
+        i = bisect_left(starts, start)
+        left = i > 0 and stops[i - 1] == start
+        right = i < len(starts) and starts[i] == stop
+        if left and right:
+            stops[i - 1] = stops[i]
+            del starts[i], stops[i]
+        elif left:
+            stops[i - 1] = stop
+        elif right:
+            starts[i] = start
+        else:
+            starts.insert(i, start)
+            stops.insert(i, stop)
+        self.count += stop - start
+
+    def cut(self, start: int, stop: int | None = None) -> list[tuple[int, int]]:
+        """Stop holding ``start .. stop-1`` (to the end with no ``stop``); return the runs that were held."""
+        starts, stops = self.starts, self.stops
+        i = bisect_right(stops, start)  # the first run ending after start
+        j = len(starts) if stop is None else bisect_left(starts, stop)  # one past the last run starting before stop
+        if i >= j:
+            return []
+        end = stops[j - 1] if stop is None else stop
+        cut = [(max(starts[k], start), min(stops[k], end)) for k in range(i, j)]
+        kept_starts, kept_stops = [], []
+        if starts[i] < start:
+            kept_starts.append(starts[i])
+            kept_stops.append(start)
+        if stops[j - 1] > end:
+            kept_starts.append(end)
+            kept_stops.append(stops[j - 1])
+        starts[i:j], stops[i:j] = kept_starts, kept_stops
+        self.count -= sum(b - a for a, b in cut)
+        return cut
+
+    def __contains__(self, t: int) -> bool:
+        i = bisect_right(self.starts, t) - 1
+        return i >= 0 and t < self.stops[i]
+
+    def __len__(self) -> int:
+        return self.count
+
+    def last(self) -> int:
+        """The highest index held (-1 if none)."""
+        return self.stops[-1] - 1 if self.stops else -1
+
+    def keys(self) -> list[int]:
+        return [t for start, stop in zip(self.starts, self.stops, strict=True) for t in range(start, stop)]
 
 
 _RUN_CODE = frozenset(method.__code__ for method in (_Run.walk, _Run.walk_online, _Run.execute))
@@ -612,7 +800,16 @@ _RUN_DOC = """
     max_steps:
         With ``n=None``: the run stops at ``x_max_steps`` at the latest (a
         safety bound; ``stats.n`` says where it stopped). Needed if ``until``
-        is not given."""
+        is not given.
+    check_schedule:
+        Check every action of the schedule before it runs, as
+        :func:`revseq.simulate` does, and stop the run with a
+        :class:`~revseq.errors.ScheduleError` at the first illegal one or the
+        first that breaks the strategy's bounds. A strategy of your own is
+        always checked; a built-in one (exactly one of revseq's classes, not a
+        subclass) is proven legal by revseq's tests and runs unchecked unless
+        this is true. The counts in ``stats`` are measured by the run either
+        way."""
 
 
 def backprop(
@@ -626,6 +823,7 @@ def backprop(
     disk: StoreProtocol | None = None,
     until: Callable[[int, Any], Any] | None = None,
     max_steps: int | None = None,
+    check_schedule: bool = False,
 ) -> Result:
     """Run ``n`` steps from ``x0`` and return ``x_n`` with the gradient of the objective.
 
@@ -661,7 +859,17 @@ def backprop(
     x0 = _as_state(x0)
     seed = _seed(adjoint, x0, recurrence.loss is not None)
     # walk() checks n, strategy, stores, until and max_steps before anything runs
-    pairs = walk(recurrence, x0, n, strategy, store=store, disk=disk, until=until, max_steps=max_steps)
+    pairs = walk(
+        recurrence,
+        x0,
+        n,
+        strategy,
+        store=store,
+        disk=disk,
+        until=until,
+        max_steps=max_steps,
+        check_schedule=check_schedule,
+    )
     leaf = _tree.is_leaf(x0)
     # Each user callable's first output is checked in full (structure, shapes,
     # dtype; no broadcasting) by the `checked` variants, used for the first
@@ -676,33 +884,40 @@ def backprop(
     t = n
     try:
         with pairs:
-            steps = pairs._pairs  # the generator itself: `pairs` wraps it with cleanup we hold via `with`
-            n, state = next(steps)  # (n, x_n): the first pair
+            blocks = pairs._blocks  # the run's generator: `pairs` wraps it with cleanup we hold via `with`
+            n, (state,) = next(blocks)  # (n, [x_n]): the first block
             g = seed(state)
             if first_loss is not None:
                 total, gx, gp = first_loss(state, n)
                 # Sums start from copies: a callable handing out one buffer each call must not change them.
+                # The parameter gradient is then summed in place, into this buffer the run owns.
                 total, gp = _checks.private_copy(total), _checks.private_copy(gp)
                 g = g + gx if leaf else _tree.tree_add(g, gx)
             # The first step reversed, x_{n-1}, with every output checked; then the unchecked callables
             # (the gist's plain df in a tight loop of its own).
             adjoint, loss = first_adjoint, first_loss
-            for t, x in steps:
-                g, gp_t = adjoint(x, t, g)
-                if gp_t is not None:
-                    gp = _checks.private_copy(gp_t) if gp is None else _tree.tree_add(gp, gp_t)
-                if loss is not None and t:
-                    value, gx, gp_t = loss(x, t)
-                    total = total + value
-                    g = g + gx if leaf else _tree.tree_add(g, gx)
-                    if gp_t is not None:
-                        gp = _tree.tree_add(gp, gp_t)
+            for top, states in blocks:
+                steps = zip(range(top, -1, -1), states, strict=False)  # range: t for each state, as far as they go
+                if plain_df is None or adjoint is first_adjoint:
+                    for t, x in steps:
+                        g, gp_t = adjoint(x, t, g)
+                        if gp_t is not None:
+                            gp = _checks.private_copy(gp_t) if gp is None else _accumulate(gp, gp_t)
+                        if loss is not None and t:
+                            value, gx, gp_t = loss(x, t)
+                            total = total + value
+                            g = g + gx if leaf else _tree.tree_add(g, gx)
+                            if gp_t is not None:
+                                gp = _accumulate(gp, gp_t)
+                        if adjoint is first_adjoint:
+                            adjoint, loss = adjoint_step, loss_at
+                            if plain_df is not None:
+                                break
                 if plain_df is not None:
-                    break
-                adjoint, loss = adjoint_step, loss_at
-            if plain_df is not None:
-                for t, x in steps:  # noqa: B007 (t names the step in the error below)
-                    g = g * plain_df(x)
+                    for t, x in steps:  # noqa: B007 (t names the step in the error below)
+                        g = g * plain_df(x)
+                del states, steps  # a reversed state must not be held while the run computes the next ones
+                x = None
             stats = pairs.stats
     except (TypeError, ValueError) as exc:
         if isinstance(exc, RevseqError) or not _raised_in_revseq(exc):
@@ -738,6 +953,32 @@ def _raised_in_revseq(exc: BaseException) -> bool:
     return last is not None and os.path.abspath(last.tb_frame.f_code.co_filename).startswith(_PACKAGE)
 
 
+def _accumulate(total: Any, part: Any) -> Any:
+    """``total + part``, in place where ``total`` is an array (or a tree of arrays) the run owns.
+
+    Only where ``part`` has exactly the shape and dtype of ``total``: anything
+    else is summed as before, into a new value, so that what a later call
+    returned wrong (another shape or dtype) still shows in the final check of
+    the sum rather than being cast or broadcast into the buffer.
+    """
+    if type(total) is np.ndarray:
+        if type(part) is np.ndarray and part.shape == total.shape and part.dtype == total.dtype:
+            np.add(total, part, out=total)
+            return total
+        return total + part
+    if isinstance(total, (tuple, list)) and isinstance(part, (tuple, list)) and len(total) == len(part):
+        summed = [_accumulate(a, b) for a, b in zip(total, part, strict=True)]
+        if isinstance(total, list):
+            total[:] = summed
+            return total
+        return type(total)(*summed) if hasattr(total, "_fields") else type(total)(summed)
+    if isinstance(total, dict) and isinstance(part, dict) and total.keys() == part.keys():
+        for key in total:
+            total[key] = _accumulate(total[key], part[key])
+        return total
+    return _tree.tree_add(total, part)
+
+
 def _check_sum(total: Any, reference: Any, what: str, name: str) -> None:
     problem = _checks.mismatch(total, reference)
     if problem is not None:
@@ -745,6 +986,17 @@ def _check_sum(total: Any, reference: Any, what: str, name: str) -> None:
             f"the {what} summed over all steps is not shaped like {name} ({problem}): df, vjp or loss returned "
             f"a value of another shape or type at a step after the first (whose outputs were checked)"
         )
+
+
+def _pairs(blocks: Iterator[tuple[int, Sequence[Any]]]) -> Generator[tuple[int, Any], None, None]:
+    """The run's blocks ``(top, [x_top, x_{top-1}, ...])`` as pairs ``(t, x_t)``."""
+    for top, states in blocks:
+        t = top
+        for x in states:
+            yield t, x
+            t -= 1
+        del states  # a reversed state must not be held while the run computes the next ones
+        x = None
 
 
 class Walk(Iterator[tuple[int, Any]]):
@@ -756,9 +1008,10 @@ class Walk(Iterator[tuple[int, Any]]):
     comes first. A walk that never started touches no store.
     """
 
-    def __init__(self, run: _Run, pairs: Generator[tuple[int, Any], None, None]) -> None:
+    def __init__(self, run: _Run, blocks: Generator[tuple[int, Sequence[Any]], None, None]) -> None:
         self._run = run
-        self._pairs = pairs  # its `finally` ends the run: on exhaustion, error, close() or collection
+        self._blocks = blocks  # its `finally` ends the run: on exhaustion, error, close() or collection
+        self._pairs = _pairs(blocks)
 
     def __iter__(self) -> Walk:
         return self
@@ -768,6 +1021,7 @@ class Walk(Iterator[tuple[int, Any]]):
 
     def close(self) -> None:
         self._pairs.close()
+        self._blocks.close()  # closing a generator that never started runs no `finally`: the run's own too
 
     def __enter__(self) -> Walk:
         return self
@@ -848,6 +1102,7 @@ def walk(
     output: bool = True,
     until: Callable[[int, Any], Any] | None = None,
     max_steps: int | None = None,
+    check_schedule: bool = False,
 ) -> Walk:
     """Run a schedule and yield ``(t, x_t)``: ``(n, x_n)`` first if ``output``, then ``t = n-1`` down to 0.
 
@@ -873,8 +1128,9 @@ def walk(
     """
     recurrence = f if isinstance(f, Recurrence) else Recurrence(f)
     x0 = _as_state(x0)
-    if not isinstance(output, (bool, np.bool_)):
-        raise ParameterError(f"output must be a bool, got {output!r} ({type(output).__name__})")
+    for name, flag in (("output", output), ("check_schedule", check_schedule)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise ParameterError(f"{name} must be a bool, got {flag!r} ({type(flag).__name__})")
     if disk is not None and disk is store:
         raise ParameterError(
             f"store and disk must be two different stores, got the same object twice ({store!r}): "
@@ -891,7 +1147,8 @@ def walk(
             raise ScheduleError(f"{online!r}.sized(...) must return an online strategy, got {sized!r}")
         bounds = strategy_bounds(sized, "online_bounds()", sized.online_bounds())
         _check_fits(sized, None, bounds, store, state_nbytes, limit)
-        run = _Run(None, x0, recurrence, store, output=output, bounds=bounds, disk=disk)
+        checked = bool(check_schedule) or not _trusted(sized)
+        run = _Run(None, x0, recurrence, store, output=output, bounds=bounds, disk=disk, checked=checked)
         return Walk(run, run.walk_online(sized, until, limit))
     if until is not None or max_steps is not None:
         raise ParameterError(f"until and max_steps go with n=None (a run of unknown length), got n={n!r}")
@@ -899,8 +1156,24 @@ def walk(
     schedule = _sized(_check_strategy(strategy), state_nbytes).schedule(n)
     bounds = schedule.bounds()
     _check_fits(schedule.strategy, n, bounds, store, state_nbytes, n)
-    run = _Run(n, x0, recurrence, store, output=output, bounds=bounds, disk=disk)
+    checked = bool(check_schedule) or not _trusted(schedule.strategy)
+    run = _Run(n, x0, recurrence, store, output=output, bounds=bounds, disk=disk, checked=checked)
     return Walk(run, run.walk(schedule))
+
+
+def _trusted(strategy: ReversalStrategy) -> bool:
+    """Whether ``strategy`` is one of revseq's own, exactly: its schedules are proven legal by the tests."""
+    from revseq import strategies  # here: revseq.strategies must not import the engine
+
+    return type(strategy) in (
+        strategies.StoreAll,
+        strategies.Recompute,
+        strategies.RecursiveHalving,
+        strategies.SqrtCheckpointing,
+        strategies.BinomialCheckpointing,
+        strategies.OnlineCheckpointing,
+        strategies.MultistageCheckpointing,
+    )
 
 
 def _sized(strategy: ReversalStrategy, state_nbytes: int) -> ReversalStrategy:
@@ -949,6 +1222,7 @@ def reverse(
     disk: StoreProtocol | None = None,
     until: Callable[[int, Any], Any] | None = None,
     max_steps: int | None = None,
+    check_schedule: bool = False,
 ) -> Reversal:
     """Yield ``x_{{n-1}}, ..., x_0`` of ``x_{{t+1}} = f(x_t)`` without storing them all.
 
@@ -966,7 +1240,20 @@ def reverse(
     >>> [int(x) for x in revseq.reverse(lambda x: x + 1, 0, 5, revseq.RecursiveHalving())]
     [4, 3, 2, 1, 0]
     """
-    return Reversal(walk(f, x0, n, strategy, store=store, disk=disk, output=False, until=until, max_steps=max_steps))
+    return Reversal(
+        walk(
+            f,
+            x0,
+            n,
+            strategy,
+            store=store,
+            disk=disk,
+            output=False,
+            until=until,
+            max_steps=max_steps,
+            check_schedule=check_schedule,
+        )
+    )
 
 
 for _function in (backprop, walk, reverse):

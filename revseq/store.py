@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from operator import attrgetter
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -42,7 +44,7 @@ class Store(Protocol):
 
 
 class MemoryStore:
-    """Checkpoints in RAM, in a dict.
+    """Checkpoints in RAM.
 
     By default a checkpoint is a reference to the state f returned, not a
     copy: numpy steps return new arrays, so this is both correct and free.
@@ -58,40 +60,63 @@ class MemoryStore:
     then what the checkpoints really occupy.
     """
 
-    __slots__ = ("_copy", "_data", "_nbytes")
+    # Checkpoints put one at a time live in a dict. The engine stores
+    # the states a sweep keeps (Advance(keep=True): StoreAll's n of them) as one run, a list of
+    # consecutive steps, and takes a reversal's states back as slices: a step then costs the store no
+    # call and no dict entry.
+    __slots__ = ("_copy", "_count", "_data", "_nbytes", "_runs", "_starts")
 
     def __init__(self, *, copy: bool = False) -> None:
         self._copy = copy
         self._data: dict[int, Any] = {}
+        self._starts: list[int] = []  # the first key of each run, sorted
+        self._runs: list[list[Any]] = []  # each run's states, keys starts[i], starts[i] + 1, ...
+        self._count = 0  # states held, in the dict and the runs
         self._nbytes = 0
 
     def put(self, key: int, state: Any) -> None:
         if self._copy:
             state = _tree.deep_copy(state)
-        if type(state) is _NDARRAY:  # the usual state: the fast path (a put per step for StoreAll)
+        data = self._data
+        if key in data or (self._starts and self._run_of(key) >= 0):  # stored again: the old state goes
+            self._delete_range(key, key + 1)
+        if type(state) is _NDARRAY:  # the usual state: the fast path
             if state.base is not None:  # a view: of a larger buffer?
                 state = _own(state)
+            self._nbytes += state.nbytes
+        elif isinstance(state, np.generic):  # a numpy scalar (np.sin of a 0-d array returns one)
             self._nbytes += state.nbytes
         else:
             state = _tree.tree_map(_own, state)
             self._nbytes += _tree.nbytes(state)
-        self._data[key] = state
+        data[key] = state
+        self._count += 1
 
     def get(self, key: int) -> Any:
-        state = self._data[key]
+        try:
+            state = self._data[key]
+        except KeyError:
+            i = self._run_of(key)
+            if i < 0:
+                raise
+            state = self._runs[i][key - self._starts[i]]
         # A step that works in place would otherwise modify the checkpoint
         # through the live state restored from it.
         return _tree.deep_copy(state) if self._copy else state
 
     def delete(self, key: int) -> None:
-        self._nbytes -= _tree.nbytes(self._data.pop(key))
+        if not self._holds(key):
+            raise KeyError(key)
+        self._delete_range(key, key + 1)
 
     def clear(self) -> None:
         self._data.clear()
-        self._nbytes = 0
+        self._starts.clear()
+        self._runs.clear()
+        self._count = self._nbytes = 0
 
     def __len__(self) -> int:
-        return len(self._data)
+        return self._count
 
     @property
     def copies(self) -> bool:
@@ -107,10 +132,113 @@ class MemoryStore:
         return self._nbytes
 
     def __repr__(self) -> str:
-        return f"MemoryStore(copy={self._copy}, held={len(self._data)}, nbytes={self._nbytes})"
+        return f"MemoryStore(copy={self._copy}, held={self._count}, nbytes={self._nbytes})"
+
+    # -- the engine's bulk path: on this class exactly, without copy (a subclass's put is called per state)
+
+    def _run_of(self, key: int) -> int:
+        """The index of the run holding ``key``, or -1."""
+        i = bisect_right(self._starts, key) - 1
+        return i if i >= 0 and key - self._starts[i] < len(self._runs[i]) else -1
+
+    def _holds(self, key: int) -> bool:
+        return key in self._data or self._run_of(key) >= 0
+
+    def _held(self) -> list[int]:
+        """Every key held, sorted."""
+        runs = (range(first, first + len(run)) for first, run in zip(self._starts, self._runs, strict=True))
+        return sorted([*self._data, *(key for keys in runs for key in keys)])
+
+    def _put_run(self, start: int, states: list[Any]) -> None:
+        """Store ``states`` as ``x_start, x_{start+1}, ...``, none of them held yet (the list is kept)."""
+        if not all(issubclass(kind, np.generic) for kind in set(map(type, states))):  # scalars own their bytes
+            for i, state in enumerate(states):
+                if type(state) is _NDARRAY:
+                    if state.base is not None:
+                        states[i] = _own(state)
+                elif not isinstance(state, np.generic):
+                    states[i] = _tree.tree_map(_own, state)
+        self._nbytes += _size(states)
+        self._count += len(states)
+        i = bisect_right(self._starts, start)
+        self._starts.insert(i, start)
+        self._runs.insert(i, states)
+
+    def _pop_block(self, start: int, stop: int) -> list[tuple[int, list[Any]]]:
+        """Delete the states ``x_start .. x_{stop-1}``, all held but perhaps the last, and return them as
+        pieces ``(top, [x_top, x_{top-1}, ...])``, the highest first (a KeyError if one is missing)."""
+        data = self._data
+        if not self._starts:  # single states only (a binomial schedule's reversals): one piece
+            t = stop - 1 if stop - 1 in data else stop - 2
+            if t < start:
+                return []
+            states = list(map(data.pop, range(t, start - 1, -1)))
+            self._count -= len(states)
+            self._nbytes = self._nbytes - _size(states) if self._count else 0
+            return [(t, states)]
+        cut = self._cut_runs(start, stop)
+        t = stop - 1
+        if t not in data and not (cut and cut[-1][0] + len(cut[-1][1]) == stop):
+            t -= 1  # x_{stop-1} is not held (it is the live state)
+        pieces: list[tuple[int, list[Any]]] = []
+        for first, run in reversed(cut):
+            last = first + len(run) - 1
+            if t > last:  # single states between this run and the one above
+                pieces.append((t, list(map(data.pop, range(t, last, -1)))))
+            run.reverse()
+            pieces.append((last, run))
+            t = first - 1
+        if t >= start:
+            pieces.append((t, list(map(data.pop, range(t, start - 1, -1)))))
+        self._count -= sum(len(states) for _, states in pieces)
+        self._nbytes = self._nbytes - sum(_size(states) for _, states in pieces) if self._count else 0
+        return pieces
+
+    def _delete_range(self, start: int, stop: int) -> None:
+        """Delete every state held with a key in ``start .. stop-1`` (others may be held elsewhere)."""
+        data = self._data
+        gone = [states for _, states in self._cut_runs(start, stop)] if self._starts else []
+        keys = range(start, stop) if stop - start <= len(data) else [k for k in data if start <= k < stop]
+        gone.append([data.pop(k) for k in keys if k in data])
+        self._count -= sum(map(len, gone))
+        self._nbytes = self._nbytes - sum(map(_size, gone)) if self._count else 0
+
+    def _cut_runs(self, start: int, stop: int) -> list[tuple[int, list[Any]]]:
+        """Take the parts of runs in ``start .. stop-1`` out of them; return them as ``(first key, states)``."""
+        starts, runs = self._starts, self._runs
+        cut: list[tuple[int, list[Any]]] = []
+        if not starts:
+            return cut
+        i = max(bisect_right(starts, start) - 1, 0)
+        while i < len(starts) and starts[i] < stop:
+            first, run = starts[i], runs[i]
+            lo, hi = max(start - first, 0), min(stop - first, len(run))
+            if lo >= hi:  # the run ends before start
+                i += 1
+                continue
+            cut.append((first + lo, run[lo:hi]))
+            rest = run[hi:]
+            del run[lo:]
+            if rest:  # what follows the cut part becomes a run of its own
+                starts.insert(i + 1, first + hi)
+                runs.insert(i + 1, rest)
+            if not run:
+                del starts[i], runs[i]
+            else:
+                i += 1
+        return cut
+
+
+def _size(states: list[Any]) -> int:
+    """The bytes ``states`` hold: ``sum(map(_tree.nbytes, states))``, faster where each reports ``nbytes``."""
+    try:
+        return int(sum(map(_NBYTES, states)))
+    except AttributeError:  # a tuple, list or dict of arrays
+        return sum(map(_tree.nbytes, states))
 
 
 _NDARRAY = np.ndarray  # a module constant: one lookup fewer on the hot path
+_NBYTES = attrgetter("nbytes")
 
 
 def _own(leaf: Any) -> Any:

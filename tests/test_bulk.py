@@ -1,0 +1,180 @@
+"""The engine's fast paths (issue 10), each against a plain model of what it replaces.
+
+The default store keeps a sweep's states as runs and hands a reversal's
+states back in slices; the engine keeps its record of held checkpoints as
+runs of steps; a built-in strategy's schedule runs unchecked unless
+``check_schedule=True``; parameter gradients are summed in place. Each is
+checked here against the simplest thing that is obviously right: a dict, a
+set, the checked run, a sum of fresh arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from registry import LISTED
+
+import revseq
+from revseq import MemoryStore
+from revseq.engine import _Held
+
+# -- MemoryStore's runs against a dict --------------------------------------------------------------
+
+# Operations on keys 0..39: put one state, put a run of consecutive new keys, delete a range, pop a block.
+_ops = st.lists(
+    st.tuples(st.sampled_from(["put", "run", "delete", "pop", "get"]), st.integers(0, 39), st.integers(1, 6)),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_ops)
+def test_the_memory_store_with_runs_behaves_as_a_dict(ops):
+    store, model = MemoryStore(), {}
+    for kind, key, length in ops:
+        if kind == "put":
+            state = np.full(length, float(key))
+            store.put(key, state)
+            model[key] = state
+        elif kind == "run":
+            keys = range(key, min(key + length, 40))
+            if any(k in model for k in keys):
+                continue  # a run is stored only where nothing is
+            states = [np.full(1 + k % 3, float(k)) for k in keys]
+            store._put_run(key, list(states))
+            model.update(zip(keys, states, strict=True))
+        elif kind == "delete":
+            store._delete_range(key, key + length)
+            for k in range(key, key + length):
+                model.pop(k, None)
+        elif kind == "get":
+            if key in model:
+                assert store.get(key) is model[key]
+            else:
+                with pytest.raises(KeyError):
+                    store.get(key)
+        else:  # pop a block: its precondition is every key held but perhaps the last
+            stop = key + length
+            if not all(k in model for k in range(key, stop - 1)):
+                continue
+            pieces = store._pop_block(key, stop)
+            got = [(top - i, x) for top, states in pieces for i, x in enumerate(states)]
+            expected = [(k, model.pop(k)) for k in range(stop - 1, key - 1, -1) if k in model]
+            assert [t for t, _ in got] == [t for t, _ in expected]
+            assert all(a is b for (_, a), (_, b) in zip(got, expected, strict=True))
+        assert len(store) == len(model)
+        assert store.nbytes == sum(x.nbytes for x in model.values())
+        assert store._held() == sorted(model)
+
+
+def test_delete_of_a_key_not_held_is_a_key_error():
+    store = MemoryStore()
+    store._put_run(3, [np.zeros(2), np.zeros(2)])
+    with pytest.raises(KeyError):
+        store.delete(5)
+    store.delete(3)
+    assert len(store) == 1
+    assert store.get(4).shape == (2,)
+
+
+# -- the engine's record of held steps against a set -----------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 49), st.integers(1, 8), st.booleans()), max_size=60))
+def test_held_runs_behave_as_a_set(ops):
+    held, model = _Held(), set()
+    for add, start, length, to_end in ops:
+        stop = start + length
+        if add:
+            if model & set(range(start, stop)):
+                continue  # only steps not held are added
+            held.add(start, stop)
+            model |= set(range(start, stop))
+        else:
+            end = None if to_end else stop
+            cut = held.cut(start, end)
+            removed = {t for t in model if t >= start and (end is None or t < end)}
+            assert {t for a, b in cut for t in range(a, b)} == removed
+            model -= removed
+        assert len(held) == len(model)
+        assert held.keys() == sorted(model)
+        assert all((t in held) == (t in model) for t in range(-1, 60))
+        assert held.last() == (max(model) if model else -1)
+
+
+# -- unchecked built-ins against the checked run -----------------------------------------------------
+
+
+BUILT_IN = [
+    *LISTED,
+    revseq.OnlineCheckpointing(checkpoints=3),
+    revseq.MultistageCheckpointing(ram=2, disk=3),
+    revseq.MultistageCheckpointing(ram=1),
+]
+
+
+@pytest.mark.parametrize("strategy", BUILT_IN, ids=repr)
+def test_a_built_in_run_unchecked_measures_what_the_checked_run_measures(strategy):
+    rec = revseq.Recurrence(np.sin, df=np.cos)
+    x0 = np.linspace(-1.0, 1.0, 7)
+    for n in (1, 2, 17, 100):
+        fast = revseq.backprop(rec, x0, n, strategy)
+        checked = revseq.backprop(rec, x0, n, strategy, check_schedule=True)
+        copying = revseq.backprop(rec, x0, n, strategy, store=MemoryStore(copy=True))  # no bulk path
+        assert fast.stats == checked.stats == copying.stats
+        np.testing.assert_array_equal(fast.gradient, checked.gradient)
+        assert fast.stats.as_cost() == strategy.cost(n)
+
+
+def test_a_subclass_of_a_built_in_is_checked():
+    class Greedy(revseq.StoreAll):
+        def bounds(self, n):
+            return revseq.Bounds(checkpoints=1)  # a promise StoreAll's schedule breaks
+
+    with pytest.raises(revseq.ScheduleError, match="over the budget of 1"):
+        revseq.backprop(revseq.Recurrence(np.sin, df=np.cos), np.zeros(3), 5, Greedy())
+
+
+def test_check_schedule_must_be_a_bool():
+    with pytest.raises(revseq.ParameterError, match="check_schedule must be a bool, got 'yes'"):
+        revseq.walk(np.sin, np.zeros(2), 3, check_schedule="yes")
+
+
+# -- parameter gradients summed in place ------------------------------------------------------------
+
+
+def _linear(vjp_returns_one_buffer: bool):
+    """The vjp of x -> W x with params W; it may hand out one buffer at every call."""
+    buffer = np.zeros((3, 3))
+
+    def vjp(x, t, W, g):
+        gW = np.outer(g, x)
+        if vjp_returns_one_buffer:
+            buffer[...] = gW
+            gW = buffer
+        return W.T @ g, gW
+
+    return vjp
+
+
+def test_parameter_gradients_summed_in_place_equal_a_sum_of_fresh_arrays():
+    W = np.array([[0.9, 0.1, 0.0], [0.0, 0.8, 0.2], [0.1, 0.0, 0.7]])
+    W_before = W.copy()
+    x0 = np.array([1.0, -0.5, 0.25])
+    n = 30
+    xs = [x0]
+    for _ in range(n):
+        xs.append(W @ xs[-1])
+    g, gW = np.ones(3), np.zeros((3, 3))
+    for t in range(n - 1, -1, -1):
+        gW = gW + np.outer(g, xs[t])
+        g = W.T @ g
+    for one_buffer in (False, True):  # a vjp reusing its output buffer must not change the sum
+        rec = revseq.Recurrence(lambda x, t, W: W @ x, vjp=_linear(one_buffer), params=W, indexed=True)
+        out = revseq.backprop(rec, x0, n, revseq.StoreAll())
+        np.testing.assert_allclose(out.params_gradient, gW, rtol=1e-13)
+        np.testing.assert_allclose(out.gradient, g, rtol=1e-13)
+        np.testing.assert_array_equal(W, W_before)  # the user's array is never the buffer
