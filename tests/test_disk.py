@@ -898,3 +898,123 @@ def test_it_is_a_checkpoint_store():
     store = DiskStore()
     assert isinstance(store, revseq.CheckpointStore)
     assert repr(store).startswith("DiskStore(directory=")
+
+
+# -- blocks reserved before large data is written (fallocate, as ndarray.tofile does) -----------
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array, allow_pickle=False)
+    return out.getvalue()
+
+
+class Reserving:
+    """Stands for ``revseq.disk._fallocate()``: records each call, then answers ``code`` or calls the real one."""
+
+    def __init__(self, code: int | None = None) -> None:
+        self.code = code
+        self.real = revseq.disk._fallocate()  # the C library's (None off Linux), taken before it is replaced
+        self.calls: list[tuple[int, int, int]] = []  # (offset, length, the file's size when reserved)
+
+    def __call__(self, fd: int, offset: int, length: int) -> int:
+        self.calls.append((offset, length, os.fstat(fd).st_size))
+        if self.code is not None:
+            return self.code
+        return 0 if self.real is None else self.real(fd, offset, length)
+
+
+def reserve_from(monkeypatch, size: int, reserving: Reserving) -> None:
+    monkeypatch.setattr(revseq.disk, "_PREALLOCATE_FROM", size)
+    monkeypatch.setattr(revseq.disk, "_fallocate", lambda: reserving)
+
+
+def test_the_data_of_a_large_leaf_is_reserved_before_it_is_written_and_the_file_is_np_saves(tmp_path, monkeypatch):
+    reserving = Reserving()
+    reserve_from(monkeypatch, 800, reserving)  # instead of 16 MiB: small arrays take the large arrays' path
+    rng = np.random.default_rng(1)
+    big, fortran, strided, small = (rng.standard_normal(100), np.asfortranarray(rng.standard_normal((10, 12))),
+                                    rng.standard_normal(300)[::3], rng.standard_normal(99))  # fmt: skip
+    store = DiskStore(tmp_path)
+    store.put(0, big)
+    store.put(1, (fortran, small, strided))
+    # Where np.save's data starts and how long it is, from np.save's own bytes: the header is what precedes the data.
+    expected = [(len(npy_bytes(a)) - a.nbytes, a.nbytes, 0) for a in (big, fortran, strided)]  # small: 792 < 800
+    assert reserving.calls == expected  # the file still empty (0 bytes) when its data is reserved
+    for name, array in (("x_0.npy", big), ("x_1.0.npy", fortran), ("x_1.1.npy", small), ("x_1.2.npy", strided)):
+        with open(os.path.join(store.path, name), "rb") as fh:
+            assert fh.read() == npy_bytes(array)  # the size too: the reservation did not extend the file
+    np.testing.assert_array_equal(store.get(0), big)
+    assert store.bytes_written == big.nbytes + fortran.nbytes + small.nbytes + strided.nbytes
+    store.clear()
+    assert entries(tmp_path) == []
+
+
+NO_SPACE = [errno.ENOSPC, *([errno.EDQUOT] if hasattr(errno, "EDQUOT") else [])]  # a full disk, a full quota
+
+
+@pytest.mark.parametrize("code", NO_SPACE, ids=errno.errorcode.get)
+def test_a_full_disk_found_when_reserving_fails_the_put_before_any_data_is_written(code, tmp_path, monkeypatch):
+    store = DiskStore(tmp_path)
+    store.put(0, x0())
+    before = (len(store), store.nbytes, store.disk_usage, store.bytes_written)
+    reserving = Reserving(code)
+    reserve_from(monkeypatch, 8, reserving)
+    with pytest.raises(StoreError) as info:
+        store.put(1, (x0(), x0()))
+    assert str(info.value) == f"could not write checkpoint x_1 to {store.path}: {os.strerror(code)}"
+    assert info.value.errno == code
+    assert reserving.calls == [(128, 56, 0)]  # x0()'s data, after np.save's 128-byte header; no second file
+    assert (len(store), store.nbytes, store.disk_usage, store.bytes_written) == before
+    assert os.listdir(store.path) == ["x_0.npy"]
+    np.testing.assert_array_equal(store.get(0), x0())
+    store.clear()
+    reserve_from(monkeypatch, 8, Reserving(code))
+    with pytest.raises(StoreError):  # the first put of a store: its directory goes too
+        DiskStore(tmp_path).put(0, x0())
+    assert entries(tmp_path) == []
+
+
+@pytest.mark.parametrize("code", [errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.EINTR], ids=errno.errorcode.get)
+def test_a_file_system_that_cannot_reserve_is_written_all_the_same(code, tmp_path, monkeypatch):
+    reserving = Reserving(code)
+    reserve_from(monkeypatch, 8, reserving)
+    store = DiskStore(tmp_path)
+    store.put(0, x0())
+    assert reserving.calls == [(128, 56, 0)]
+    with open(os.path.join(store.path, "x_0.npy"), "rb") as fh:
+        assert fh.read() == npy_bytes(x0())
+    store.clear()
+
+
+def test_an_interrupt_while_reserving_leaves_no_partial_file(tmp_path, monkeypatch):
+    store = DiskStore(tmp_path)
+    store.put(0, x0())
+
+    def interrupted(fd: int, offset: int, length: int) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(revseq.disk, "_PREALLOCATE_FROM", 8)
+    monkeypatch.setattr(revseq.disk, "_fallocate", lambda: interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.put(1, x0())
+    assert (os.listdir(store.path), len(store)) == (["x_0.npy"], 1)
+    store.clear()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fallocate is Linux's")
+def test_the_c_librarys_fallocate_reserves_blocks_and_keeps_the_size(tmp_path):
+    fallocate = revseq.disk._fallocate()
+    assert fallocate is not None
+    assert fallocate(-1, 0, 4096) == errno.EBADF  # the system's errno comes back
+    with open(tmp_path / "f", "wb") as fh:
+        fh.write(b"x" * 100)
+        fh.flush()
+        code = fallocate(fh.fileno(), 4096, 1 << 20)
+        if code in (errno.EOPNOTSUPP, errno.ENOSYS):
+            pytest.skip(f"the file system under {tmp_path} has no fallocate")
+        assert code == 0
+        info = os.fstat(fh.fileno())
+        assert info.st_size == 100  # FALLOC_FL_KEEP_SIZE
+        assert info.st_blocks * 512 >= 1 << 20  # the kernel's count: the blocks are there
+    assert (tmp_path / "f").read_bytes() == b"x" * 100
