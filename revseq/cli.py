@@ -873,9 +873,15 @@ def _multistage_lines(strategy: MultistageCheckpointing, n: int, cost: Cost) -> 
         f"{cost.forward_steps} steps x {costs.step:g} + {cost.disk_writes} disk writes x {costs.write:g} "
         f"+ {cost.disk_reads} disk reads x {costs.read:g}"
     )
+    if strategy.is_exact(n):
+        claim = "the least any schedule within these budgets takes"
+    elif strategy.disk is None:
+        claim = "a periodic plan's, the least possible wherever that was measured"
+    else:
+        claim = "a long-run plan's, within 1.06x of the least possible wherever that was measured"
     lines = [
         f"  time              {_number(predicted)} = {terms}",
-        "                    the least any schedule within these budgets takes (in the unit of the costs)",
+        f"                    {claim} (in the unit of the costs)",
     ]
     ram = strategy.budget()
     alone: dict[str, Any] | None = None
@@ -890,7 +896,12 @@ def _multistage_lines(strategy: MultistageCheckpointing, n: int, cost: Cost) -> 
         alone = {"strategy": label(binomial), "forward_steps": steps, "time": time_alone}
     else:
         lines.append("  memory alone      impossible: --ram 0 keeps every checkpoint on disk")
-    doc = {"costs": attrs.asdict(costs), "predicted_time": predicted, "memory_alone": alone}
+    doc = {
+        "costs": attrs.asdict(costs),
+        "predicted_time": predicted,
+        "exact": strategy.is_exact(n),
+        "memory_alone": alone,
+    }
     return lines, doc
 
 

@@ -196,3 +196,33 @@ def first_sweep_time(n: int, ram: int, disk: int, step: float, write: float, rea
             row[i] = min([R[i]] + [write + j * step + below[i - j] + read + D1[j] for j in range(1, i)])
         below = row
     return below[n]
+
+
+def budgeted_times(nmax: int, ram: int, disk: int | None, step: float, write: float, read: float) -> list[float]:
+    """The programme of revseq's module notes, written again here with plain lists: ``F_L(n, disk)`` for every n.
+
+    ``R_s(n) = step T(n, s)`` (closed form); row ``k`` is a budget of ``k``
+    disk slots (``None``: one unlimited row whose right parts use it too)::
+
+        S_M(n, k) = min_j  j step + R_{ram-1}(n-j) + F_L(j, k)
+        S_D(n, k) = min_j  j step + F_L(n-j, k-1) + read + F_D(j, k)
+        F_L = min(R_ram, S_M, write + S_D)     F_D = min(S_D, R_ram, S_M)     F_L(n, 0) = R_ram(n)
+
+    ``O(nmax^2 disk)``: for checking long plans at a few hundred to a few thousand steps.
+    """
+    R = [INF] + [_revolve(i, ram, step) for i in range(1, nmax + 1)]
+    R1 = [INF] + [_revolve(i, ram - 1, step) if ram else INF for i in range(1, nmax + 1)]  # no memory, no S_M
+    rows = 1 if disk is None else disk + 1
+    FL = [[INF, 0.0] + [INF] * (nmax - 1) for _ in range(rows)]
+    FD = [[INF, 0.0] + [INF] * (nmax - 1) for _ in range(rows)]
+    if disk is not None:
+        FL[0] = R[:]
+    for k in range(0 if disk is None else 1, rows):
+        below = FL[k] if disk is None else FL[k - 1]
+        fl, fd = FL[k], FD[k]
+        for i in range(2, nmax + 1):
+            sm = min(j * step + R1[i - j] + fl[j] for j in range(1, i))
+            sd = min(j * step + below[i - j] + read + fd[j] for j in range(1, i))
+            fl[i] = min(R[i], sm, write + sd)
+            fd[i] = min(sd, R[i], sm)
+    return FL[rows - 1]

@@ -288,11 +288,12 @@ def test_bad_configuration(kwargs: dict[str, object], message: str) -> None:
 
 
 def test_too_long_to_plan_is_refused() -> None:
+    """Only the exact programme is refused past MAX_PLAN_WORK (``exact=True``); the default plans long n otherwise."""
     n = math.isqrt(MAX_PLAN_WORK) + 1
     with pytest.raises(revseq.ParameterError, match=f"n={n} is too long to plan"):
-        MultistageCheckpointing(ram=4).cost(n)
+        MultistageCheckpointing(ram=4, exact=True).cost(n)
     with pytest.raises(revseq.ParameterError, match="with a binding disk budget"):
-        MultistageCheckpointing(ram=4, disk=100, costs=DiskCosts(1.0, 0.01, 0.01)).cost(
+        MultistageCheckpointing(ram=4, disk=100, costs=DiskCosts(1.0, 0.01, 0.01), exact=True).cost(
             math.isqrt(MAX_PLAN_WORK // 101) + 2
         )
 
@@ -346,3 +347,72 @@ def test_docs_comparison_table() -> None:
     for disk, want in {3: 5177, 10: 4095}.items():  # the prose's first-sweep-only numbers
         assert oracle.first_sweep_time(1000, 4, disk, 1.0, 2.0, 1.0) + 1 == want
         assert f"{want:,}".replace(",", " ") in text
+
+
+# -- long n: the periodic plan (unlimited disk) and the nested ones (a binding budget) ----------------
+
+
+@pytest.fixture
+def small_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the long-n plans take over at a few hundred steps, where the oracles are cheap."""
+    from collections import OrderedDict
+
+    import revseq.strategies.multistage as ms
+
+    monkeypatch.setattr(ms, "EXACT_WORK", 200**2)
+    monkeypatch.setattr(ms, "PERIODIC_TABLE", 128)
+    monkeypatch.setattr(ms, "BLOCKS_TABLE", 64)
+    monkeypatch.setattr(ms, "BLOCKS_ROWS", 3)
+    monkeypatch.setattr(ms, "_CACHE", OrderedDict())
+
+
+@pytest.mark.parametrize(("ram", "write", "read"), [(4, 2.0, 1.0), (1, 6.0, 2.0), (2, 0.5, 0.5), (3, 10.0, 1.0)])
+def test_periodic_plan_is_the_optimum_and_costs_what_it_simulates(
+    small_tables: None, ram: int, write: float, read: float
+) -> None:
+    nmax = 700
+    want = oracle.aupy_times(nmax, ram, 1.0, write, read)
+    strategy = MultistageCheckpointing(ram=ram, costs=DiskCosts(1.0, write, read))
+    for n in (201, 333, 512, nmax):
+        assert same(strategy.predicted_time(n) - 1.0, want[n]), f"n={n}"
+    for n in (257, nmax):
+        assert strategy.cost(n) == strategy.schedule(n).cost()  # closed form == simulation
+        assert (
+            revseq.simulate(strategy.schedule(n), n, checkpoints=ram).peak_disk == strategy.bounds(n).disk_checkpoints
+        )
+
+
+@pytest.mark.parametrize(
+    ("ram", "disk", "write", "read"), [(4, 1, 2.0, 1.0), (1, 3, 6.0, 2.0), (2, 4, 0.5, 0.5), (4, 10, 20.0, 10.0)]
+)
+def test_budgeted_long_plan_within_its_stated_factor(
+    small_tables: None, ram: int, disk: int, write: float, read: float
+) -> None:
+    """Past the exact programme a binding budget is planned heuristically: within 1.1x of the optimum."""
+    nmax = 450
+    want = oracle.budgeted_times(nmax, ram, disk, 1.0, write, read)
+    strategy = MultistageCheckpointing(ram=ram, disk=disk, costs=DiskCosts(1.0, write, read))
+    for n in (250, nmax):
+        got = strategy.predicted_time(n) - 1.0
+        assert want[n] - 1e-9 <= got <= 1.1 * want[n], f"n={n}: {got} vs the optimum {want[n]}"
+        cost = revseq.simulate(strategy.schedule(n), n, checkpoints=ram, disk_checkpoints=disk)
+        assert cost == strategy.cost(n)
+        assert same(strategy.costs.time(cost) - 1.0, got)
+
+
+def test_long_runs_are_planned_quickly_and_within_budget() -> None:
+    """THEORY 6.1's exact optimum at n = 10**5 (4, 2, 1); a tight budget at 10**5 used to take 18 s or be refused."""
+    assert MultistageCheckpointing(ram=4).predicted_time(10**5) == 239_989.0
+    tight = MultistageCheckpointing(ram=1, disk=3).cost(10**5)
+    assert tight.peak_checkpoints <= 1
+    assert tight.peak_disk <= 3
+    assert tight.forward_steps >= oracle.closed_form_advances(10**5, 4) + 1  # no schedule with 4 slots does better
+    long = MultistageCheckpointing(ram=4, disk=50).cost(10**6)
+    assert long.peak_checkpoints <= 4
+    assert long.peak_disk <= 50
+
+
+def test_exact_must_be_a_bool() -> None:
+    with pytest.raises(revseq.ParameterError, match="exact must be True or False, got 1"):
+        MultistageCheckpointing(ram=2, exact=1)  # type: ignore[arg-type]
+    assert MultistageCheckpointing(ram=2, exact=True).cost(300) == MultistageCheckpointing(ram=2).cost(300)

@@ -48,10 +48,16 @@ cost pairs, and a more general programme (``x_base`` anywhere, right parts
 with any share of both levels) for n <= 40; see
 ``tests/multistage_oracles.py``.
 
-Planning costs ``O(n^2)`` with unlimited disk (or a budget the
+The programme costs ``O(n^2)`` with unlimited disk (or a budget the
 unlimited-disk plan fits in) and ``O(n^2 disk)`` when the budget binds. It
-is vectorised with numpy and cached per configuration; problems over
-:data:`MAX_PLAN_WORK` are refused.
+is vectorised with numpy, cached per configuration, and solved by default up
+to :data:`EXACT_WORK`; longer runs get the plans of
+``revseq.strategies._multistage_plans``: periodic (unlimited disk; equal to
+the exact optimum wherever that was measured) or, for a binding budget, the
+better of revolve over ``ram + disk`` slots with the outer ones on disk and
+binomial checkpointing over blocks reversed exactly (within 1.06x of the
+optimum where measured; docs/multistage.md). ``exact=True`` solves the
+programme at any ``n``, refusing problems over :data:`MAX_PLAN_WORK`.
 """
 
 from __future__ import annotations
@@ -70,19 +76,32 @@ import numpy.typing as npt
 from revseq._validate import as_int, check_int, int_at_least, unsized
 from revseq.errors import ParameterError
 from revseq.schedule import Action, Advance, Bounds, Cost, Free, Restore, Reverse, Store
+from revseq.strategies._multistage_plans import (
+    DISK,
+    LIVE,
+    MEMORY,
+    REVOLVE,
+    Counts,
+    DiskRevolve,
+    Nested,
+    Periodic,
+    Plan,
+    RamOnly,
+    revolve_tally,
+)
 from revseq.strategies.base import ReversalStrategy
-from revseq.strategies.binomial import revolve, revolve_advances
+from revseq.strategies.binomial import revolve
 
-__all__ = ["MAX_PLAN_WORK", "DiskCosts", "MultistageCheckpointing"]
+__all__ = ["EXACT_WORK", "MAX_PLAN_WORK", "DiskCosts", "MultistageCheckpointing"]
 
 MAX_PLAN_WORK = 10**10
-"""The largest planning problem :class:`MultistageCheckpointing` accepts: ``n**2`` times the disk rows.
+"""The largest exact programme ``exact=True`` accepts: ``n**2`` times the disk rows.
 
-With unlimited disk, or a budget the unlimited-disk plan fits in, there is
-one row: ``n = 100_000`` is the longest accepted (about half a minute to
-plan; ``n = 10_000`` takes about a second). A binding budget of ``disk`` slots
-has ``disk + 1`` rows (``disk = 10``: up to ``n = 30_000``; ``n = 8_000``
-takes about 2 s). Beyond it planning raises
+The default plans longer runs without it, past :data:`EXACT_WORK`. With
+unlimited disk, or a budget the unlimited-disk plan fits in, there is one
+row: ``n = 100_000`` is the longest accepted (about half a minute to plan).
+A binding budget of ``disk`` slots has ``disk + 1`` rows (``disk = 10``: up
+to ``n = 30_000``). Beyond it ``exact=True`` raises
 :class:`~revseq.errors.ParameterError` rather than run for hours.
 """
 
@@ -173,6 +192,11 @@ def _snap(x: float) -> float:
     return math.ldexp(round(mantissa * 2**_RATIO_BITS) / 2**_RATIO_BITS, exponent)
 
 
+def _is_bool(instance: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ParameterError(f"{attribute.name} must be True or False, got {value!r} ({type(value).__name__})")
+
+
 def _costs_instance(instance: Any, attribute: Any, value: Any) -> None:
     if not isinstance(value, DiskCosts):
         raise ParameterError(
@@ -197,10 +221,12 @@ class MultistageCheckpointing(ReversalStrategy):
     ``BinomialCheckpointing(ram)``; with cheap disk it stores on disk
     whatever would be recomputed.
 
-    Planning is a dynamic programme, ``O(n^2)`` with unlimited disk (about
-    a second for ``n = 10_000``, five for ``n = 40_000``) and ``O(n^2
-    disk)`` when a disk budget binds, cached per configuration; problems
-    larger than :data:`MAX_PLAN_WORK` are refused.
+    Planning is exact up to :data:`EXACT_WORK` (a dynamic programme,
+    ``n = 8192`` with unlimited disk, about a second), and beyond it takes
+    under a second at any ``n``: a periodic plan with unlimited disk (equal
+    to the exact optimum in every case measured), and with a binding disk
+    budget a heuristic within 1.06x of the optimum where that was measured
+    (docs/multistage.md). Plans are cached per configuration.
 
     Parameters
     ----------
@@ -215,6 +241,9 @@ class MultistageCheckpointing(ReversalStrategy):
     ram_bytes:
         The memory budget in bytes instead of ``ram``: as many checkpoints as
         states of the run's size fit (the engine knows the size from ``x0``).
+    exact:
+        ``True`` solves the exact programme at every ``n`` (refused past
+        :data:`MAX_PLAN_WORK`) instead of switching to the long-run plans.
 
     The engine puts disk checkpoints in its ``disk=`` store, a
     :class:`revseq.DiskStore` in a temporary directory by default.
@@ -232,6 +261,7 @@ class MultistageCheckpointing(ReversalStrategy):
     ram_bytes: int | None = attrs.field(
         default=None, kw_only=True, converter=as_int, validator=int_at_least(1, optional=True)
     )
+    exact: bool = attrs.field(default=False, kw_only=True, validator=_is_bool)
 
     def __attrs_post_init__(self) -> None:
         if self.ram is None and self.ram_bytes is None:
@@ -261,7 +291,7 @@ class MultistageCheckpointing(ReversalStrategy):
                 f"ram_bytes={self.ram_bytes} holds no state of {state_nbytes} bytes and disk=0: "
                 f"give more ram_bytes, or disk >= 1"
             )
-        return MultistageCheckpointing(ram=ram, disk=self.disk, costs=self.costs)
+        return MultistageCheckpointing(ram=ram, disk=self.disk, costs=self.costs, exact=self.exact)
 
     def budget(self) -> int:
         """The number of checkpoints held in memory at most."""
@@ -270,40 +300,59 @@ class MultistageCheckpointing(ReversalStrategy):
         return self.ram
 
     def predicted_time(self, n: int) -> float:
-        """The least ``costs.time`` of any schedule for ``n`` steps under the budgets: this schedule's.
+        """The ``costs.time`` of this schedule for ``n`` steps: the least of any schedule where it is exact.
 
         In the unit of :attr:`costs`, and equal to ``costs.time(cost(n))``:
         the plan's forward steps and disk traffic are counted from the
         programme's table (without walking the schedule), then weighed. It is
+        the optimum wherever the plan is exact (see the class notes), and
         ``inf`` only if that time exceeds the largest float.
 
         >>> MultistageCheckpointing(ram=1, costs=DiskCosts(write=6.0, read=2.0)).predicted_time(9)
         28.0
         """
         n = check_int("n", n, 1)
-        advances, writes, reads = self._table(n).counts(n)
-        return self.costs._weigh(advances + 1, writes, reads)  # + 1: the call producing x_n
+        counts = self._plan(n).counts(n)
+        return self.costs._weigh(counts.steps + 1, counts.disk_writes, counts.disk_reads)  # + 1: x_n's call
+
+    def is_exact(self, n: int) -> bool:
+        """Whether the plan for ``n`` steps is the exact programme's, so that its time is the least possible.
+
+        Otherwise it is a periodic plan (unlimited disk; equal to the optimum
+        wherever that was measured) or, with a binding disk budget, the best
+        of the long-run plans (within 1.06x of the optimum where measured);
+        see the class notes.
+        """
+        return isinstance(self._plan(check_int("n", n, 1)), _Table)
 
     def actions(self, n: int) -> Iterator[Action]:
-        return self._table(n).actions(n)
+        return self._plan(n).actions(n)
 
     def bounds(self, n: int) -> Bounds:
         """At most ``ram`` checkpoints in memory; on disk, exactly what the plan holds at its peak (``<= disk``)."""
-        return Bounds(checkpoints=min(self.budget(), n - 1), disk_checkpoints=self._table(n).peak_disk(n))
+        return Bounds(checkpoints=min(self.budget(), n - 1), disk_checkpoints=self._plan(n).counts(n).peak_disk)
 
-    def _table(self, n: int) -> _Table:
-        """The programme's table that decides ``n``: unlimited disk, unless the budget binds."""
-        plans = _plans_for(self.budget(), self.disk, self.costs, n)
-        unlimited = plans.unlimited
-        if self.disk is None or self.disk >= unlimited.peak_disk(n):
-            return unlimited
-        return plans.budgeted()
+    def _closed_cost(self, n: int) -> Cost:
+        c = self._plan(n).counts(n)
+        return Cost(
+            n=n,
+            forward_steps=c.steps + 1,  # the call producing x_n comes with the first Reverse
+            peak_checkpoints=c.peak,
+            writes=c.writes,
+            reads=c.reads,
+            peak_disk=c.peak_disk,
+            disk_writes=c.disk_writes,
+            disk_reads=c.disk_reads,
+        )
+
+    def _plan(self, n: int) -> Plan:
+        """The plan for ``n`` steps: the exact programme's where it fits, else a periodic or nested one."""
+        return _plans_for(self.budget(), self.disk, self.costs, self.exact).plan(n)
 
 
 # Where a segment keeps its first state x_base (live at the segment's start) while it splits,
-# or _REVOLVE: in memory, reversing the whole segment in memory alone.
-_MEMORY, _DISK, _REVOLVE = 0, 1, 2
-_LIVE = 3  # not kept yet: the start of a segment
+# or _REVOLVE: in memory, reversing the whole segment in memory alone; _LIVE: not kept yet.
+_MEMORY, _DISK, _REVOLVE, _LIVE = MEMORY, DISK, REVOLVE, LIVE
 
 
 class _Table:
@@ -393,60 +442,92 @@ class _Table:
             FD[computed, n] = np.where(stay, sd, np.where(plain, rv, sm))
             choice[_DISK, computed, n] = np.where(stay, _DISK, np.where(plain, _REVOLVE, _MEMORY))
             peak_d[computed, n] = np.where(stay, peak_s, np.maximum(np.where(plain, 0, peak_m), 1))  # x_base on disk
-        self.FL, self.peak = FL, peak_l
+        self.FL, self.FD, self.peak, self.peak_d = FL, FD, peak_l, peak_d
         self.unlimited = disk is None
+        self._memo: dict[tuple[int, int, int], Counts] = {}
+        self._templates: dict[tuple[int, int, int], tuple[Action, ...]] = {}  # a few: see template()
 
-    def counts(self, n: int) -> tuple[int, int, int]:
-        """``(advances, disk writes, disk reads)`` of :meth:`actions` for ``n`` steps, without walking them.
+    def tally(self, length: int, k: int, have: int) -> Counts:
+        """What :meth:`run` does for one sub-problem, without walking its actions.
 
-        The same choices as :meth:`actions`, counted once per distinct
-        sub-problem ``(length, row, where x_base is kept)`` (memoised; an
-        explicit stack, as the chains of right parts can be ``n`` long), with
-        Revolve's closed form for the parts reversed in memory alone.
+        The same choices as :meth:`run`, counted once per distinct
+        sub-problem ``(length, row, where x_base is kept)`` (memoised across
+        calls; an explicit stack, as the chains of right parts can be
+        ``length`` long), with revolve's closed forms for the parts reversed
+        in memory alone. Peaks include x_base's copy when it starts stored.
         """
-        ram, choice, split, unlimited = self.ram, self.choice, self.split, self.unlimited
-        memo: dict[tuple[int, int, int], tuple[int, int, int]] = {}
-        stack = [(n, self.row, _LIVE)]
+        ram, choice, split, unlimited, memo = self.ram, self.choice, self.split, self.unlimited, self._memo
+        stack = [(length, k, have)]
         while stack:
             task = stack[-1]
             if task in memo:
                 stack.pop()
                 continue
-            length, k, have = task
-            if length == 1:
-                memo[task] = (0, 0, 0)
+            size, row, kept = task
+            if size == 1:
+                memo[task] = Counts(peak=int(kept == _MEMORY), peak_disk=int(kept == _DISK))
+                stack.pop()
                 continue
-            want = _REVOLVE if k == 0 and not unlimited else int(choice[_DISK if have == _DISK else _MEMORY, k, length])
-            if want == _REVOLVE:  # a memory Store at most: no disk traffic
-                memo[task] = (revolve_advances(length, ram), 0, 0)
+            if row == 0 and not unlimited:
+                want = _REVOLVE
+            else:
+                want = int(choice[_DISK if kept == _DISK else _MEMORY, row, size])
+            if want == _REVOLVE:  # a memory Store unless x_base is there; a disk copy stays till the end
+                whole = revolve_tally(size, ram, store=kept != _MEMORY)
+                memo[task] = whole._replace(peak_disk=int(kept == _DISK))
+                stack.pop()
                 continue
-            j = int(split[want, k, length])
-            left = (j, k, want)
-            right = (length - j, k if unlimited else k - 1, _LIVE) if want == _DISK else None
+            j = int(split[want, row, size])
+            left = (j, row, want)
+            right = (size - j, row if unlimited else row - 1, _LIVE) if want == _DISK else None
             missing = [part for part in (left, right) if part is not None and part not in memo]
             if missing:
                 stack.extend(missing)
                 continue
             stack.pop()
-            steps, writes, reads = memo[left]
-            steps += j
-            if want == _DISK:
-                writes += want != have  # Store(base, disk=True)
-                reads += 1  # the Restore(base) before the left part reads the disk
-            if right is None:  # the right part in memory alone, with one slot fewer
-                steps += revolve_advances(length - j, ram - 1)
-            else:
-                steps, writes, reads = steps + memo[right][0], writes + memo[right][1], reads + memo[right][2]
-            memo[task] = (steps, writes, reads)
-        return memo[(n, self.row, _LIVE)]
+            on_disk = want == _DISK
+            # Store x_base where it is wanted (if it moves), advance j, then the right part; Restore x_base.
+            head = Counts(
+                steps=j,
+                writes=int(want != kept and not on_disk),
+                disk_writes=int(want != kept and on_disk),
+                reads=int(not on_disk),
+                disk_reads=int(on_disk),
+                peak=int(not on_disk),
+                peak_disk=int(on_disk),
+            )
+            # the right part in memory alone, with one slot fewer, or with the disk rows below
+            tail = memo[right] if right is not None else revolve_tally(size - j, ram - 1, store=True)
+            memo[task] = head.then(tail, held=int(not on_disk), held_disk=int(on_disk)).then(memo[left])
+        return memo[(length, k, have)]
 
-    def peak_disk(self, n: int) -> int:
-        return int(self.peak[self.row, n])
+    def time(self, n: int) -> float:
+        return float(self.FL[self.row, n])
+
+    def counts(self, n: int) -> Counts:
+        """The :class:`Counts` of :meth:`actions` for ``n`` steps."""
+        return self.tally(n, self.row, _LIVE)
 
     def actions(self, n: int) -> Iterator[Action]:
+        return self.run(0, n, self.row, _LIVE)
+
+    def template(self, length: int, k: int, have: int) -> tuple[Action, ...]:
+        """:meth:`run`'s actions from ``x_0``, kept: plans that repeat a sub-plan move a copy (``shifted``)."""
+        key = (length, k, have)
+        actions = self._templates.get(key)
+        if actions is None:
+            actions = self._templates[key] = tuple(self.run(0, length, k, have))
+        return actions
+
+    def run(self, base: int, length: int, k: int, have: int) -> Iterator[Action]:
+        """The actions reversing ``x_base .. x_{base+length-1}`` from a live ``x_base``, with row ``k``.
+
+        ``have`` says where x_base is kept already: ``_LIVE`` (nowhere),
+        ``_MEMORY`` or ``_DISK``.
+        """
         ram, choice, split, unlimited = self.ram, self.choice, self.split, self.unlimited
         # An explicit stack, as in revolve: (base, length, row, where x_base is kept) and deferred Restores.
-        stack: list[tuple[int, int, int, int] | Restore] = [(0, n, self.row, _LIVE)]
+        stack: list[tuple[int, int, int, int] | Restore] = [(base, length, k, have)]
         pop, push = stack.pop, stack.append
         while stack:
             task = pop()
@@ -516,42 +597,135 @@ def _check_work(size: int, rows: int, ram: int, disk: int | None) -> None:
         )
 
 
+EXACT_WORK = 2**26
+"""The largest programme :class:`MultistageCheckpointing` solves exactly by default: ``n**2`` times the rows.
+
+About a second: ``n = 8192`` with unlimited disk (or a budget the
+unlimited-disk plan fits in), ``n = 2896`` with a binding ``disk = 7``.
+Longer problems get the periodic plan (unlimited disk) or the nested one
+(a binding budget) unless ``exact=True``.
+"""
+
+PERIODIC_TABLE = 4096  # the exact table the periodic plan extends (doubled once if its period is not verified)
+BLOCKS_TABLE = 1024  # the longest block of a nested plan: its exact tables' length
+BLOCKS_ROWS = 15  # the disk slots a nested plan's exact budgeted table has rows for
+
+
 class _Plans:
-    """The tables of one configuration, up to one length: unlimited disk always, the budgeted one if needed."""
+    """What is planned for one configuration: exact tables, and the plans for lengths past them.
 
-    def __init__(self, ram: int, disk: int | None, ratios: tuple[float, float, float], size: int) -> None:
-        self.ram, self.disk, self.ratios, self.size = ram, disk, ratios, size
-        self.unlimited = _Table(ram, None, ratios, size)
-        self._budgeted: _Table | None = None
+    The exact tables grow with the longest ``n`` asked for up to
+    :data:`EXACT_WORK` (or :data:`MAX_PLAN_WORK` with ``exact``); past it
+    the unlimited-disk plan is :class:`Periodic` (or memory alone, when
+    that is faster) and a binding budget's is the best :class:`Nested`
+    plan found by a search over block lengths and outer slots (or memory
+    alone).
+    """
 
-    def budgeted(self) -> _Table:
-        if self._budgeted is None:
-            self._budgeted = _Table(self.ram, self.disk, self.ratios, self.size)
-        return self._budgeted
+    def __init__(self, ram: int, disk: int | None, ratios: tuple[float, float, float], exact: bool) -> None:
+        self.ram, self.disk, self.ratios, self.exact = ram, disk, ratios, exact
+        self._tables: dict[int | None, _Table] = {}  # by disk row count (None: unlimited)
+        self._periodic: Periodic | None = None
+        self._inner: _Table | None = None
+        self._nested: OrderedDict[int, Plan] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _table(self, disk: int | None, n: int) -> _Table:
+        with self._lock:
+            table = self._tables.get(disk)
+            if table is None or table.size < n:
+                table = self._tables[disk] = _Table(self.ram, disk, self.ratios, max(n, 64))
+            return table
+
+    def plan(self, n: int) -> Plan:
+        unlimited = self._unlimited(n)
+        if self.disk is None or self.disk >= unlimited.counts(n).peak_disk:
+            return unlimited
+        if self.exact or (self.disk + 1) * n * n <= EXACT_WORK:
+            return self._table(self.disk, n)
+        return self._budgeted(n)
+
+    def _unlimited(self, n: int) -> Plan:
+        if self.exact or n * n <= EXACT_WORK:
+            return self._table(None, n)
+        periodic = self._periodic_plan()
+        memory = RamOnly(self.ram, self.ratios[0])
+        return periodic if periodic.time(n) <= memory.time(n) else memory
+
+    def _periodic_plan(self) -> Periodic:
+        if self._periodic is None:
+            periodic = Periodic(self._table(None, PERIODIC_TABLE), self.ratios)
+            if not periodic.verified:  # a longer table may show the period
+                periodic = Periodic(self._table(None, 2 * PERIODIC_TABLE), self.ratios)
+            self._periodic = periodic
+        return self._periodic
+
+    def _budgeted(self, n: int) -> Plan:
+        with self._lock:
+            plan = self._nested.get(n)
+            if plan is not None:
+                return plan
+        plan = self._search(n)
+        with self._lock:
+            self._nested[n] = plan
+            while len(self._nested) > 16:
+                self._nested.popitem(last=False)
+        return plan
+
+    def _search(self, n: int) -> Plan:
+        """The best nested plan over a grid of block lengths and outer slots, or memory alone."""
+        assert self.disk is not None
+        disk, ratios = self.disk, self.ratios
+        unlimited = self._table(None, BLOCKS_TABLE)
+        if self._inner is None:
+            self._inner = _Table(self.ram, min(disk, BLOCKS_ROWS), ratios, BLOCKS_TABLE)
+        inner, top = self._inner, min(disk, BLOCKS_ROWS)
+        blocks = sorted({b for b in (round(1.2**i) for i in range(39)) if b < BLOCKS_TABLE} | {BLOCKS_TABLE})
+        slots = {s for s in range(1, min(disk, 8) + 1)} | {disk} | {round(disk * 0.8**i) for i in range(40)}
+        candidates: list[tuple[float, Nested]] = []
+        for b in blocks:
+            if b >= n:
+                continue
+            need = max(int(unlimited.peak[0, b]), int(unlimited.peak_d[0, b]) - 1)  # inner slots beside x_base
+            for s in sorted(slots | {disk - need}):
+                if not 1 <= s <= disk:
+                    continue
+                q = disk - s
+                if q >= need:
+                    plan = Nested(unlimited, ratios, b, s, 0, 0)
+                else:
+                    plan = Nested(inner, ratios, b, s, min(q, top), min(q + 1, top))
+                estimate = plan.estimate(n)
+                if math.isfinite(estimate):
+                    candidates.append((estimate, plan))
+        candidates.sort(key=lambda pair: pair[0])
+        best: Plan = DiskRevolve(self.ram, disk, ratios)
+        best_time = best.time(n)
+        if self.ram and RamOnly(self.ram, ratios[0]).time(n) < best_time:
+            best, best_time = RamOnly(self.ram, ratios[0]), RamOnly(self.ram, ratios[0]).time(n)
+        for _, plan in candidates[:4]:
+            time = plan.time(n)
+            if time < best_time:
+                best, best_time = plan, time
+        return best
 
 
-_CACHE: OrderedDict[tuple[int, int | None, tuple[float, float, float]], _Plans] = OrderedDict()
+_CACHE: OrderedDict[tuple[int, int | None, tuple[float, float, float], bool], _Plans] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 8
 
 
-def _plans_for(ram: int, disk: int | None, costs: DiskCosts, n: int) -> _Plans:
-    """The tables covering ``n`` for this configuration: cached ones if they are long enough.
+def _plans_for(ram: int, disk: int | None, costs: DiskCosts, exact: bool) -> _Plans:
+    """The plans of this configuration, cached: keyed by the costs' ratios, all the plan depends on.
 
-    Keyed by the costs' ratios, which are all the plan depends on: costs that
-    differ by a common factor share one table.
+    Costs that differ by a common factor share one entry.
     """
-    ratios = costs._ratios()
-    key = (ram, disk, ratios)
+    key = (ram, disk, costs._ratios(), exact)
     with _CACHE_LOCK:
         plans = _CACHE.get(key)
-        if plans is not None and plans.size >= n:
-            _CACHE.move_to_end(key)
-            return plans
-    plans = _Plans(ram, disk, ratios, max(n, 64))  # small lengths share one table
-    with _CACHE_LOCK:
-        _CACHE[key] = plans
+        if plans is None:
+            plans = _CACHE[key] = _Plans(ram, disk, key[2], exact)
         _CACHE.move_to_end(key)
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
-    return plans
+        return plans
