@@ -124,7 +124,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not _TIMINGS.ratios:
         return
     write = terminalreporter.write_line
-    terminalreporter.section("revseq benchmark ratios (time / baseline time, min over rounds)")
+    terminalreporter.section("revseq benchmark ratios (time / baseline time: min over rounds, or as the row says)")
     for r in _TIMINGS.ratios:
         write(f"{r.value:8.3f}  {r.name}  /  {r.baseline}" + (f"   [target {r.target}]" if r.target else ""))
     env = environment()

@@ -19,9 +19,10 @@ from __future__ import annotations
 import collections
 
 import pytest
-from _common import binomial_steps, label, walk_revseq
+from _common import binomial_steps, interleaved, label, ratios, walk_revseq
 
 import revseq
+from revseq.strategies import multistage
 
 CASES = [
     pytest.param(n, c, rounds, id=label(n, c))
@@ -56,3 +57,41 @@ def test_cost(benchmark, timings, n, c, rounds):
     assert cost.peak_checkpoints == c
     benchmark.extra_info.update(forward_steps=cost.forward_steps, peak_checkpoints=cost.peak_checkpoints)
     timings.ratio(benchmark, name, f"revseq walk binomial {label(n, c)}", key="ratio_vs_walk")
+
+
+# -- cost(n) of every built-in against a plain iteration of its schedule (issue 10) ---------------------
+
+BUILT_IN = {
+    "StoreAll": revseq.StoreAll(),
+    "Recompute": revseq.Recompute(),
+    "RecursiveHalving": revseq.RecursiveHalving(),
+    "SqrtCheckpointing": revseq.SqrtCheckpointing(),
+    "BinomialCheckpointing(20)": revseq.BinomialCheckpointing(checkpoints=20),
+    "OnlineCheckpointing(20)": revseq.OnlineCheckpointing(checkpoints=20),
+    "MultistageCheckpointing(ram=4)": revseq.MultistageCheckpointing(ram=4),
+    "MultistageCheckpointing(ram=4, disk=10)": revseq.MultistageCheckpointing(ram=4, disk=10),
+}
+
+
+@pytest.mark.parametrize("name", list(BUILT_IN))
+def test_cost_of_a_built_in_against_iterating_its_schedule(benchmark, timings, name):
+    """Goal: ``strategy.cost(n)`` of a built-in in closed form, or within 1.3x of iterating its schedule.
+
+    n = 10^5 (Recompute: 10^3, its schedule being quadratic). The cost is asserted equal to the simulator's
+    (``schedule(n).cost()``, which validates every action) before anything is timed.
+    """
+    strategy = BUILT_IN[name]
+    n = 1_000 if name == "Recompute" else 100_000
+    cost = strategy.cost(n)
+    assert cost == strategy.schedule(n).cost()
+
+    def cold_cost() -> revseq.Cost:
+        multistage._CACHE.clear()  # multistage's plans, kept per configuration: planned afresh each round
+        return strategy.cost(n)
+
+    times = interleaved({"cost(n)": cold_cost, "iterate": lambda: collections.deque(strategy.schedule(n), maxlen=0)}, 5)
+    summary = ratios(times, "cost(n)", "iterate")
+    benchmark.extra_info.update(n=n, forward_steps=cost.forward_steps, ratio_cost_vs_iterate=summary)
+    benchmark.pedantic(lambda: strategy.cost(n), rounds=1, iterations=1)
+    timings.add(f"{name}.cost({n}) (CPU, median of 5 rounds)", "iterating its schedule", summary["median"],
+                target="closed form or <= 1.3")  # fmt: skip

@@ -9,6 +9,7 @@ of f it really makes, and reads the store's size after every write.
 
 from __future__ import annotations
 
+import operator
 import os
 import sys
 import threading
@@ -540,6 +541,7 @@ class _Run:
         plain, step = self.plain, self.step
         store, on_disk = self.store, self.disk_keys
         get = store.get
+        data: dict[int, Any] = store._data if bulk else {}  # type: ignore[attr-defined]
         watching = self.probes > 0  # whether f's first calls are still watched (see _watched_call)
         action: Any
         for index, proposed in enumerate(actions):
@@ -612,7 +614,7 @@ class _Run:
             elif kind is Restore:
                 live = action[0]
                 if bulk and not on_disk.count:
-                    x = get(live)
+                    x = data[live] if live in data else get(live)  # a single state, or one in a run
                     self.reads += 1
                 else:
                     x = self._restore(live)
@@ -882,6 +884,7 @@ def backprop(
     plain_df = recurrence.df if leaf and loss_at is None and recurrence.plain_step is not None else None
     gp = total = None
     t = n
+    walking: Iterator[Any] | None = None  # the gist's loop below: where it is, for the error message
     try:
         with pairs:
             blocks = pairs._blocks  # the run's generator: `pairs` wraps it with cleanup we hold via `with`
@@ -897,31 +900,40 @@ def backprop(
             # (the gist's plain df in a tight loop of its own).
             adjoint, loss = first_adjoint, first_loss
             for top, states in blocks:
+                if plain_df is not None and adjoint is adjoint_step:  # the gist's case, after the first step
+                    size, walking = len(states), iter(states)
+                    for x in walking:
+                        g = g * plain_df(x)
+                    walking = None
+                    del states  # a reversed state must not be held while the run computes the next ones
+                    x = None
+                    continue
                 steps = zip(range(top, -1, -1), states, strict=False)  # range: t for each state, as far as they go
-                if plain_df is None or adjoint is first_adjoint:
-                    for t, x in steps:
-                        g, gp_t = adjoint(x, t, g)
+                for t, x in steps:
+                    g, gp_t = adjoint(x, t, g)
+                    if gp_t is not None:
+                        gp = _checks.private_copy(gp_t) if gp is None else _accumulate(gp, gp_t)
+                    if loss is not None and t:
+                        value, gx, gp_t = loss(x, t)
+                        total = total + value
+                        g = g + gx if leaf else _tree.tree_add(g, gx)
                         if gp_t is not None:
-                            gp = _checks.private_copy(gp_t) if gp is None else _accumulate(gp, gp_t)
-                        if loss is not None and t:
-                            value, gx, gp_t = loss(x, t)
-                            total = total + value
-                            g = g + gx if leaf else _tree.tree_add(g, gx)
-                            if gp_t is not None:
-                                gp = _accumulate(gp, gp_t)
-                        if adjoint is first_adjoint:
-                            adjoint, loss = adjoint_step, loss_at
-                            if plain_df is not None:
-                                break
-                if plain_df is not None:
+                            gp = _accumulate(gp, gp_t)
+                    if adjoint is first_adjoint:
+                        adjoint, loss = adjoint_step, loss_at
+                        if plain_df is not None:
+                            break
+                if plain_df is not None:  # the rest of the first block
                     for t, x in steps:  # noqa: B007 (t names the step in the error below)
                         g = g * plain_df(x)
-                del states, steps  # a reversed state must not be held while the run computes the next ones
+                del states, steps
                 x = None
             stats = pairs.stats
     except (TypeError, ValueError) as exc:
         if isinstance(exc, RevseqError) or not _raised_in_revseq(exc):
             raise  # the user's own error, unchanged
+        if walking is not None:  # the step the gist's loop was at: the states it had not reached are left
+            t = top - (size - operator.length_hint(walking)) + 1
         raise StepError(
             f"at step t={t}, revseq could not combine what df, vjp or loss returned ({type(exc).__name__}: "
             f"{exc}): a value of another shape or type than at the first step, whose outputs were checked"

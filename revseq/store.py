@@ -174,7 +174,12 @@ class MemoryStore:
                 return []
             states = list(map(data.pop, range(t, start - 1, -1)))
             self._count -= len(states)
-            self._nbytes = self._nbytes - _size(states) if self._count else 0
+            if not self._count:
+                self._nbytes = 0
+            elif len(states) == 1 and type(states[0]) in _OWN_NBYTES:
+                self._nbytes -= states[0].nbytes
+            else:
+                self._nbytes -= _size(states)
             return [(t, states)]
         cut = self._cut_runs(start, stop)
         t = stop - 1
@@ -239,6 +244,7 @@ def _size(states: list[Any]) -> int:
 
 _NDARRAY = np.ndarray  # a module constant: one lookup fewer on the hot path
 _NBYTES = attrgetter("nbytes")
+_OWN_NBYTES = frozenset({np.ndarray, np.float64, np.float32, np.complex128, np.complex64})  # nbytes is what they hold
 
 
 def _own(leaf: Any) -> Any:

@@ -19,6 +19,7 @@ from registry import LISTED
 import revseq
 from revseq import MemoryStore
 from revseq.engine import _Held
+from revseq.errors import StepError
 
 # -- MemoryStore's runs against a dict --------------------------------------------------------------
 
@@ -178,3 +179,16 @@ def test_parameter_gradients_summed_in_place_equal_a_sum_of_fresh_arrays():
         np.testing.assert_allclose(out.params_gradient, gW, rtol=1e-13)
         np.testing.assert_allclose(out.gradient, g, rtol=1e-13)
         np.testing.assert_array_equal(W, W_before)  # the user's array is never the buffer
+
+
+@pytest.mark.parametrize("strategy", [revseq.StoreAll(), revseq.BinomialCheckpointing(3), revseq.Recompute()], ids=repr)
+def test_the_gists_loop_names_the_step_where_a_later_derivative_went_wrong(strategy):
+    # Elementwise df of x alone runs in a loop of its own, without the step index; the error still names it.
+    calls = []
+
+    def df(x):
+        calls.append(x)
+        return None if len(calls) == 5 else np.cos(x)  # the 5th call: t = 7, 6, 5, 4, then 3
+
+    with pytest.raises(StepError, match=r"^at step t=3, revseq could not combine what df, vjp or loss returned"):
+        revseq.backprop(revseq.Recurrence(np.sin, df), np.ones(4), 8, strategy)
