@@ -54,3 +54,13 @@ def load_revision(revision: str) -> ModuleType:
     assert old.__file__ is not None
     assert old.__file__.startswith(directory)
     return old
+
+
+def revision_or_skip(revision: str) -> ModuleType:
+    """:func:`load_revision`, or the calling test skipped where git or the commit is missing (a shallow clone)."""
+    import pytest
+
+    try:
+        return load_revision(revision)
+    except Exception as exc:
+        pytest.skip(f"cannot load revseq at {revision}: {exc}")

@@ -15,11 +15,15 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 import pytest
+
+# The tests' independent oracles (tests/oracles.py: the gist verbatim, the formulas) serve the benchmarks too.
+sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
 
 def _version(dist: str) -> str:

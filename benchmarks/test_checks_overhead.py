@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _revision import load_revision
+from _revision import revision_or_skip
 
 import revseq
 
@@ -39,10 +39,7 @@ W = np.linspace(1.0, 2.0, SIZE)
 
 @pytest.fixture(scope="module")
 def old() -> Any:
-    try:
-        return load_revision(BEFORE)
-    except Exception as exc:  # no git, a shallow clone without the commit
-        pytest.skip(f"cannot load revseq at {BEFORE}: {exc}")
+    return revision_or_skip(BEFORE)
 
 
 def interleaved(new: Callable[[], Any], baseline: Callable[[], Any], rounds: int) -> list[float]:

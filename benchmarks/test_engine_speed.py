@@ -18,18 +18,23 @@ Cases (goal in brackets):
   full sweep, then bisection), 0-d states, n = 10^5: time per call of f
   [<= 1.5x].
 - A tanh RNN, width 256, n = 10^4, with ``vjp`` and ``params``: ``StoreAll``
-  against hand-written BPTT [<= 1.2x], the default strategy [<= 2.1x].
+  against hand-written BPTT [<= 1.2x], the default strategy [<= 2.1x]; and,
+  to separate the engine from the vjp's recomputation of the step (it is
+  given ``h_t``, not ``h_{t+1}``), a hand loop calling the same ``f`` and
+  ``vjp``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import collections
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 from _common import hand_written, interleaved, ratios
-from _revision import load_revision
+from _revision import revision_or_skip
+from oracles import gist_recursive  # tests/oracles.py: the gist verbatim (THEORY.md 2)
 
 import revseq
 
@@ -38,10 +43,7 @@ BEFORE = "008d6d4"  # the last commit before issue 10's engine changes
 
 @pytest.fixture(scope="module")
 def old() -> Any:
-    try:
-        return load_revision(BEFORE)
-    except Exception as exc:  # no git, a shallow clone without the commit
-        pytest.skip(f"cannot load revseq at {BEFORE}: {exc}")
+    return revision_or_skip(BEFORE)
 
 
 def record(benchmark: Any, timings: Any, case: str, times: Any, name: str, baseline: str, target: str,
@@ -92,19 +94,6 @@ def test_store_all_against_the_hand_loop(benchmark, timings, old, case):
 # -- Binomial against the gist ----------------------------------------------------------------------
 
 
-def recursive(f: Callable[[Any], Any], s0: Any, b: int, e: int) -> Iterator[Any]:
-    """The seed gist's recursive halving (Vieira 2016; THEORY.md section 2), as published."""
-    if e - b == 1:
-        yield s0
-    else:
-        s = s0
-        d = (e - b) // 2
-        for _ in range(d):
-            s = f(s)
-        yield from recursive(f, s, b + d, e)
-        yield from recursive(f, s0, b, b + d)
-
-
 def gist(x0: Any, n: int, w: Any, calls: list[int] | None = None) -> tuple[Any, Any]:
     """The gist's driver: a full sweep to x_n, then the states back by ``recursive``, the adjoint applied."""
 
@@ -118,9 +107,44 @@ def gist(x0: Any, n: int, w: Any, calls: list[int] | None = None) -> tuple[Any, 
     for _ in range(n):
         x = step(x)
     g = w
-    for s in recursive(step, x0, 0, n):
+    for s in gist_recursive(step, x0, 0, n):
         g = g * np.cos(s)
     return x, g
+
+
+def interpreted(schedule: Any, n: int, x0: Any, w: Any) -> Any:
+    """The least an interpreter of revseq's actions can do: dispatch on each one's type, keep states in a
+    dict, call f and df; nothing counted or checked, no store object, no generator between the schedule and
+    the adjoint loop. The floor of the architecture (docs/benchmarks.md 7.3), not a usable engine."""
+    data: dict[int, Any] = {}
+    x, live, g = x0, 0, w
+    for action in schedule:
+        kind = type(action)
+        if kind is revseq.Advance:
+            start, stop, keep = action
+            if keep:
+                for t in range(start + 1, stop):
+                    x = np.sin(x)
+                    data[t] = x
+                x = np.sin(x)
+            else:
+                for _ in range(stop - start):
+                    x = np.sin(x)
+            live = stop
+        elif kind is revseq.Reverse:
+            start, stop = action
+            if stop == n and live == n - 1:
+                np.sin(x)  # x_n
+            top = stop - 1
+            g = g * np.cos(x if top == live else data.pop(top))
+            for t in range(top - 1, start - 1, -1):
+                g = g * np.cos(data.pop(t))
+        elif kind is revseq.Store:
+            data[action.step] = x
+        else:
+            live = action.step
+            x = data[live]
+    return g
 
 
 def test_binomial_time_per_call_against_the_gist(benchmark, timings, old):
@@ -140,6 +164,10 @@ def test_binomial_time_per_call_against_the_gist(benchmark, timings, old):
         assert calls == revseq.BinomialCheckpointing(c).cost(n).forward_steps
         np.testing.assert_allclose(out.gradient, gradient, rtol=1e-12)
         contenders[name] = lambda m=module, r=rec: m.backprop(r, x0, n, m.BinomialCheckpointing(c), adjoint=w)
+    schedule = revseq.BinomialCheckpointing(c).schedule(n)
+    np.testing.assert_allclose(interpreted(schedule, n, x0, w), gradient, rtol=1e-12)
+    contenders["interpreter floor"] = lambda: interpreted(schedule, n, x0, w)
+    contenders["generating alone"] = lambda: collections.deque(schedule, maxlen=0)
     benchmark.extra_info["calls"] = {"gist": gist_calls, "revseq": calls}
     benchmark.pedantic(contenders["revseq"], rounds=1, iterations=1)
     times = interleaved(contenders, 11)
@@ -149,6 +177,9 @@ def test_binomial_time_per_call_against_the_gist(benchmark, timings, old):
     record(benchmark, timings, "Binomial(20) per call of f, n=1e5", times, "revseq before", "gist", "(before)",
            scale=per_call)  # fmt: skip
     record(benchmark, timings, "Binomial(20) in total, n=1e5", times, "revseq", "gist", "< 1")
+    for floor in ("interpreter floor", "generating alone"):
+        record(benchmark, timings, "Binomial(20) per call of f, n=1e5", times, floor, "gist", "(floor)",
+               scale=per_call)  # fmt: skip
 
 
 # -- An RNN with parameters ------------------------------------------------------------------------
@@ -182,7 +213,9 @@ def bptt(h0: np.ndarray, params: tuple[np.ndarray, np.ndarray], u: np.ndarray, w
     return h, g, (gW, gU)
 
 
-def recurrence(module: Any, params: tuple[np.ndarray, np.ndarray], u: np.ndarray) -> Any:
+def step_and_vjp(u: np.ndarray) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The RNN's step and its vjp as a revseq user writes them: the vjp gets ``h_t``, so it recomputes the step."""
+
     def f(h: np.ndarray, t: int, p: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         return np.tanh(p[0] @ h + p[1] @ u[t])
 
@@ -190,14 +223,41 @@ def recurrence(module: Any, params: tuple[np.ndarray, np.ndarray], u: np.ndarray
         d = g * (1 - np.tanh(p[0] @ h + p[1] @ u[t]) ** 2)
         return p[0].T @ d, (np.outer(d, h), np.outer(d, u[t]))
 
+    return f, vjp
+
+
+def recurrence(module: Any, params: tuple[np.ndarray, np.ndarray], u: np.ndarray) -> Any:
+    f, vjp = step_and_vjp(u)
     return module.Recurrence(f, vjp=vjp, params=params, indexed=True)
+
+
+def bptt_with_the_users_vjp(h0: np.ndarray, params: Any, u: np.ndarray, w: np.ndarray) -> tuple[Any, ...]:
+    """Every state kept, then the same f and vjp revseq is given, the parameter gradients summed in place:
+    what the engine's StoreAll does, written by hand (the vjp's recomputation of the step included)."""
+    f, vjp = step_and_vjp(u)
+    hs = [h0]
+    for t in range(len(u)):
+        hs.append(f(hs[-1], t, params))
+    gW, gU = np.zeros_like(params[0]), np.zeros_like(params[1])
+    g = w
+    for t in range(len(u) - 1, -1, -1):
+        g, (dW, dU) = vjp(hs[t], t, params, g)
+        gW += dW
+        gU += dU
+    return hs[-1], g, (gW, gU)
 
 
 def test_rnn_with_parameters_against_bptt(benchmark, timings, old):
     h0, params, u = rnn()
     w = np.ones(WIDTH)
     state, gradient, (gW, gU) = bptt(h0, params, u, w)
-    contenders: dict[str, Callable[[], Any]] = {"hand BPTT": lambda: bptt(h0, params, u, w)}
+    contenders: dict[str, Callable[[], Any]] = {
+        "hand BPTT": lambda: bptt(h0, params, u, w),
+        "hand loop, same vjp": lambda: bptt_with_the_users_vjp(h0, params, u, w),
+    }
+    _, same_gradient, same_params = bptt_with_the_users_vjp(h0, params, u, w)
+    np.testing.assert_allclose(same_gradient, gradient, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(same_params[0], gW, rtol=1e-10, atol=1e-12)
     for name, module in (("revseq", revseq), ("revseq before", old)):
         rec = recurrence(module, params, u)
         for label, strategy in (("StoreAll", module.StoreAll()), ("default", None)):
@@ -211,6 +271,8 @@ def test_rnn_with_parameters_against_bptt(benchmark, timings, old):
     times = interleaved(contenders, 7)
     case = "RNN width 256, n=1e4, vjp + params"
     record(benchmark, timings, case, times, "revseq StoreAll", "hand BPTT", "<= 1.2")
+    record(benchmark, timings, case, times, "revseq StoreAll", "hand loop, same vjp", "(the engine alone)")
+    record(benchmark, timings, case, times, "hand loop, same vjp", "hand BPTT", "(the vjp's recomputation)")
     record(benchmark, timings, case, times, "revseq default", "hand BPTT", "<= 2.1")
     record(benchmark, timings, case, times, "revseq before StoreAll", "hand BPTT", "(before)")
     record(benchmark, timings, case, times, "revseq before default", "hand BPTT", "(before)")

@@ -337,11 +337,11 @@ class _Run:
             self.claims.append(self.disk)
         return self.disk
 
-    def _fetch(self, t: int) -> Any:
-        """x_t from memory if it is there, else from disk (a disk read)."""
+    def _fetch(self, t: int, *, count: bool = True) -> Any:
+        """x_t from memory if it is there, else from disk (a disk read, counted unless ``count`` is false)."""
         if self.disk_keys and not self._in_memory(t):
             assert self.disk is not None
-            self.disk_reads += 1
+            self.disk_reads += count
             return self.disk.get(t)
         return self.store.get(t)
 
@@ -575,8 +575,8 @@ class _Run:
                         # f may write into its argument, or into a buffer it returned before (x itself):
                         # where that is allowed, x_{n-1} is kept apart for its own reversal.
                         last, x = x, self._kept(x)
-                    else:
-                        last = self._fetch(n - 1)  # a store that copies hands out a fresh copy
+                    else:  # read again below, for its own reversal: one read, as the simulator counts
+                        last = self._fetch(n - 1, count=False)  # a store that copies hands out a fresh copy
                     if watching:
                         final = self._watched_call(last, n - 1)
                         watching = self.probes > 0
