@@ -22,6 +22,7 @@ import pytest
 
 import revseq
 from revseq import Advance, Free, ParameterError, Store
+from revseq.strategies import online
 from revseq.strategies.online import OnlineCheckpointing, online_lower_bound
 from revseq.testing import check_strategy
 
@@ -158,6 +159,88 @@ def test_forward_sweep_is_lazy_and_endless():
         assert all(b.start == a.stop for a, b in itertools.pairwise([Advance(0, 0), *steps]))  # one after another
     last = list(OnlineCheckpointing(checkpoints=1).forward())  # one checkpoint: x_0, then on until stopped
     assert last == [Store(0), Advance(0, sys.maxsize)]
+
+
+# -- cost(n) without walking the schedule -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("c", [1, 2, 3, 4, 5, 7, 12, 30])
+def test_cost_without_walking_is_the_simulation(c):
+    # cost(n) finds the checkpoints held at x_n and adds Revolve's closed forms per segment; the simulator walks
+    # and validates every action of schedule(n). Every field must agree: forward steps, peak, writes, reads.
+    strategy = OnlineCheckpointing(checkpoints=c)
+    edge = optimal_range(c)
+    ns = {*range(1, 41), *range(max(1, edge - 3), edge + 5), 97, 256, 613, 1500, 4000}
+    for n in sorted(ns):
+        assert strategy.cost(n) == strategy.schedule(n).cost(), (c, n)
+
+
+def test_cost_without_walking_far_past_the_optimal_range():
+    # n = 20,000 with c = 10: the forward steps against the oracle's reversal cost of the checkpoints read from the
+    # forward sweep's own actions, and the whole Cost against the simulator.
+    strategy = OnlineCheckpointing(checkpoints=10)
+    n = 20_000
+    held = held_by_n(strategy, n)[n]
+    cost = strategy.cost(n)
+    assert cost.forward_steps == online_oracles.reversal_cost(held, n, 10)
+    assert cost == strategy.schedule(n).cost()
+
+
+def test_stumm_walther_positions_in_closed_form():
+    # The positions held on reaching x_n and the number of stores, computed in O(c) from the phases, against the
+    # oracle's transcription of equinox's slot-pointer rule, for every n of the optimal range.
+    for c in range(1, 13):
+        placements = list(
+            itertools.takewhile(lambda p, c=c: p[0] < optimal_range(c), online_oracles.equinox_placements(c))
+        )
+        positions = dict(online_oracles.positions_by_n(iter(placements), c, optimal_range(c)))
+        for n in range(1, optimal_range(c) + 1):
+            held, stores = online._stumm_walther_held(c, n)
+            assert (tuple(held), stores) == (positions[n], sum(step < n for step, _ in placements)), (c, n)
+
+
+def test_cost_in_the_optimal_range_for_a_large_budget():
+    # O(c) in the optimal range: c = 20,000 covers 2 * 10^8 steps. The forward steps are the bound, 2n - c.
+    strategy = OnlineCheckpointing(checkpoints=20_000)
+    for n in (10**5, 1_234_567, 2 * 10**8):
+        cost = strategy.cost(n)
+        assert cost.forward_steps == online_lower_bound(n, 20_000) == 2 * n - 20_000
+        assert cost.peak_checkpoints == 20_000
+
+
+def brute_first(predicate, start=1):
+    size = start
+    while predicate(size):
+        size += 1
+    return size
+
+
+def test_waiting_limits_against_brute_force():
+    # How far the last segment grows before a store wins: bisection on a table (and doubling past it), and a
+    # cached doubling search, against stepping one size at a time with the oracle's Revolve costs.
+    def advances(length, slots):
+        return online_oracles.advances(length, slots) if length > 1 else 0
+
+    def waiting(size):
+        return advances(size, 1) - advances(size - 1, 2)
+
+    for margin in (-5, 0, 1, 2, 3, 10, 77, 1000, 12_345, 8_000_000, 8_500_000):  # the table ends near 8.3e6
+        assert online._inner_limit(margin) == brute_first(lambda size, m=margin: waiting(size) <= m), margin
+    assert online._inner_limit(math.inf) is None
+    for gap in (*range(1, 40), 333, 4321, 10**5):
+        before = advances(gap, 2)
+        merged = brute_first(lambda size, g=gap, b=before: advances(size, 1) + b <= advances(size - 1 + g, 2))
+        assert online._merge_limit(gap) == merged, gap
+
+
+def test_cost_refuses_runs_too_long_to_price():
+    strategy = OnlineCheckpointing(checkpoints=3)
+    too_long = online.MAX_COST_STEPS + 1
+    with pytest.raises(ParameterError, match=rf"n must be <= {too_long - 1} .* got {too_long}: past its optimal range"):
+        strategy.cost(too_long)
+    assert strategy.schedule(too_long).n == too_long  # the schedule itself is lazy: only its price is refused
+    large = OnlineCheckpointing(checkpoints=5000)  # its optimal range, 12.5 million steps, is priced in O(c)
+    assert large.cost(optimal_range(5000)).forward_steps == online_lower_bound(optimal_range(5000), 5000)
 
 
 # -- running it: n=None with until / max_steps -----------------------------------------------------------------

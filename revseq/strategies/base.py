@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 from typing import Any, final
 
 from revseq._validate import check_int
@@ -134,9 +135,14 @@ class OnlineStrategy(ReversalStrategy):
 
     @final
     def actions(self, n: int) -> Iterator[Action]:
-        stored: list[int] = []
-        yield from _cut_forward(strategy_iterable(self, "forward()", self.forward()), n, stored)
-        yield from strategy_iterable(self, f"backward({n}, ...)", self.backward(n, tuple(stored)))
+        # A chain of the two parts, so that no frame of ours handles each action; the parts are asked for
+        # lazily, the reversal only once the forward sweep is cut at x_n and has left `stored`.
+        def parts() -> Iterator[Iterable[Action]]:
+            stored: list[int] = []
+            yield _cut_forward(strategy_iterable(self, "forward()", self.forward()), n, stored)
+            yield strategy_iterable(self, f"backward({n}, ...)", self.backward(n, tuple(stored)))
+
+        return itertools.chain.from_iterable(parts())
 
 
 def as_strategy(strategy: Any, default: ReversalStrategy) -> ReversalStrategy:
@@ -156,14 +162,31 @@ def as_strategy(strategy: Any, default: ReversalStrategy) -> ReversalStrategy:
 def _cut_forward(actions: Iterator[Action], n: int, stored: list[int]) -> Iterator[Action]:
     """The forward sweep ``actions`` as far as ``x_n``, leaving in ``stored`` (sorted) what it leaves stored."""
     held: set[int] = set()  # a set: an online sweep frees and stores once per step, whatever c is
+    add, discard = held.add, held.discard
     try:
         for action in actions:
-            if isinstance(action, Advance):
+            # Dispatch on the exact type first (one test per action, the planning hot path: an online sweep
+            # is up to three actions a step); a subclass of an action, which the simulator refuses, is
+            # still cut and counted by isinstance below.
+            kind = type(action)
+            if kind is Store:
+                add(action.step)  # type: ignore[union-attr]
+            elif kind is Free:
+                start, stop = action  # type: ignore[misc]
+                if stop - start == 1:
+                    discard(start)
+                else:
+                    held.difference_update(range(start, stop))
+            elif kind is Advance:
+                if action.stop >= n:  # type: ignore[union-attr]
+                    yield Advance(action.start, n, action.keep)  # type: ignore[union-attr]
+                    return
+            elif isinstance(action, Advance):
                 if action.stop >= n:
                     yield Advance(action.start, n, action.keep)
                     return
             elif isinstance(action, Store):
-                held.add(action.step)
+                add(action.step)
             elif isinstance(action, Free):
                 held.difference_update(range(action.start, action.stop))
             yield action

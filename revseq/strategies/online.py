@@ -32,9 +32,12 @@ The reversal
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import sys
-from collections.abc import Iterator
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator
 from typing import final
 
 import attrs
@@ -42,15 +45,21 @@ import attrs
 from revseq import _limits
 from revseq._validate import as_int, check_int, checkpoints_in, int_at_least, unsized
 from revseq.errors import ParameterError
-from revseq.schedule import Action, Advance, Bounds, Free, Restore, Reverse, Store
+from revseq.schedule import Action, Advance, Bounds, Cost, Free, Restore, Reverse, Store
 from revseq.strategies.base import OnlineStrategy
-from revseq.strategies.binomial import _repetitions, revolve, revolve_advances
+from revseq.strategies.binomial import _repetitions, revolve, revolve_advances, revolve_counts
 
 __all__ = ["OnlineCheckpointing", "online_lower_bound"]
 
 
 MAX_COST_STEPS = 10**7
-"""The longest run :meth:`OnlineCheckpointing.cost` simulates (one to two minutes); longer ones are refused."""
+"""The longest run :meth:`OnlineCheckpointing.cost` prices past ``(c + 1)(c + 2)/2 - 1`` steps; longer ones are refused.
+
+Within that range the cost takes O(c), for any n; past it, O(1) amortised
+per checkpoint the adaptive rule places (one every 4 to 20 steps for c = 10
+to 1000 near n = 10^6), measured at 0.3 to 2.6 us per step on the 2-core
+machine of docs/benchmarks.md: at most half a minute or so here.
+"""
 
 
 def _optimal_range(c: int) -> int:
@@ -86,51 +95,181 @@ def online_lower_bound(n: int, checkpoints: int) -> int:
     return (top + 1) * (n + 1) - math.comb(c + top + 1, c + 1)
 
 
-class _Growing:
-    """``T(length, slots)`` for a segment that grows one step at a time, in O(1) per step.
+class _Costs(dict[int, int]):
+    """``T(length, slots)`` for one number of slots, by length: computed on first use, then looked up.
 
-    ``T(l + 1, s) - T(l, s)`` is the repetition number ``r(l + 1, s)``, which
-    steps up when ``l`` passes ``C(s + r, s)``.
+    The adaptive rule prices the same few segments over and over (about 10^4
+    distinct ``(length, slots)`` up to ``n = 10^6`` for ``c = 10 .. 1000``,
+    against 10^5 .. 10^6 lookups): a hit is a plain dict subscript, a third
+    of an ``lru_cache`` call. Shared by every sweep (:data:`_COSTS`), and
+    emptied, all rows at once, when it holds ``_COSTS_KEPT`` values, so that
+    its memory stays bounded however long the runs.
     """
 
-    __slots__ = ("length", "r", "reach", "slots", "value")
+    __slots__ = ("slots",)
 
-    def __init__(self, length: int, slots: int) -> None:
-        self.length, self.slots, self.value = length, slots, revolve_advances(length, slots)
-        self.r = _repetitions(length, slots)
-        self.reach = math.comb(slots + self.r, slots)  # C(slots + r, slots) >= length
+    def __init__(self, slots: int) -> None:
+        super().__init__()
+        self.slots = slots
 
-    def grow(self) -> None:
-        self.length += 1
-        if self.length > self.reach:
-            self.r += 1
-            self.reach = self.reach * (self.slots + self.r) // self.r
-        self.value += self.r
+    def __missing__(self, length: int) -> int:
+        if _COSTS.held >= _COSTS_KEPT:
+            for row in _COSTS.values():
+                row.clear()
+            _COSTS.held = 0
+        _COSTS.held += 1
+        value = self[length] = revolve_advances(length, self.slots)
+        return value
 
 
-def _stumm_walther(c: int) -> Iterator[tuple[int, int]]:
-    """``(step, slot)`` for each state Stumm & Walther's Algorithm I stores, steps ``< (c+1)(c+2)/2 - 1``.
+class _CostRows(dict[int, _Costs]):
+    """The rows of :class:`_Costs` by number of slots, each made when first asked for."""
 
-    The rule as equinox's ``_stumm_walther_i`` states it (THEORY 4.2): the
-    slot pointer ``i`` cycles through ``1 .. o``; at step ``p`` the cycle
-    shortens (``o`` drops by one) and the next stop moves ``o`` steps on.
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = 0  # values held over all rows
+
+    def __missing__(self, slots: int) -> _Costs:
+        row = self[slots] = _Costs(slots)
+        return row
+
+
+_COSTS = _CostRows()  # _COSTS[s][l] = T(l, s)
+_COSTS_KEPT = 1 << 15
+
+
+def _two_slots(length: int) -> tuple[int, int]:
+    """``(r, T(length, 2))`` in O(1), ``r`` the least with ``C(r + 2, 2) >= length``; ``T = r length - C(r + 2, 3)``."""
+    r = max(0, (math.isqrt(8 * length + 1) - 3) // 2)  # r or r - 1
+    while (r + 1) * (r + 2) // 2 < length:
+        r += 1
+    return r, r * length - (r + 2) * (r + 1) * r // 6
+
+
+def _doubling_search(low: int, holds: Callable[[int], bool]) -> int:
+    """The least ``x > low`` at which ``holds`` fails, given that it holds on ``low .. x - 1`` (and ``low``)."""
+    gap = 1
+    while holds(low + gap):
+        low += gap
+        gap *= 2
+    high = low + gap  # holds(low), not holds(high)
+    while high - low > 1:
+        mid = (low + high) // 2
+        if holds(mid):
+            low = mid
+        else:
+            high = mid
+    return high
+
+
+def _waiting(size: int) -> int:
+    """``T(size, 1) - T(size - 1, 2)``: what storing the live state ``x_{last+size-1}`` saves in the last segment.
+
+    If the run stopped at ``x_{t+1}`` with the last checkpoint at ``last``,
+    ``size = t + 1 - last``, the last segment, reversed with one checkpoint,
+    costs ``T(size, 1) = size (size - 1)/2``; storing ``x_t`` in place of an
+    inner checkpoint would give it two, for ``T(size - 1, 2)``. Increasing,
+    by ``size - r(size, 2) >= 1`` a step.
     """
-    i, o, p, save = 0, c, c, True
-    for step in range(_optimal_range(c)):
-        if save:
-            yield step, i
-            i = 1 if i + 1 > o else i + 1
-        if step + 1 == p:
-            save = False
-        if step == p:
-            p += o
-            o -= 1
-            i = o
-            save = o > 0
+    return size * (size - 1) // 2 - _two_slots(size - 1)[1]
 
 
-def _adaptive(c: int, held: list[int], t: int) -> Iterator[tuple[int, int]]:
-    """``(step, evicted)`` for each state stored from step ``t`` on; ``held``: the ``c`` positions, sorted.
+@functools.cache
+def _waiting_table() -> list[int]:
+    """``_waiting(size)`` for ``size = 1 .. 4096``, at index ``size - 1``: summed from its increments, once."""
+    table, value, r, reach = [0], 0, 0, 1  # reach = C(r + 2, 2): the longest length with repetition number r
+    for size in range(1, 1 << 12):
+        if size > reach:
+            r += 1
+            reach += r + 1
+        value += size - r
+        table.append(value)
+    return table
+
+
+def _inner_limit(margin: float) -> int | None:
+    """The least ``size >= 1`` with ``_waiting(size) > margin``: how far the last segment grows before storing
+    in place of an inner checkpoint, whose effect elsewhere is ``margin``, wins (None if it never does)."""
+    table = _waiting_table()
+    if margin < table[-1]:
+        return bisect_right(table, margin) + 1
+    if margin == math.inf:
+        return None
+    return _doubling_search(len(table), lambda size: _waiting(size) <= margin)
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _merge_limit(gap: int) -> int:
+    """The least ``size >= 1`` with ``T(size, 1) + T(gap, 2) > T(size - 1 + gap, 2)``.
+
+    How far the last segment grows (``size`` as in :func:`_waiting`) before
+    storing the live state in place of the last checkpoint wins, the
+    segment before being ``gap`` long: that merges the two into ``size - 1
+    + gap`` steps reversed with two checkpoints, against ``gap`` with two and
+    ``size`` with one. The difference is convex in ``size`` (increments
+    ``size - r(size + gap, 2)`` never fall) and not positive at ``size =
+    1``, so the sizes where merging does not win are ``1 .. limit - 1``.
+    Depends on ``gap`` alone, hence the cache (gaps recur).
+    """
+    before = _two_slots(gap)[1]
+    return _doubling_search(1, lambda size: size * (size - 1) // 2 + before <= _two_slots(size - 1 + gap)[1])
+
+
+def _phases(c: int) -> Iterator[tuple[int, int, int]]:
+    """``(o, top, first)`` for each phase ``o = c - 1 .. 1`` of Stumm & Walther's Algorithm I.
+
+    The rule as equinox's ``_stumm_walther_i`` states it (THEORY 4.2) moves
+    a slot pointer that cycles through the slots, a cycle shorter by one
+    each time. Stated by what it stores (the tests check it against the
+    slot-pointer form, tests/online_oracles.py): steps ``0 .. c - 1``, all;
+    then phase ``o``, which starts at step ``top`` (``c`` for the first),
+    stores ``x_{top+1} .. x_{top+o}`` in place of the previous phase's
+    stores but its first, ``first .. first + o - 1`` (for the first phase
+    ``x_1 .. x_{c-1}``): the newest of those first, then the others oldest
+    first. A phase's first store stays to the end; the next phase starts at
+    ``top + o + 1``, and the last store is at ``(c + 1)(c + 2)/2 - 3``.
+    """
+    first, top = 1, c
+    for o in range(c - 1, 0, -1):
+        yield o, top, first
+        first, top = top + 2, top + o + 1
+
+
+def _stumm_walther(c: int) -> Iterator[tuple[int, int | None]]:
+    """``(step, evicted)`` for each state Stumm & Walther's Algorithm I stores (:func:`_phases`)."""
+    return itertools.chain.from_iterable(_stumm_walther_pieces(c))
+
+
+def _stumm_walther_pieces(c: int) -> Iterator[Iterable[tuple[int, int | None]]]:
+    yield zip(range(c), itertools.repeat(None), strict=False)
+    for o, top, first in _phases(c):
+        yield ((top + 1, first + o - 1),)
+        yield zip(range(top + 2, top + o + 1), range(first, first + o - 1), strict=True)
+
+
+def _stumm_walther_held(c: int, n: int) -> tuple[list[int], int]:
+    """The steps Stumm & Walther's rule holds on reaching ``x_n`` (its stores at steps ``< n``), and their number.
+
+    In O(c), from :func:`_phases`, without walking the steps.
+    """
+    if n <= c:
+        return list(range(n)), n
+    held, stores = [0], c
+    for o, top, first in _phases(c):
+        made = min(o, n - 1 - top)  # this phase's stores at steps < n
+        if made <= 0:  # not begun: the previous phase's stores are all there
+            return [*held, *range(first, first + o)], stores
+        if made < o:  # evicted: the newest of the previous phase's, then its oldest made - 1
+            return [*held, *range(first + made - 1, first + o - 1), *range(top + 1, top + made + 1)], stores + made
+        held.append(top + 1)  # the phase's first store, held from now on
+        stores += o
+    return held, stores
+
+
+def _adaptive(c: int) -> Iterator[tuple[int, int]]:
+    """``(step, evicted)`` for each state stored from step ``(c + 1)(c + 2)/2 - 1`` on (none if ``c = 1``).
 
     At each step ``t`` (live ``x_t``) three candidates are priced, as the
     reversal's cost if the run stopped at ``x_{t+1}``: store nothing; store
@@ -140,44 +279,59 @@ def _adaptive(c: int, held: list[int], t: int) -> Iterator[tuple[int, int]]:
     storing nothing, then to the leftmost checkpoint.
 
     Only the last segment grows with ``t``, so the best inner eviction is
-    settled once per change of ``held``, and the three terms that grow are
-    updated in O(1) per step. The arrays below are prefix sums and a prefix
-    minimum over segments, so a change at ``p_j`` recomputes only the entries
-    from ``j - 1`` on; the rule mostly evicts one of the last few.
+    settled once per change of the checkpoints, and :func:`_next_store`
+    finds the step at which storing wins without pricing every step. The
+    arrays below are prefix sums and a prefix minimum over segments, so a
+    change at ``p_j`` recomputes only the entries from ``j - 1`` on; the rule
+    mostly evicts one of the last few.
     """
+    if c < 2:  # with one checkpoint, x_0 is all there is room for
+        return
+    t = _optimal_range(c)
+    held = _stumm_walther_held(c, t)[0]  # the c positions, sorted
     k = c - 1
-    seg: list[int] = []  # seg[i]: T(l_i, c - i), segment i = [p_i, p_{i+1}) as it is
-    gain: list[int] = []  # gain[i]: what one checkpoint more would change in seg[i] (<= 0)
-    before = [0]  # before[i] = seg[0] + ... + seg[i - 1]
-    gains = [0]  # gains[j] = gain[1] + ... + gain[j]
-    # best[j]: the least, over 1 <= j' <= j, of what evicting p_j' changes (merging segments j' - 1 and j'),
-    # less gains[j']: add gains[k - 1] for the saving on the segments right of j'.
-    best: list[tuple[float, int]] = [(math.inf, 0)]
+    costs = _COSTS  # costs[s][l] = T(l, s)
+    two = costs[2]
+    seg = [0] * k  # seg[i]: T(l_i, c - i), segment i = [p_i, p_{i+1}) as it is
+    # best[j] = (value, at, gains): gains = gain_1 + ... + gain_j, gain_i being what one checkpoint more would
+    # change in segment i (<= 0); value = the least, over 1 <= j' <= j, of what evicting p_j' changes
+    # (merging segments j' - 1 and j') less gains up to j' (add gains up to k - 1 for the saving on the
+    # segments right of j'), the leftmost j' of equals being `at`.
+    best: list[tuple[float, int, int]] = [(math.inf, 0, 0)] * k
     changed = 0  # the first segment whose entries are out of date
+    waiting = _waiting_table()
+    waiting_top = waiting[-1]
     while True:
-        del seg[changed:], gain[changed:], before[changed + 1 :]
-        for i in range(changed, k):
-            length = held[i + 1] - held[i]
-            cost = revolve_advances(length, c - i)
-            seg.append(cost)
-            gain.append(revolve_advances(length, c - i + 1) - cost)
-            before.append(before[i] + cost)
-        changed = max(changed, 1)
-        del gains[changed:], best[changed:]
-        for j in range(changed, k):
-            gains.append(gains[j - 1] + gain[j])
-            merge = revolve_advances(held[j + 1] - held[j - 1], c - j + 1) - seg[j - 1] - seg[j] - gains[j]
-            best.append(best[j - 1] if best[j - 1][0] <= merge else (merge, j))
-        inner = before[k] + best[k - 1][0] + gains[k - 1]  # all but the last segment, after the best inner eviction
-        keep = _Growing(t + 1 - held[k], c - k)  # the last segment, if x_t is not stored
-        shifted = _Growing(t - held[k], c - k + 1)  # the same with one checkpoint more (an inner eviction)
-        merged = _Growing(t - held[k - 1], c - k + 1)  # the last two merged (p_k evicted)
-        while before[k] + keep.value <= min(inner + shifted.value, before[k - 1] + merged.value):
-            t += 1
-            keep.grow()
-            shifted.grow()
-            merged.grow()
-        j = best[k - 1][1] if inner + shifted.value <= before[k - 1] + merged.value else k
+        if changed:
+            value, at, gain = best[changed - 1]
+            left, base = seg[changed - 1], held[changed - 1]
+        else:  # segment 0 has no eviction to price
+            value, at, gain = best[0]
+            left = seg[0] = costs[c][held[1]]
+            base, changed = 0, 1
+        segments = zip(range(changed, k), range(c - changed, 1, -1), held[changed:k], held[changed + 1 :], strict=True)
+        for i, slots, start, stop in segments:
+            length = stop - start
+            more = costs[slots + 1]
+            cost = seg[i] = costs[slots][length]
+            gain += more[length] - cost
+            merge = more[stop - base] - left - cost - gain
+            if merge < value:
+                value, at = merge, i
+            best[i] = value, at, gain
+            left, base = cost, start
+        inner = value + gain  # what the best inner eviction changes left of the last segment
+        # The first step at which storing x_t beats waiting (both rules' waiting sizes are intervals from 1),
+        # then which checkpoint it replaces: the best inner one, or the last.
+        last, prev = held[k], held[k - 1]
+        limit = _merge_limit(last - prev)
+        if inner < waiting_top:  # the common case, _inner_limit inlined
+            limit = min(limit, bisect_right(waiting, inner) + 1)
+        elif (beyond := _inner_limit(inner)) is not None:
+            limit = min(limit, beyond)
+        size = max(t + 1 - last, limit)
+        t = last + size - 1
+        j = at if inner + two[size - 1] <= two[t - prev] - left else k
         yield t, held.pop(j)
         held.append(t)
         changed = j - 1
@@ -186,12 +340,71 @@ def _adaptive(c: int, held: list[int], t: int) -> Iterator[tuple[int, int]]:
 
 def _placements(c: int) -> Iterator[tuple[int, int | None]]:
     """``(step, evicted)`` for every state the forward sweep stores; ``evicted`` is the key it replaces."""
-    slots: dict[int, int] = {}  # slot -> step: a dict, not a list of c, as c may be far larger than any run
-    for step, slot in _stumm_walther(c):
-        yield step, slots.get(slot)
-        slots[slot] = step
-    if c > 1:  # with one checkpoint, x_0 is all there is room for
-        yield from _adaptive(c, sorted(slots.values()), _optimal_range(c))
+    return itertools.chain(_stumm_walther(c), _adaptive(c))
+
+
+def _sweep(budget: Callable[[], int]) -> Iterator[Iterable[Action]]:
+    """The forward sweep's actions for the placements of :func:`_placements`, in pieces for a chain.
+
+    The same as, for each ``(step, evicted)``: ``Advance(live, step)``
+    (unless ``step`` is live), ``Free(evicted, evicted + 1)`` (if any),
+    ``Store(step)``. Stumm & Walther's phases are regular, so their actions
+    are made by ``map`` and ``zip`` over ranges, with no Python frame per
+    action; the adaptive rule's by one resumption per placement. Actions
+    are built as :mod:`~revseq.strategies._patterns` builds them
+    (``tuple.__new__``, equal to ``Advance(a, b)`` and the others).
+    ``budget`` is asked when the sweep begins, as a generator body would.
+    """
+    c = budget()
+    new, repeat = tuple.__new__, itertools.repeat
+    advance, free, store = functools.partial(new, Advance), functools.partial(new, Free), functools.partial(new, Store)
+    yield (new(Store, (0, False)),)
+    stored = range(1, c)  # the first phase: x_1 .. x_{c-1}, one step each
+    yield itertools.chain.from_iterable(
+        zip(
+            map(advance, zip(range(c - 1), stored, repeat(False), strict=False)),
+            map(store, zip(stored, repeat(False), strict=False)),
+            strict=True,
+        )
+    )
+    live = c - 1
+    for o, top, first in _phases(c):  # live is x_{top - 1}, the previous phase's last store
+        yield new(Advance, (live, top + 1, False)), new(Free, (first + o - 1, first + o)), new(Store, (top + 1, False))
+        stored = range(top + 2, top + o + 1)
+        yield itertools.chain.from_iterable(
+            zip(
+                map(advance, zip(range(top + 1, top + o), stored, repeat(False), strict=False)),
+                map(free, zip(range(first, first + o - 1), range(first + 1, first + o), strict=True)),
+                map(store, zip(stored, repeat(False), strict=False)),
+                strict=True,
+            )
+        )
+        live = top + o
+    for step, evicted in _adaptive(c):
+        yield new(Advance, (live, step, False)), new(Free, (evicted, evicted + 1)), new(Store, (step, False))
+        live = step
+    # Only with one checkpoint do the placements end: x_0 is kept, and the run goes on until it stops.
+    yield (Advance(live, sys.maxsize),)
+
+
+def _held_at(c: int, n: int) -> tuple[list[int], int]:
+    """The checkpoints the forward sweep holds on reaching ``x_n``, sorted, and how many states it stored.
+
+    Stumm & Walther's part in O(c) (:func:`_stumm_walther_held`); then the
+    adaptive rule's placements one by one, each found without walking steps.
+    """
+    end = _optimal_range(c)
+    if n <= end or c == 1:
+        return _stumm_walther_held(c, min(n, end))
+    held, stores = _stumm_walther_held(c, end)
+    kept = set(held)
+    for step, evicted in _adaptive(c):
+        if step >= n:
+            break
+        kept.discard(evicted)
+        kept.add(step)
+        stores += 1
+    return sorted(kept), stores
 
 
 @final
@@ -214,9 +427,12 @@ class OnlineCheckpointing(OnlineStrategy):
     10^5 and ``c >= 3`` (15 % for ``c = 2``; docs/online.md has the table),
     and at the points published for equinox's ``checkpointed_while_loop``
     it makes fewer steps than equinox's rule. Pick ``c`` from a bound on
-    ``n`` with :meth:`for_max_steps`. :meth:`cost` simulates the schedule
-    (no closed form is known past the optimal range): about 10 s per
-    million steps.
+    ``n`` with :meth:`for_max_steps`. :meth:`cost` does not walk the
+    schedule: it finds the checkpoints held at ``x_n`` (in O(c) within the
+    optimal range, then placement by placement, about 1 us a step past it)
+    and adds Revolve's closed-form costs per segment; the tests check it
+    against the simulator. Planning takes about 1.2 to 3 us a step (the
+    forward sweep, as a run pulls it, 0.3 to 2.3 us; docs/online.md).
 
     The forward sweep is Stumm & Walther's Algorithm I, then an adaptive rule
     that weighs each state against the checkpoints it could replace; the
@@ -289,15 +505,20 @@ class OnlineCheckpointing(OnlineStrategy):
     def online_bounds(self) -> Bounds:
         return Bounds(checkpoints=self.budget())
 
-    def _closed_cost(self, n: int) -> None:
-        # No closed form: cost() simulates the schedule, at about 10 us a step (7-10 s per million).
-        if n > MAX_COST_STEPS:
+    def _closed_cost(self, n: int) -> Cost:
+        # Not a closed form past the optimal range (the adaptive rule is a heuristic), but no action is made:
+        # the checkpoints held at x_n, found placement by placement, then Revolve's closed forms per segment.
+        c = self.budget()
+        limit = max(MAX_COST_STEPS, _optimal_range(c))
+        if n > limit:
             raise ParameterError(
-                f"n must be <= {MAX_COST_STEPS} for {self!r}.cost(n), got {n}: an online schedule has no "
-                f"closed-form cost, and simulating it takes about 10 s per million steps (this one about "
-                f"{_limits.format_duration(n * 1e-5)}); online_lower_bound(n, c) gives its fewest forward "
-                f"steps in O(1), which it meets exactly up to (c + 1)(c + 2)/2 - 1 steps"
+                f"n must be <= {limit} for {self!r}.cost(n), got {n}: past its optimal range, (c + 1)(c + 2)/2 - 1 "
+                f"steps, the cost is found by following every checkpoint the forward sweep places, up to about "
+                f"{_limits.format_duration(n * 3e-6)} for this one; online_lower_bound(n, c) gives its fewest "
+                f"forward steps in O(1), which it meets exactly within that range (a larger budget widens it)"
             )
+        held, writes = _held_at(c, n)
+        return _reversal_cost(n, c, held, writes)
 
     def bounds(self, n: int) -> Bounds:
         c = self.budget()
@@ -305,30 +526,55 @@ class OnlineCheckpointing(OnlineStrategy):
         return Bounds(forward_steps=optimal, checkpoints=min(c, n))
 
     def forward(self) -> Iterator[Action]:
-        live = 0
-        for step, evicted in _placements(self.budget()):
-            if step > live:
-                yield Advance(live, step)
-                live = step
-            if evicted is not None:
-                yield Free(evicted, evicted + 1)
-            yield Store(step)
-        # Only with one checkpoint do the placements end: x_0 is kept, and the run goes on until it stops.
-        yield Advance(live, sys.maxsize)
+        return itertools.chain.from_iterable(_sweep(self.budget))
 
     def backward(self, n: int, stored: tuple[int, ...]) -> Iterator[Action]:
-        c = self.budget()
-        ends = (*stored[1:], n)
-        run: tuple[int, int] | None = None  # one-step segments start .. stop - 1, pending: one Reverse takes them all
-        for i in range(len(stored) - 1, -1, -1):  # segment i = [p_i, p_{i+1}), the last first
-            base, end = stored[i], ends[i]
-            if end - base == 1:
-                run = (base, run[1] if run else end)
-                continue
-            if run:
-                yield Reverse(*run)
-                run = None
-            yield Restore(base)
-            yield from revolve(base, end - base, c - i)  # c - i: p_0 .. p_{i-1} are still held
-        if run:
-            yield Reverse(*run)
+        # A chain of the segments' fragments: each action of revolve's generators reaches the caller through
+        # no frame of ours (a `yield from` here would add one per action).
+        return itertools.chain.from_iterable(_reversal(n, self.budget, stored))
+
+
+def _reversal(n: int, budget: Callable[[], int], stored: tuple[int, ...]) -> Iterator[Iterable[Action]]:
+    """The reversal of :meth:`OnlineCheckpointing.backward`, as a fragment per segment.
+
+    ``budget`` is asked once the reversal begins, as a generator body would.
+    """
+    c = budget()
+    new = tuple.__new__
+    ends = (*stored[1:], n)
+    run: tuple[int, int] | None = None  # one-step segments start .. stop - 1, pending: one Reverse takes them all
+    for i in range(len(stored) - 1, -1, -1):  # segment i = [p_i, p_{i+1}), the last first
+        base, end = stored[i], ends[i]
+        if end - base == 1:
+            run = (base, run[1] if run else end)
+            continue
+        restore = new(Restore, (base,))
+        yield (new(Reverse, run), restore) if run else (restore,)
+        run = None
+        yield revolve(base, end - base, c - i)  # c - i: p_0 .. p_{i-1} are still held
+    if run:
+        yield (new(Reverse, run),)
+
+
+def _reversal_cost(n: int, c: int, held: list[int], writes: int) -> Cost:
+    """What the forward sweep, which left ``held`` after ``writes`` stores, and :func:`_reversal` cost.
+
+    The sweep makes ``n`` forward steps (``x_n`` included) and holds at most
+    ``len(held)`` checkpoints (a store in place of an evicted one never adds
+    one); each segment of more than one step costs a restore of its base and
+    what Revolve costs with the ``c - i`` checkpoints the earlier segments
+    leave (:func:`~revseq.strategies.binomial.revolve_counts`, its peak
+    counting the base), on top of the ``i`` held to its left.
+    """
+    steps, peak, reads = n, len(held), 0
+    ends = (*held[1:], n)
+    for i, base in enumerate(held):
+        length = ends[i] - base
+        if length > 1:
+            slots = c - i
+            top, stored, restored = revolve_counts(length, slots)
+            steps += revolve_advances(length, slots)
+            peak = max(peak, i + top)
+            writes += stored
+            reads += restored + 1
+    return Cost(n=n, forward_steps=steps, peak_checkpoints=peak, writes=writes, reads=reads)
