@@ -103,14 +103,9 @@ and when the fastest time per step of the runs before it predicts at most ``RECO
 
 MIB = 2**20
 
-MAX_SIMULATED_N = 10**6
-"""``plan`` simulates the schedule of a strategy whose cost has no closed form (online) only for
-``n <= MAX_SIMULATED_N``: about 10 s at the default budget. Built-in offline strategies are costed in
-closed form for any n."""
-
 MAX_FRONTIER_N = 10**5
-"""``plot frontier`` draws n <= MAX_FRONTIER_N: its staircase has a point per budget 1 .. n, and online's
-points are simulated (about 10 s at the limit)."""
+"""``plot frontier`` draws n <= MAX_FRONTIER_N: its staircase has a point per budget 1 .. n (about 10 s at the
+limit)."""
 
 COMPARE_MAX_SECONDS = 3600.0
 """``compare`` refuses runs predicted to take longer (``--max-seconds`` changes it): the forward steps of
@@ -263,30 +258,15 @@ def _cost_of(strategy: ReversalStrategy, n: int, parser: argparse.ArgumentParser
         _refuse(parser, f"argument -n: {exc}")
 
 
-def _walked(strategy: ReversalStrategy) -> bool:
-    """Whether ``cost()`` simulates the schedule: no closed form (online, multistage, a user's strategy).
-
-    Online strategies override the closed-form hook only to refuse runs too long to simulate.
-    """
-    return (
-        isinstance(strategy, (OnlineStrategy, MultistageCheckpointing))
-        or type(strategy)._closed_cost is ReversalStrategy._closed_cost
-    )
-
-
-def _simulated(strategy: ReversalStrategy) -> bool:
-    """Whether ``cost()`` walks the schedule with no limit of its own: online's (multistage refuses long plans)."""
-    return _walked(strategy) and not isinstance(strategy, MultistageCheckpointing)
-
-
-def _check_simulable(strategy: ReversalStrategy, n: int, parser: argparse.ArgumentParser) -> None:
-    """Refuse, naming -n, to simulate a schedule of more than MAX_SIMULATED_N steps: it would take minutes or days."""
-    if _simulated(strategy) and n > MAX_SIMULATED_N:
-        _refuse(
-            parser,
-            f"argument -n: plan simulates the schedule of {label(strategy)}, which has no closed-form cost "
-            f"(about 10 s per million steps), so n must be <= {MAX_SIMULATED_N:.0e}, got {n}",
-        )
+def _predicted_how(strategy: ReversalStrategy) -> str:
+    """How ``cost()`` finds its numbers: no built-in strategy walks its schedule, a user's strategy does."""
+    if isinstance(strategy, OnlineStrategy):
+        return "from the checkpoints its forward sweep places"
+    if isinstance(strategy, MultistageCheckpointing):
+        return "from its plan"
+    if type(strategy)._closed_cost is ReversalStrategy._closed_cost:
+        return "by simulating its schedule"
+    return "in closed form from its schedule"
 
 
 # -- progress: tqdm on a terminal, nothing otherwise ----------------------------------------------
@@ -916,7 +896,6 @@ def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         except ParameterError as exc:  # multistage's plan too large to make, before any action
             _refuse(parser, f"argument -n: {exc}")
         return 0
-    _check_simulable(strategy, n, parser)
     cost = _cost_of(strategy, n, parser)
     bounds = strategy.bounds(n)
     held = max(cost.peak_checkpoints, 1)
@@ -943,8 +922,7 @@ def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         promises = [(bounds.checkpoints, "checkpoints in memory"), (bounds.disk_checkpoints, "on disk")]
     promise = ", ".join(f"at most {value} {what}" for value, what in promises if value is not None)
     lines = [
-        f"{label(strategy)}, n = {n}: predicted {'by simulating' if _walked(strategy) else 'in closed form from'} "
-        f"its schedule (nothing is run)",
+        f"{label(strategy)}, n = {n}: predicted {_predicted_how(strategy)} (nothing is run)",
         f"  forward steps     {cost.forward_steps}  ({cost.recompute_factor:.2f} x n)",
     ]
     if isinstance(strategy, MultistageCheckpointing):
@@ -1021,7 +999,7 @@ def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 _refuse(
                     parser,
                     f"argument -n: the frontier is drawn for n <= {MAX_FRONTIER_N} (a point for every budget, "
-                    f"and online checkpointing simulated at nine), got {n}; for large n, `revseq plan` costs "
+                    f"and online checkpointing costed at nine), got {n}; for large n, `revseq plan` costs "
                     f"one strategy at a time",
                 )
             jobs.append((functools.partial(plot.draw_frontier, n), Path(args.output or "revseq-frontier.png")))

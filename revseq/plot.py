@@ -388,7 +388,7 @@ def _geometric(low: int, high: int, count: int) -> list[int]:
 
 
 def frontier(n: int = 1000) -> dict[str, list[tuple[ReversalStrategy, Cost]]]:
-    """The points of the frontier plot: each built-in strategy over a range of budgets, simulated.
+    """The points of the frontier plot: each built-in strategy over a range of budgets, costed by ``cost(n)``.
 
     Keys are the short strategy names; ``"binomial"`` holds budgets spread
     evenly on a log scale from 2 to ``n - 1`` and the default budget (last),
@@ -423,8 +423,8 @@ def draw_frontier(n: int = 1000) -> Figure:
 
     Every strategy but multistage, whose cost includes disk traffic (see :func:`frontier`).
 
-    Costs are simulated from the schedules (the engine measures the same
-    counts). The staircase is ``optimal_forward_steps(n, c)`` for every budget
+    Costs are each strategy's ``cost(n)``, equal to simulating its schedule
+    (the engine measures the same counts). The staircase is ``optimal_forward_steps(n, c)`` for every budget
     ``c``: no schedule lies below it, and ``BinomialCheckpointing`` lies on it.
     Raises ``ModuleNotFoundError`` (with the install command) without matplotlib.
     """
@@ -547,7 +547,7 @@ def draw_frontier(n: int = 1000) -> Figure:
     ax.grid(True, which="major", color="#e0e0e0", linewidth=0.7)
     ax.grid(True, which="minor", color="#f2f2f2", linewidth=0.5)
     ax.set_axisbelow(True)
-    ax.set_title(f"The memory / recomputation trade-off, n = {n} (costs simulated from the schedules)", fontsize=11)
+    ax.set_title(f"The memory / recomputation trade-off, n = {n} (costs of the schedules, nothing run)", fontsize=11)
     ax.legend(loc="upper right", fontsize=8, framealpha=0.95)
     return fig
 
