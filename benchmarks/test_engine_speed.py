@@ -21,7 +21,8 @@ Cases (goal in brackets):
   against hand-written BPTT [<= 1.2x], the default strategy [<= 2.1x]; and,
   to separate the engine from the vjp's recomputation of the step (it is
   given ``h_t``, not ``h_{t+1}``), a hand loop calling the same ``f`` and
-  ``vjp``.
+  ``vjp``; and the same RNN with ``vjp_output=True``, whose vjp is given
+  ``h_{t+1}`` and recomputes nothing, as hand-written BPTT.
 """
 
 from __future__ import annotations
@@ -231,6 +232,17 @@ def recurrence(module: Any, params: tuple[np.ndarray, np.ndarray], u: np.ndarray
     return module.Recurrence(f, vjp=vjp, params=params, indexed=True)
 
 
+def recurrence_from_output(params: tuple[np.ndarray, np.ndarray], u: np.ndarray) -> Any:
+    """The same RNN with ``vjp_output=True``: its vjp gets ``h_{t+1}`` and recomputes nothing, as BPTT."""
+    f, _ = step_and_vjp(u)
+
+    def vjp(h: np.ndarray, t: int, p: tuple[np.ndarray, np.ndarray], y: np.ndarray, g: np.ndarray) -> Any:
+        d = g * (1 - y**2)
+        return p[0].T @ d, (np.outer(d, h), np.outer(d, u[t]))
+
+    return revseq.Recurrence(f, vjp=vjp, params=params, indexed=True, vjp_output=True)
+
+
 def bptt_with_the_users_vjp(h0: np.ndarray, params: Any, u: np.ndarray, w: np.ndarray) -> tuple[Any, ...]:
     """Every state kept, then the same f and vjp revseq is given, the parameter gradients summed in place:
     what the engine's StoreAll does, written by hand (the vjp's recomputation of the step included)."""
@@ -267,9 +279,19 @@ def test_rnn_with_parameters_against_bptt(benchmark, timings, old):
             np.testing.assert_allclose(out.params_gradient[0], gW, rtol=1e-10, atol=1e-12)
             np.testing.assert_allclose(out.params_gradient[1], gU, rtol=1e-10, atol=1e-12)
             contenders[f"{name} {label}"] = lambda m=module, r=rec, s=strategy: m.backprop(r, h0, STEPS, s, adjoint=w)
+    from_output = recurrence_from_output(params, u)
+    for label, strategy in (("StoreAll", revseq.StoreAll()), ("default", None)):
+        out = revseq.backprop(from_output, h0, STEPS, strategy, adjoint=w)
+        np.testing.assert_allclose(out.gradient, gradient, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(out.params_gradient[0], gW, rtol=1e-10, atol=1e-12)
+        contenders[f"revseq {label}, vjp_output"] = lambda s=strategy: revseq.backprop(
+            from_output, h0, STEPS, s, adjoint=w
+        )
     benchmark.pedantic(contenders["revseq StoreAll"], rounds=1, iterations=1)
     times = interleaved(contenders, 7)
     case = "RNN width 256, n=1e4, vjp + params"
+    record(benchmark, timings, case, times, "revseq StoreAll, vjp_output", "hand BPTT", "<= 1.2")
+    record(benchmark, timings, case, times, "revseq default, vjp_output", "hand BPTT", "<= 2.1")
     record(benchmark, timings, case, times, "revseq StoreAll", "hand BPTT", "<= 1.2")
     record(benchmark, timings, case, times, "revseq StoreAll", "hand loop, same vjp", "(the engine alone)")
     record(benchmark, timings, case, times, "hand loop, same vjp", "hand BPTT", "(the vjp's recomputation)")

@@ -899,6 +899,9 @@ def backprop(
             # The first step reversed, x_{n-1}, with every output checked; then the unchecked callables
             # (the gist's plain df in a tight loop of its own).
             adjoint, loss = first_adjoint, first_loss
+            # With vjp_output, each step's output: x_n first (a copy: a vjp must not reach the result).
+            takes_output = recurrence.vjp_output
+            y = _checks.private_copy(state) if takes_output else None
             for top, states in blocks:
                 if plain_df is not None and adjoint is adjoint_step:  # the gist's case, after the first step
                     size, walking = len(states), iter(states)
@@ -910,7 +913,9 @@ def backprop(
                     continue
                 steps = zip(range(top, -1, -1), states, strict=False)  # range: t for each state, as far as they go
                 for t, x in steps:
-                    g, gp_t = adjoint(x, t, g)
+                    g, gp_t = adjoint(x, t, y, g)
+                    if takes_output:
+                        y = x  # x_t: the output of step t - 1, reversed next
                     if gp_t is not None:
                         gp = _checks.private_copy(gp_t) if gp is None else _accumulate(gp, gp_t)
                     if loss is not None and t:

@@ -28,7 +28,9 @@ Derivative: TypeAlias = Callable[..., Any]
 """``df(x, [t]) -> d``: the diagonal of the Jacobian, so the adjoint of a step is ``adj * d``."""
 
 VJP: TypeAlias = Callable[..., Any]
-"""``vjp(x, [t], [params], adj) -> adj_x``, or ``(adj_x, adj_params)`` when params are given.
+"""``vjp(x, [t], [params], [y], adj) -> adj_x``, or ``(adj_x, adj_params)`` when params are given.
+
+``y`` (the step's output) only with ``vjp_output=True``.
 
 ``adj`` is the gradient of the objective with respect to the step's output
 ``f(x, ...)``; return the gradient with respect to its input ``x`` (and to
@@ -87,6 +89,11 @@ class Recurrence:
     indexed:
         Pass the step index ``t`` (``0 <= t < n``) to ``f``, ``df``, ``vjp``
         and ``loss``.
+    vjp_output:
+        Pass ``vjp`` the step's output ``y = f(x, ...)`` too, before the
+        adjoint: ``vjp(x, [t], [params], y, adj)``. A vjp that needs what the
+        step computed (``tanh(W h)`` for an RNN) then need not compute it
+        again: ``y`` is the state the run holds anyway.
 
     Examples
     --------
@@ -112,8 +119,11 @@ class Recurrence:
     params: Any = attrs.field(default=None, kw_only=True)
     loss: Loss | None = attrs.field(default=None, kw_only=True, validator=_callable_or_none)
     indexed: bool = attrs.field(default=False, kw_only=True, validator=_boolean)
+    vjp_output: bool = attrs.field(default=False, kw_only=True, validator=_boolean)
 
     def __attrs_post_init__(self) -> None:
+        if self.vjp_output and self.vjp is None:
+            raise ParameterError("vjp_output=True passes the step's output to vjp: give vjp=..., not df")
         if self.df is not None and self.vjp is not None:
             raise ParameterError("give the derivative once: df (elementwise) or vjp, got both")
         if self.params is not None and self.df is not None:
@@ -151,27 +161,29 @@ class Recurrence:
 
     def adjoint_at(
         self, elementwise_leaf: bool, *, checked: bool = False
-    ) -> Callable[[State, int, Any], tuple[Any, Any]]:
-        """The adjoint of one step as a function of ``(x, t, adj) -> (adj_x, adj_params or None)``.
+    ) -> Callable[[State, int, State, Any], tuple[Any, Any]]:
+        """The adjoint of one step as a function of ``(x, t, y, adj) -> (adj_x, adj_params or None)``.
 
-        With ``checked``, every value ``df`` or ``vjp`` returns is checked
-        against the state ``x`` (and ``params``) before it is used, and a
-        :class:`~revseq.errors.StepError` names the callable and the step;
-        the engine uses this version for the first step it reverses.
+        ``y`` is the step's output ``x_{t+1}``, passed on to ``vjp`` only with
+        ``vjp_output``. With ``checked``, every value ``df`` or ``vjp`` returns
+        is checked against the state ``x`` (and ``params``) before it is used,
+        and a :class:`~revseq.errors.StepError` names the callable and the
+        step; the engine uses this version for the first step it reverses.
         """
         if self.df is not None:
             df = self._bind(self.df)
             if checked:
                 return functools.partial(_checked_df, df, elementwise_leaf)
             if elementwise_leaf:
-                return lambda x, t, g: (g * df(x, t), None)
-            return lambda x, t, g: (_tree.tree_mul(g, df(x, t)), None)
+                return lambda x, t, y, g: (g * df(x, t), None)
+            return lambda x, t, y, g: (_tree.tree_mul(g, df(x, t)), None)
         assert self.vjp is not None
-        vjp = self._bind(self.vjp)
+        bound = self._bind(self.vjp)
+        vjp: Callable[..., Any] = bound if self.vjp_output else (lambda x, t, y, g: bound(x, t, g))
         if self.params is None:
             if checked:
                 return functools.partial(_checked_vjp, vjp)
-            return lambda x, t, g: (vjp(x, t, g), None)
+            return lambda x, t, y, g: (vjp(x, t, y, g), None)
         if checked:
             return functools.partial(_checked_vjp_params, vjp, self.params)
         return functools.partial(_unpack_pair, vjp, "vjp")
@@ -195,20 +207,20 @@ _GRAD_X = "a gradient with respect to x_t"
 _GRAD_PARAMS = "a gradient with respect to params"
 
 
-def _checked_df(df: Callable[..., Any], elementwise_leaf: bool, x: State, t: int, g: Any) -> tuple[Any, None]:
+def _checked_df(df: Callable[..., Any], elementwise_leaf: bool, x: State, t: int, y: State, g: Any) -> tuple[Any, None]:
     d = df(x, t)
     _checks.check_like(d, x, "a derivative", "df", t)
     return (g * d if elementwise_leaf else _tree.tree_mul(g, d)), None
 
 
-def _checked_vjp(vjp: Callable[..., Any], x: State, t: int, g: Any) -> tuple[Any, None]:
-    adj = vjp(x, t, g)
+def _checked_vjp(vjp: Callable[..., Any], x: State, t: int, y: State, g: Any) -> tuple[Any, None]:
+    adj = vjp(x, t, y, g)
     _checks.check_like(adj, x, _GRAD_X, "vjp", t)
     return adj, None
 
 
-def _checked_vjp_params(vjp: Callable[..., Any], params: Any, x: State, t: int, g: Any) -> tuple[Any, Any]:
-    adj, adj_params = _unpack_pair(vjp, "vjp", x, t, g)
+def _checked_vjp_params(vjp: Callable[..., Any], params: Any, x: State, t: int, y: State, g: Any) -> tuple[Any, Any]:
+    adj, adj_params = _unpack_pair(vjp, "vjp", x, t, y, g)
     _checks.check_like(adj, x, _GRAD_X, "vjp", t)
     _checks.check_like(adj_params, params, _GRAD_PARAMS, "vjp", t)
     return adj, adj_params
@@ -225,8 +237,8 @@ def _checked_loss(
     return value, grad, grad_params
 
 
-def _unpack_pair(vjp: Callable[..., Any], name: str, x: State, t: int, g: Any) -> tuple[Any, Any]:
-    out = vjp(x, t, g)
+def _unpack_pair(vjp: Callable[..., Any], name: str, x: State, t: int, y: State, g: Any) -> tuple[Any, Any]:
+    out = vjp(x, t, y, g)
     if not (isinstance(out, tuple) and len(out) == 2):
         raise StepError(f"{name} must return (adj_x, adj_params) when params are given, got {type(out).__name__}")
     return out

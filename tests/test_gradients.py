@@ -369,3 +369,58 @@ def test_every_strategy_equals_store_all(strategy, n):
     np.testing.assert_allclose(got.params_gradient[0], want.params_gradient[0], **ROUNDING)
     np.testing.assert_allclose(got.params_gradient[1], want.params_gradient[1], **ROUNDING)
     assert got.loss == pytest.approx(want.loss, rel=1e-12, abs=1e-14)
+
+
+# -- a vjp given the step's output (vjp_output=True) ----------------------------------
+
+
+def rnn_from_output():
+    """h -> tanh(W h + u_t) with params W and a loss, its vjp written from y = f(h) (no recomputation)."""
+    gen = rng()
+    u = gen.normal(0, 1, (41, 3))
+    target = gen.normal(0, 1, (42, 3))
+
+    def f(h, t, w):
+        return np.tanh(w @ h + u[t])
+
+    def vjp(h, t, w, y, g):
+        d = g * (1.0 - y**2)
+        y *= 0.0  # a vjp writing into y reaches neither the result nor any later step
+        return w.T @ d, np.outer(d, h)
+
+    def loss(x, t, w):
+        r = x - target[t]
+        return 0.5 * float(r @ r), r, np.zeros_like(w)
+
+    return f, vjp, loss
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [*STRATEGIES, revseq.OnlineCheckpointing(checkpoints=3), revseq.MultistageCheckpointing(ram=2)],
+    ids=repr,
+)
+@pytest.mark.parametrize("store", ["memory", "copying"])
+@lengths
+def test_a_vjp_given_the_steps_output_matches_finite_differences(strategy, store, n, tmp_path):
+    f, vjp, loss = rnn_from_output()
+    gen = rng()
+    w, x0, adj = gen.normal(0, 0.5, (3, 3)), gen.normal(0, 1, 3), gen.normal(0, 1, 3)
+    rec = revseq.Recurrence(f, vjp=vjp, params=w, loss=loss, indexed=True, vjp_output=True)
+    kept = revseq.MemoryStore() if store == "memory" else revseq.MemoryStore(copy=True)
+    disk = revseq.DiskStore(tmp_path) if isinstance(strategy, revseq.MultistageCheckpointing) else None
+    out = revseq.backprop(rec, x0, n, strategy, adjoint=adj, store=kept, disk=disk)
+
+    def objective(x, v):
+        xs = oracles.run_forward(lambda h, t: f(h, t, v), x, n, indexed=True)
+        return adj @ xs[n] + sum(loss(xs[t], t, v)[0] for t in range(1, n + 1))
+
+    np.testing.assert_array_equal(out.state, final_state(lambda h, t: f(h, t, w), x0, n, indexed=True))
+    np.testing.assert_allclose(out.gradient, oracles.central_difference(lambda x: objective(x, w), x0), **FD)
+    np.testing.assert_allclose(out.params_gradient, oracles.central_difference(lambda v: objective(x0, v), w), **FD)
+    assert out.stats.as_cost() == strategy.cost(n)
+
+
+def test_vjp_output_needs_a_vjp():
+    with pytest.raises(revseq.ParameterError, match="vjp_output=True passes the step's output to vjp: give vjp="):
+        revseq.Recurrence(np.sin, np.cos, vjp_output=True)
