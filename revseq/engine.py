@@ -540,8 +540,6 @@ class _Run:
         output, bulk = self.output, self.bulk
         plain, step = self.plain, self.step
         store, on_disk = self.store, self.disk_keys
-        get = store.get
-        data: dict[int, Any] = store._data if bulk else {}  # type: ignore[attr-defined]
         watching = self.probes > 0  # whether f's first calls are still watched (see _watched_call)
         action: Any
         for index, proposed in enumerate(actions):
@@ -585,7 +583,7 @@ class _Run:
                         self.calls += 1
                     yield n, (self._kept(final),)
                 top = stop - 1
-                if bulk and (not on_disk.count or on_disk.last() < start):  # nothing on disk: in pieces, and gone
+                if bulk and on_disk.last() < start:  # nothing to read from disk: in pieces, and gone
                     pieces = store._pop_block(start, stop)  # type: ignore[attr-defined]
                     if top == live and not pieces:
                         pieces = [(top, [x])]
@@ -601,23 +599,10 @@ class _Run:
                         yield t, (self._fetch(t),)
                     self._release(start)
             elif kind is Store:
-                t, disk = action
-                if bulk and not disk:
-                    store.put(t, x)
-                    self.writes += 1
-                    if store._count > self.peak:  # type: ignore[attr-defined]
-                        self.peak = store._count  # type: ignore[attr-defined]
-                    if store._nbytes > self.peak_bytes:  # type: ignore[attr-defined]
-                        self.peak_bytes = store._nbytes  # type: ignore[attr-defined]
-                else:
-                    self._put(t, x, disk)
+                self._put(action[0], x, action[1])
             elif kind is Restore:
                 live = action[0]
-                if bulk and not on_disk.count:
-                    x = data[live] if live in data else get(live)  # a single state, or one in a run
-                    self.reads += 1
-                else:
-                    x = self._restore(live)
+                x = self._restore(live)
             elif kind is Free:
                 self._release(action[0], action[1])
             else:  # only an unchecked schedule gets here: a built-in strategy's, which yields actions only

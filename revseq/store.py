@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Sequence
 from operator import attrgetter
 from typing import Any, Protocol, runtime_checkable
 
@@ -173,13 +174,7 @@ class MemoryStore:
             if t < start:
                 return []
             states = list(map(data.pop, range(t, start - 1, -1)))
-            self._count -= len(states)
-            if not self._count:
-                self._nbytes = 0
-            elif len(states) == 1 and type(states[0]) in _OWN_NBYTES:
-                self._nbytes -= states[0].nbytes
-            else:
-                self._nbytes -= _size(states)
+            self._forget((states,))
             return [(t, states)]
         cut = self._cut_runs(start, stop)
         t = stop - 1
@@ -195,8 +190,7 @@ class MemoryStore:
             t = first - 1
         if t >= start:
             pieces.append((t, list(map(data.pop, range(t, start - 1, -1)))))
-        self._count -= sum(len(states) for _, states in pieces)
-        self._nbytes = self._nbytes - sum(_size(states) for _, states in pieces) if self._count else 0
+        self._forget([states for _, states in pieces])
         return pieces
 
     def _delete_range(self, start: int, stop: int) -> None:
@@ -205,6 +199,10 @@ class MemoryStore:
         gone = [states for _, states in self._cut_runs(start, stop)] if self._starts else []
         keys = range(start, stop) if stop - start <= len(data) else [k for k in data if start <= k < stop]
         gone.append([data.pop(k) for k in keys if k in data])
+        self._forget(gone)
+
+    def _forget(self, gone: Sequence[list[Any]]) -> None:
+        """Count out the states just taken from the store, in groups (nothing to add up once it is empty)."""
         self._count -= sum(map(len, gone))
         self._nbytes = self._nbytes - sum(map(_size, gone)) if self._count else 0
 
@@ -244,7 +242,6 @@ def _size(states: list[Any]) -> int:
 
 _NDARRAY = np.ndarray  # a module constant: one lookup fewer on the hot path
 _NBYTES = attrgetter("nbytes")
-_OWN_NBYTES = frozenset({np.ndarray, np.float64, np.float32, np.complex128, np.complex64})  # nbytes is what they hold
 
 
 def _own(leaf: Any) -> Any:

@@ -214,6 +214,8 @@ def test_a_store_never_written_to_creates_nothing(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+# JAX, once another test file has imported it, warns at every fork (its threads); the child here never touches it.
+@pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
 def test_a_forked_child_does_not_remove_its_parents_checkpoints(tmp_path):
     store = DiskStore(tmp_path)
     store.put(0, x0())
