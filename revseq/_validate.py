@@ -5,6 +5,8 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+import numpy as np
+
 from revseq.errors import ParameterError
 
 
@@ -25,6 +27,13 @@ def check_int(name: str, value: Any, minimum: int) -> int:
     if value < minimum:
         raise ParameterError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` as a ``bool`` if it is one (numpy's included); raise otherwise."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ParameterError(f"{name} must be a bool, got {value!r} ({type(value).__name__})")
+    return bool(value)
 
 
 def int_at_least(minimum: int, *, optional: bool = False) -> Any:

@@ -40,11 +40,12 @@ import attrs
 
 from revseq import _limits, _tree
 from revseq._adapter import Tally, strategy_or_default
-from revseq._validate import check_int
+from revseq._validate import check_bool, check_int
 from revseq.engine import Stats, Walk, walk
 from revseq.errors import ParameterError, StepError
 from revseq.recurrence import Recurrence
 from revseq.strategies.base import ReversalStrategy
+from revseq.torch._ambient import Ambient, Carry
 
 __all__ = ["Tally", "unroll"]
 
@@ -84,29 +85,34 @@ class _SavedStore:
     meter) see them like any other saved tensor, and they are freed with the
     graph. During the backward pass they come back here, and the checkpoints
     the schedule makes while reversing live here only until it frees them.
+    Each checkpoint keeps its step's snapshot (generators, buffers: see
+    ``_ambient``), taken when it is stored.
     """
 
-    __slots__ = ("_arity", "_data", "_keys", "_nbytes")
+    __slots__ = ("_ambient", "_arity", "_data", "_keys", "_nbytes", "_snapshots")
 
-    def __init__(self, arity: int | None) -> None:
-        self._arity = arity  # leaves per state; None: the state is one tensor
-        self._data: dict[int, Any] = {}
+    def __init__(self, arity: int, ambient: Ambient) -> None:
+        self._arity = arity  # leaves per state
+        self._ambient = ambient
+        self._data: dict[int, Carry] = {}
         self._keys: list[int] = []
+        self._snapshots: list[Any] = []
         self._nbytes = 0
 
-    def put(self, key: int, state: Any) -> None:
+    def put(self, key: int, state: Carry) -> None:
+        self._ambient.keep(state)
         self._data[key] = state
-        self._nbytes += _tree.nbytes(state)
+        self._nbytes += state.nbytes
 
-    def get(self, key: int) -> Any:
+    def get(self, key: int) -> Carry:
         return self._data[key]
 
     def delete(self, key: int) -> None:
-        self._nbytes -= _tree.nbytes(self._data.pop(key))
+        self._nbytes -= self._data.pop(key).nbytes
 
     def clear(self) -> None:
         self._data.clear()
-        self._keys = []
+        self._keys, self._snapshots = [], []
         self._nbytes = 0
 
     def __len__(self) -> int:
@@ -119,20 +125,19 @@ class _SavedStore:
     def seal(self) -> list[Tensor]:
         """Hand the checkpoints over (as a flat list of tensors) and drop this store's references."""
         self._keys = sorted(self._data)
-        states = [self._data[key] for key in self._keys]
+        carries = [self._data[key] for key in self._keys]
+        self._snapshots = [carry.snapshot for carry in carries]
         self._data.clear()
-        if self._arity is None:
-            return states
-        return [leaf for state in states for leaf in state]
+        return [leaf for carry in carries for leaf in carry.leaves]
 
     def unseal(self, leaves: tuple[Tensor, ...]) -> None:
         """Take the checkpoints back from the saved tensors :meth:`seal` handed over."""
-        if self._arity is None:
-            self._data = dict(zip(self._keys, leaves, strict=True))
-        else:
-            k = self._arity
-            self._data = {key: tuple(leaves[i * k : (i + 1) * k]) for i, key in enumerate(self._keys)}
-        self._keys = []
+        k = self._arity
+        self._data = {
+            key: Carry(tuple(leaves[i * k : (i + 1) * k]), snapshot)
+            for i, (key, snapshot) in enumerate(zip(self._keys, self._snapshots, strict=True))
+        }
+        self._keys, self._snapshots = [], []
 
 
 _UNKNOWN = object()
@@ -153,18 +158,12 @@ class _Spec:
     num_inputs: int
     params: tuple[Tensor, ...]
     tally: Tally | None
+    preserve_rng_state: bool
     output_skeleton: Any = _UNKNOWN  # known after the first call of `output`
 
     @property
     def single(self) -> bool:
         return _tree.is_leaf(self.state_skeleton)
-
-    def as_state(self, leaves: Iterable[Tensor]) -> Any:
-        """The engine's state: the tensor itself, or the tuple of the leaves."""
-        return next(iter(leaves)) if self.single else tuple(leaves)
-
-    def state_leaves(self, state: Any) -> tuple[Tensor, ...]:
-        return (state,) if self.single else tuple(state)
 
     def call(self, leaves: Sequence[Tensor], u: Sequence[Tensor] | None, t: int) -> tuple[Any, list[Tensor]]:
         """Run step ``t`` on a state and an input given by their leaves: ``(h_{t+1}, its leaves)``."""
@@ -219,10 +218,13 @@ class _Outputs:
         _limits.check_fits("steps", spec.n * _limits.LIST_SLOT_BYTES, f"recording the {spec.n} outputs")
         self.pending: list[list[Tensor] | None] | None = [None] * spec.n
 
-    def record(self, t: int, h1: Any) -> None:
+    def record(self, t: int, h1: Any) -> bool:
+        """Record ``y_t`` unless it is already recorded (or recording is over); whether it was."""
         pending = self.pending
         if pending is not None and pending[t] is None:
             pending[t] = self.spec.outputs_of(h1)
+            return True
+        return False
 
     def stack(self) -> list[Tensor]:
         """The stacked outputs; recording stops, so recomputed steps compute no output."""
@@ -232,17 +234,56 @@ class _Outputs:
         return [torch.stack(column) for column in columns]
 
 
-def _step_function(spec: _Spec, inputs: list[Tensor] | None, outputs: _Outputs | None) -> Any:
-    """The engine's step ``(state, t) -> state``, recording the outputs ``y_t`` if asked."""
+def _step_function(spec: _Spec, inputs: list[Tensor] | None, outputs: _Outputs | None, ambient: Ambient) -> Any:
+    """The engine's step ``(carry, t) -> carry``, recording the outputs ``y_t`` if asked.
 
-    def step(state: Any, t: int) -> Any:
-        with torch.no_grad():  # also when the walk advances inside the backward pass: no graph for recomputed steps
-            h1, leaves = spec.call(spec.state_leaves(state), None if inputs is None else [v[t] for v in inputs], t)
-            if outputs is not None:
-                outputs.record(t, h1)
-        return spec.as_state(leaves)
+    A step resumed from a state other than the one just computed first gets
+    that state's generators and buffers back (:meth:`Ambient.resume`), and
+    runs under the caller's autocast. Where those matter (a step draws random
+    numbers, or a module it calls has buffers), a recomputed step runs
+    ``output`` too, as the first sweep did, so that what ``output`` draws or
+    updates is replayed in order. ``x_{n-1}`` and ``x_n`` keep their
+    snapshots: the engine holds them outside the store (``x_{n-1}`` is
+    reversed after ``x_n`` is made from it).
+    """
+    last = spec.n - 1
+    params = spec.params
+
+    def step(carry: Carry, t: int) -> Carry:
+        if t == last:
+            ambient.keep(carry)
+        ambient.resume(carry)
+        leaves = carry.leaves
+        versions = [leaf._version for leaf in (*leaves, *params)]
+        # No graph for any step here, also when the walk advances inside the backward pass.
+        with torch.no_grad(), ambient.autocast_context():
+            h1, new = spec.call(leaves, None if inputs is None else [v[t] for v in inputs], t)
+            if outputs is not None and outputs.record(t, h1):
+                pass
+            elif spec.output is not None and ambient.active:
+                spec.output(h1)  # what it draws or updates is part of the step: recomputed steps replay it too
+        if versions != [leaf._version for leaf in (*leaves, *params)]:
+            _raise_in_place(spec, leaves, versions, t)
+        result = Carry(tuple(new))
+        ambient.current = result
+        if t == last:
+            ambient.keep(result)
+        return result
 
     return step
+
+
+def _raise_in_place(spec: _Spec, leaves: tuple[Tensor, ...], versions: list[int], t: int) -> None:
+    if [leaf._version for leaf in leaves] != versions[: len(leaves)]:
+        raise StepError(
+            f"the cell wrote into its argument h in place at step {t} (an in-place operation such as h.mul_() "
+            f"or h[...] = ...): h is a checkpoint the backward pass restarts from, or h0 itself; "
+            f"compute a new tensor instead (h = h * a rather than h.mul_(a))"
+        )
+    raise StepError(
+        f"the cell modified a parameter in place at step {t}: recomputed steps would see other parameters "
+        f"than the first sweep, and the gradient would be wrong; parameters must stay constant during unroll"
+    )
 
 
 class _Unroll(torch.autograd.Function):  # type: ignore[misc,unused-ignore]  # Any where torch is not type-checked
@@ -250,56 +291,90 @@ class _Unroll(torch.autograd.Function):  # type: ignore[misc,unused-ignore]  # A
     def forward(ctx: Any, spec: _Spec, *tensors: Tensor) -> tuple[Tensor, ...]:
         k, m = spec.num_state, spec.num_inputs
         h0, inputs = list(tensors[:k]), list(tensors[k : k + m])
+        ambient = Ambient(spec.preserve_rng_state, tensors)
+        ambient.enter_phase()
         outputs = _Outputs(spec) if spec.output is not None else None
-        step = _step_function(spec, inputs if spec.has_inputs else None, outputs)
-        store = _SavedStore(None if spec.single else k)
-        pairs = walk(Recurrence(step, indexed=True), spec.as_state(h0), spec.n, spec.strategy, store=store)
-        _, final = next(pairs)  # the forward sweep: (n, h_n) comes first
+        step = _step_function(spec, inputs if spec.has_inputs else None, outputs, ambient)
+        store = _SavedStore(k, ambient)
+        start = Carry(tuple(h0), ambient.start)
+        pairs = walk(Recurrence(step, indexed=True), start, spec.n, spec.strategy, store=store)
+        try:
+            with ambient.discovering():  # the buffers of the modules the cell calls
+                _, final = next(pairs)  # the forward sweep: (n, h_n) comes first
+            if ambient.current is not final:  # the generators and buffers as the plain loop leaves them
+                ambient.restore(final.snapshot)
+            ambient.end_forward()
+        except BaseException:
+            pairs.close()
+            raise
         stats = pairs.stats
         spec.count(forward=stats.forward_steps, stats=stats)
         ctx.spec = spec
+        ctx.ambient = ambient
         ctx.paused = _Paused(pairs, store, stats.forward_steps)
-        # h0 and the inputs are saved for a replay (a second backward); the
-        # checkpoints so that autograd, and its saved-tensor hooks, hold them.
-        ctx.save_for_backward(*h0, *inputs, *store.seal())
+        # h0, the inputs and the parameters are saved for a replay (a second backward), and so that autograd
+        # checks none of them is modified in place before the backward pass; the checkpoints so that autograd,
+        # and its saved-tensor hooks, hold them.
+        ctx.save_for_backward(*tensors, *store.seal())
         ys = outputs.stack() if outputs is not None else []
         # Return aliases, not the tensors themselves: the paused walk still
         # references h_n, and h_n's grad_fn would reference the walk (a cycle
         # only the garbage collector could free, keeping every checkpoint alive).
-        return (*(leaf.detach() for leaf in spec.state_leaves(final)), *ys)
+        return (*(leaf.detach() for leaf in final.leaves), *ys)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable  # type: ignore[untyped-decorator,misc,unused-ignore]
     def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
+        if torch.is_grad_enabled():  # create_graph=True: autograd runs the backward pass with grad mode on
+            raise StepError(
+                "revseq.torch.unroll cannot be differentiated twice: the backward pass was asked for a graph "
+                "(create_graph=True, as for a gradient penalty or a Hessian-vector product), but its gradient "
+                "would miss how each recomputed state depends on the parameters; compute higher derivatives "
+                "through the plain loop, or torch.utils.checkpoint, for this part"
+            )
         spec: _Spec = ctx.spec
+        ambient: Ambient = ctx.ambient
         saved = ctx.saved_tensors  # raises PyTorch's own error on a second backward without retain_graph
-        k, m = spec.num_state, spec.num_inputs
+        k, m, p = spec.num_state, spec.num_inputs, len(spec.params)
         h0, inputs = saved[:k], list(saved[k : k + m])
         paused: _Paused = ctx.paused
         pairs, counted = paused.pairs, paused.counted
         if pairs is None:
             # A second backward (retain_graph=True): the first one consumed the
             # walk, so replay it from h0 with a fresh store; the same cost again.
-            step = _step_function(spec, inputs if spec.has_inputs else None, None)
-            pairs, counted = walk(Recurrence(step, indexed=True), spec.as_state(h0), spec.n, spec.strategy), 0
+            step = _step_function(spec, inputs if spec.has_inputs else None, None, ambient)
+            start = Carry(tuple(h0), ambient.start)
+            pairs = walk(Recurrence(step, indexed=True), start, spec.n, spec.strategy, store=_SavedStore(k, ambient))
+            counted = 0
         else:
             paused.pairs = None
-            paused.store.unseal(saved[k + m :])
-        sweep = _AdjointSweep(spec, inputs, ctx.needs_input_grad[1:], grads)
-        with pairs:
-            for t, state in pairs:
-                if t < spec.n:  # (n, h_n) comes first on a replay: its adjoint is the incoming gradient
-                    sweep.step(t, spec.state_leaves(state))
-            spec.count(forward=pairs.stats.forward_steps - counted, stats=pairs.stats)
+            paused.store.unseal(saved[k + m + p :])
+        # Like torch.utils.checkpoint, the backward pass leaves the generators and buffers as it found them.
+        outer = ambient.capture() if ambient.active else None
+        ambient.current = None
+        ambient.enter_phase()
+        sweep = _AdjointSweep(spec, ambient, inputs, ctx.needs_input_grad[1:], grads)
+        try:
+            with pairs:
+                for t, carry in pairs:
+                    if t < spec.n:  # (n, h_n) comes first on a replay: its adjoint is the incoming gradient
+                        sweep.step(t, carry)
+                spec.count(forward=pairs.stats.forward_steps - counted, stats=pairs.stats)
+        finally:
+            if outer is not None:
+                ambient.restore(outer)
+            ambient.current = None
         return (None, *sweep.gradients())
 
 
 class _AdjointSweep:
     """One backward pass: the VJP of each step by autograd, at ``h_t`` for ``t = n-1 .. 0``, accumulated."""
 
-    def __init__(self, spec: _Spec, inputs: list[Tensor], needs: tuple[bool, ...], grads: tuple[Tensor, ...]) -> None:
+    def __init__(
+        self, spec: _Spec, ambient: Ambient, inputs: list[Tensor], needs: tuple[bool, ...], grads: tuple[Tensor, ...]
+    ) -> None:
         k, m = spec.num_state, spec.num_inputs
         self.spec = spec
+        self.ambient = ambient
         self.inputs = inputs
         self.need_h0, self.need_u, self.need_p = needs[:k], needs[k : k + m], needs[k + m :]
         self.adjoint: list[Tensor] = list(grads[:k])  # d loss / d h_{t+1}; h_n's is the incoming gradient
@@ -307,28 +382,40 @@ class _AdjointSweep:
         self.g_inputs = [torch.zeros_like(u) if need else None for u, need in zip(inputs, self.need_u, strict=True)]
         self.wanted = [p for p, need in zip(spec.params, self.need_p, strict=True) if need]
         self.g_params: list[Tensor | None] = [None] * len(self.wanted)
+        self.sum_dtypes: list[torch.dtype | None] = [None] * len(self.wanted)
         self.checked = False
 
-    def step(self, t: int, state: tuple[Tensor, ...]) -> None:
-        spec = self.spec
+    def step(self, t: int, carry: Carry) -> None:
+        spec, ambient = self.spec, self.ambient
+        if carry is ambient.current:
+            ambient.keep(carry)  # the re-run below moves the generators on: keep what x_t saw
+        else:
+            ambient.resume(carry)  # x_t's generators and buffers, as the first sweep had them
         need_x = t > 0 or any(self.need_h0)
-        x = [leaf.detach().requires_grad_(need_x) for leaf in state]
+        x = [leaf.detach().requires_grad_(need_x) for leaf in carry.leaves]
         u = None
         if spec.has_inputs:
             u = [
                 v[t].detach().requires_grad_() if need else v[t]
                 for v, need in zip(self.inputs, self.need_u, strict=True)
             ]
-        with torch.enable_grad():  # the step, re-run with gradients: its graph lives until the grad below
+        # The step, re-run with gradients: its graph lives until the grad below.
+        with torch.enable_grad(), ambient.autocast_context():
             h1, outs = spec.call(x, u, t)
             if spec.output is not None:
                 outs = outs + spec.outputs_of(h1)
+        ambient.current = None  # the re-run drew from the generators and updated the buffers
         spec.count(vjp=1)
         cotangents = list(self.adjoint)
         if spec.output is not None:
             cotangents += [g[t] for g in self.g_outputs]
         if not self.checked:
-            _check_captured(outs, {id(v) for v in (*x, *(u or ()), *spec.params)})
+            parents = _check_captured(outs, {id(v) for v in (*x, *(u or ()), *spec.params)})
+            # Where autocast casts a parameter (and caches the cast: one cast for the whole loop), plain
+            # autograd sums its per-step gradients in the cast's precision: so does this sweep, to agree.
+            self.sum_dtypes = [
+                ambient.cached_cast_dtype(p) if parents.get(id(p)) == {"ToCopyBackward0"} else None for p in self.wanted
+            ]
             self.checked = True
         u_wanted = [] if u is None else [v for v, need in zip(u, self.need_u, strict=True) if need]
         targets = (x if need_x else []) + u_wanted + self.wanted
@@ -346,7 +433,9 @@ class _AdjointSweep:
                 g_u[t] = g
         for i, g in enumerate(found[len(u_wanted) :]):
             if g is not None:
-                total = self.g_params[i]
+                total, dtype = self.g_params[i], self.sum_dtypes[i]
+                if dtype is not None:
+                    g = g.to(dtype)  # exact: the gradient came through a cast from this precision
                 self.g_params[i] = g if total is None else total + g  # not in place: g may alias a cotangent
 
     def gradients(self) -> list[Tensor | None]:
@@ -357,21 +446,24 @@ class _AdjointSweep:
         for need in self.need_p:
             if need:
                 p, g = next(wanted)
-                g_p.append(torch.zeros_like(p) if g is None else g)
+                g_p.append(torch.zeros_like(p) if g is None else g.to(p.dtype))
             else:
                 g_p.append(None)
         return [*g_h0, *self.g_inputs, *g_p]
 
 
-def _check_captured(outs: list[Tensor], allowed: set[int]) -> None:
+def _check_captured(outs: list[Tensor], allowed: set[int]) -> dict[int, set[str]]:
     """Raise if the step's graph reaches a tensor needing grad that unroll was not given.
 
     Its gradient would silently be lost: autograd only routes gradients to
     the tensors passed to the Function. One graph walk, on the first step.
+    Returns, for each leaf reached (by ``id``), the kinds of the nodes whose
+    gradients flow into it (``{"ToCopyBackward0"}`` where autocast casts it).
     """
     seen: set[Any] = set()
     stack: list[Any] = [o.grad_fn for o in outs if o.grad_fn is not None]
     foreign = [o for o in outs if o.grad_fn is None and o.requires_grad and id(o) not in allowed]
+    parents: dict[int, set[str]] = {}
     while stack and not foreign:
         node = stack.pop()
         if node is None or node in seen:
@@ -380,7 +472,11 @@ def _check_captured(outs: list[Tensor], allowed: set[int]) -> None:
         variable = getattr(node, "variable", None)  # AccumulateGrad: a leaf tensor
         if variable is not None and id(variable) not in allowed:
             foreign.append(variable)
-        stack.extend(next_node for next_node, _ in node.next_functions)
+        for next_node, _ in node.next_functions:
+            leaf = getattr(next_node, "variable", None)
+            if leaf is not None:
+                parents.setdefault(id(leaf), set()).add(type(node).__name__)
+            stack.append(next_node)
     if foreign:
         leaf = foreign[0]
         raise ParameterError(
@@ -388,6 +484,7 @@ def _check_captured(outs: list[Tensor], allowed: set[int]) -> None:
             f"(shape {tuple(leaf.shape)}, dtype {leaf.dtype}); its gradient would be lost: "
             f"pass it in params=[...] (an nn.Module cell's own parameters are found by default), or detach it"
         )
+    return parents
 
 
 def _plain(spec: _Spec, h0: list[Tensor], inputs: list[Tensor]) -> list[Tensor]:
@@ -410,6 +507,22 @@ def _plain(spec: _Spec, h0: list[Tensor], inputs: list[Tensor]) -> list[Tensor]:
     return [*state, *ys]
 
 
+def _refuse_functorch() -> None:
+    """Refuse to run under ``torch.func`` transforms, which would see neither the checkpoints nor the gradients.
+
+    Under ``vmap`` the tensors are batched wrappers whose ``requires_grad``
+    autograd hides, so a weight the cell captures without ``params=`` would
+    lose its gradient silently; ``torch.func.grad`` would need a functional
+    backward pass that the schedule's stateful walk is not.
+    """
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        raise ParameterError(
+            "revseq.torch.unroll cannot run under torch.func transforms (vmap, grad, jacrev, jvp, ...): "
+            "call it outside them; for vmap, give h0 and the inputs a batch dimension (the cell sees a batch), "
+            "and for torch.func.grad use torch.autograd.grad or .backward() on unroll's result"
+        )
+
+
 def _parameters(module: Any) -> list[Tensor]:
     return list(module.parameters()) if isinstance(module, torch.nn.Module) else []
 
@@ -424,6 +537,7 @@ def unroll(
     output: Callable[[Any], Any] | None = None,
     params: Iterable[Tensor] | None = None,
     tally: Tally | None = None,
+    preserve_rng_state: bool = True,
 ) -> Any:
     """Run ``h_{t+1} = cell(h_t, u_t)`` for ``t < n`` and return ``h_n`` (and the outputs), differentiably.
 
@@ -431,9 +545,12 @@ def unroll(
     only its checkpoints (held by autograd as saved tensors), and each step
     is re-run with gradients enabled when its adjoint is needed. Gradients
     reach ``h0``, ``inputs`` and ``params`` exactly as through the unrolled
-    loop; the cell must be a pure function of them (no in-place updates of
-    its argument, no randomness such as dropout in training mode: a
-    recomputed step must reproduce the first one).
+    loop. A recomputed step reproduces the first one: random numbers
+    (dropout in training mode) are replayed, the buffers of the modules the
+    cell calls (``BatchNorm``'s running statistics) are put back before
+    each recomputation and end as the plain loop leaves them, and the steps
+    run under the autocast state of the call. A cell writing into its
+    argument ``h`` or into a parameter in place is refused.
 
     Parameters
     ----------
@@ -466,6 +583,13 @@ def unroll(
         error (in the backward pass) rather than losing its gradient.
     tally:
         A :class:`Tally` to count the cell's calls into.
+    preserve_rng_state:
+        Replay the random number generators (CPU, and the accelerator the
+        tensors are on) for every recomputed step, as
+        ``torch.utils.checkpoint`` does for a segment: each checkpoint keeps
+        the generators' state of its step (5 KB on the CPU; shared while no
+        random number is drawn). With ``False``, a cell that draws random
+        numbers is refused (``StepError``) at the end of the forward pass.
 
     Returns
     -------
@@ -477,9 +601,12 @@ def unroll(
     plain loop runs: ``n`` calls, no checkpoints. A second backward pass
     (``retain_graph=True``) replays the schedule from ``h0``; without
     ``retain_graph`` PyTorch raises its usual "backward through the graph a
-    second time" error. The backward pass itself is not differentiable
-    (no ``create_graph=True`` double backward).
+    second time" error. The backward pass itself is not differentiable:
+    ``create_graph=True`` (a gradient penalty, ``torch.autograd.functional.hessian``)
+    raises ``StepError``, and so does calling ``unroll`` under a
+    ``torch.func`` transform (``ParameterError``; see docs/autodiff.md).
     """
+    _refuse_functorch()
     h0_leaves, state_skeleton = _flatten(h0, "h0")
     for leaf in h0_leaves:
         if not (leaf.is_floating_point() or leaf.is_complex()):
@@ -523,6 +650,7 @@ def unroll(
         num_inputs=len(input_leaves),
         params=unique,
         tally=tally,
+        preserve_rng_state=check_bool("preserve_rng_state", preserve_rng_state),
     )
     tensors = (*h0_leaves, *input_leaves, *unique)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):

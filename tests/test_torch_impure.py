@@ -1,0 +1,307 @@
+"""revseq.torch with cells that are not pure functions of their arguments (issue 13, items 1-5).
+
+Random numbers, autocast, module buffers, in-place writes, double backward
+and torch.func transforms: each is either reproduced exactly, checked
+against autograd through the plain loop a user would write (same seed, same
+data), or refused with a revseq error. Tensors are float64 unless autocast
+needs float32; the comparisons are exact (``rtol=0, atol=0``) where the
+computation is the same, which it is: every step's VJP is the one autograd
+makes in the unrolled graph.
+"""
+
+from __future__ import annotations
+
+import pytest
+from registry import every_builtin
+
+import revseq
+
+torch = pytest.importorskip("torch")
+import revseq.torch as rt  # noqa: E402
+
+STRATEGIES = every_builtin()
+EXACT = {"rtol": 0.0, "atol": 0.0}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def grads(loss, tensors):
+    return torch.autograd.grad(loss, tensors, allow_unused=True)
+
+
+def assert_same(got, expected):
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, **EXACT)
+
+
+class DropoutGRU(torch.nn.Module):
+    """A GRU cell whose new state goes through dropout: a fresh mask at every step, in training mode."""
+
+    def __init__(self, features=3, width=6, p=0.3):
+        super().__init__()
+        self.cell = torch.nn.GRUCell(features, width).double()
+        self.drop = torch.nn.Dropout(p)
+
+    def forward(self, h, u_t):
+        return self.drop(self.cell(u_t, h))
+
+
+def data(n, batch=2, features=3, width=6, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.randn(n, batch, features, dtype=torch.float64, generator=gen, requires_grad=True)
+    h0 = torch.randn(batch, width, dtype=torch.float64, generator=gen, requires_grad=True)
+    return u, h0
+
+
+def plain_loop(cell, h0, u):
+    h = h0
+    for t in range(u.shape[0]):
+        h = cell(h, u[t])
+    return h
+
+
+# -- 1. random numbers -------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 30])
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=repr)
+def test_dropout_is_replayed_for_every_strategy(strategy, n):
+    torch.manual_seed(0)
+    cell = DropoutGRU()
+    u, h0 = data(n)
+    wrt = [h0, u, *cell.parameters()]
+    torch.manual_seed(1)
+    expected_h = plain_loop(cell, h0, u)
+    expected = grads((expected_h**2).sum(), wrt)
+    after_plain = torch.rand(3)  # the generator as the plain loop and its backward leave it
+
+    torch.manual_seed(1)
+    h = rt.unroll(cell, h0, u, strategy=strategy)
+    got = grads((h**2).sum(), wrt)
+    after = torch.rand(3)
+    torch.testing.assert_close(h, expected_h, **EXACT)
+    assert_same(got, expected)
+    torch.testing.assert_close(after, after_plain, **EXACT)  # the backward pass drew nothing the caller sees
+
+
+def test_dropout_with_outputs_and_a_second_backward():
+    n = 25
+    torch.manual_seed(0)
+    cell = DropoutGRU()
+    readout = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(6, 2).double())
+    u, h0 = data(n, seed=3)
+    wrt = [h0, u, *cell.parameters(), *readout.parameters()]
+    torch.manual_seed(5)
+    h, ys = h0, []
+    for t in range(n):
+        h = cell(h, u[t])
+        ys.append(readout(h))
+    expected = grads((h**2).sum() + torch.stack(ys).sum(), wrt)
+
+    torch.manual_seed(5)
+    h, ys = rt.unroll(cell, h0, u, output=readout, strategy=revseq.BinomialCheckpointing(checkpoints=3))
+    loss = (h**2).sum() + ys.sum()
+    first = torch.autograd.grad(loss, wrt, retain_graph=True)
+    torch.rand(7)  # the caller draws between the two backward passes: the replay must not depend on it
+    second = torch.autograd.grad(loss, wrt)
+    assert_same(first, expected)
+    assert_same(second, expected)
+
+
+def test_without_preserve_rng_state_a_cell_drawing_random_numbers_is_refused():
+    torch.manual_seed(0)
+    cell = DropoutGRU()
+    u, h0 = data(10)
+    with pytest.raises(revseq.StepError, match=r"drew random numbers.*preserve_rng_state=True"):
+        rt.unroll(cell, h0, u, strategy=revseq.BinomialCheckpointing(checkpoints=2), preserve_rng_state=False)
+    cell.eval()  # no dropout: deterministic, so nothing is refused
+    h = rt.unroll(cell, h0, u, strategy=revseq.BinomialCheckpointing(checkpoints=2), preserve_rng_state=False)
+    assert_same(grads(h.sum(), [h0]), grads(plain_loop(cell, h0, u).sum(), [h0]))
+    with pytest.raises(revseq.ParameterError, match="preserve_rng_state must be a bool"):
+        rt.unroll(cell, h0, u, preserve_rng_state=1)
+
+
+def test_a_cell_drawing_only_at_some_steps_is_replayed():
+    # Randomness that depends on the data: most steps draw nothing, so most snapshots are shared.
+    n = 40
+    torch.manual_seed(0)
+    w = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
+    u = torch.randn(n, dtype=torch.float64)
+
+    def cell(h, u_t):
+        h = torch.tanh(h @ w) + u_t
+        return h + 0.1 * torch.randn_like(h) if u_t > 1 else h
+
+    h0 = torch.ones(2, 4, dtype=torch.float64)
+    torch.manual_seed(9)
+    expected = grads(plain_loop(cell, h0, u).sum(), [w])
+    torch.manual_seed(9)
+    got = grads(rt.unroll(cell, h0, u, params=[w], strategy=revseq.RecursiveHalving()).sum(), [w])
+    assert_same(got, expected)
+
+
+# -- 2. autocast ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["weight-cache", "no-cache"])
+@pytest.mark.parametrize("strategy", [revseq.StoreAll(), revseq.BinomialCheckpointing(checkpoints=3)], ids=repr)
+def test_autocast_steps_are_recomputed_under_the_callers_autocast(strategy, cache):
+    n = 30
+    torch.manual_seed(0)
+    cell = torch.nn.GRUCell(3, 6)
+    gen = torch.Generator().manual_seed(1)
+    u = torch.randn(n, 2, 3, generator=gen, requires_grad=True)
+    h0 = torch.randn(2, 6, generator=gen, requires_grad=True)
+    wrt = [h0, u, *cell.parameters()]
+
+    def run(unroll, enabled=True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=cache, enabled=enabled):
+            if unroll:
+                h = rt.unroll(lambda h, u_t: cell(u_t, h), h0, u, params=cell.parameters(), strategy=strategy)
+            else:
+                h = plain_loop(lambda h, u_t: cell(u_t, h), h0, u)
+        return grads((h.float() ** 2).sum(), wrt)  # backward outside autocast, as usual
+
+    expected = run(False)
+    assert not torch.equal(expected[-1], run(False, enabled=False)[-1])  # autocast does change the numbers
+    # With the weight cache, autograd sums each weight's per-step gradients in bfloat16 through one
+    # cached cast; revseq must do the same to agree to the bit.
+    assert_same(run(True), expected)
+
+
+# -- 3. buffers ------------------------------------------------------------------
+
+
+class Counted(torch.nn.Module):
+    """A module whose output depends on a buffer it updates at every call: a recomputation must see its old value."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("calls", torch.zeros((), dtype=torch.float64))
+
+    def forward(self, h):
+        self.calls += 1
+        return h * (1 + 0.01 * self.calls)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=repr)
+def test_batchnorm_buffers_end_as_the_plain_loop_leaves_them(strategy):
+    n = 20
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6, 6).double()
+    bn = torch.nn.BatchNorm1d(6).double()
+    counted = Counted()
+    u, h0 = data(n, batch=4, features=6)
+
+    def cell(h, u_t):  # a closure: the modules are found while they run, not from the cell
+        return counted(torch.tanh(bn(lin(h)))) + u_t
+
+    wrt = [h0, u, *lin.parameters(), *bn.parameters()]
+    expected = grads((plain_loop(cell, h0, u) ** 2).sum(), wrt)
+    buffers = [b.clone() for b in (*bn.buffers(), *counted.buffers())]
+    for module in (bn, counted):
+        for b, reset in zip(module.buffers(), (torch.zeros_like(b) for b in module.buffers()), strict=True):
+            b.copy_(reset)
+    bn.running_var.fill_(1.0)
+
+    h = rt.unroll(cell, h0, u, params=[*lin.parameters(), *bn.parameters()], strategy=strategy)
+    got = grads((h**2).sum(), wrt)
+    assert_same(got, expected)
+    assert_same([*bn.buffers(), *counted.buffers()], buffers)
+    assert int(bn.num_batches_tracked) == n
+
+
+def test_a_module_first_called_after_checkpoints_were_taken_is_put_back_too():
+    # Counted runs only at steps whose input is positive: it is found after x_0's snapshot was taken.
+    n = 30
+    counted = Counted()
+    w = torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    u = torch.tensor([(-1.0) ** (t // 7) for t in range(n)], dtype=torch.float64)
+
+    def cell(h, u_t):
+        h = torch.tanh(h @ w)
+        return counted(h) if u_t > 0 else h - 0.1
+
+    h0 = torch.ones(1, 4, dtype=torch.float64)
+    expected = grads(plain_loop(cell, h0, u).sum(), [w])
+    calls = counted.calls.clone()
+    counted.calls.zero_()
+    got = grads(rt.unroll(cell, h0, u, params=[w], strategy=revseq.BinomialCheckpointing(checkpoints=3)).sum(), [w])
+    assert_same(got, expected)
+    torch.testing.assert_close(counted.calls, calls, **EXACT)
+
+
+# -- 4. double backward -----------------------------------------------------------
+
+
+def test_double_backward_is_refused_in_every_path():
+    torch.manual_seed(0)
+    w = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
+    h0 = torch.ones(2, 4, dtype=torch.float64)
+
+    def loss(weight):
+        return rt.unroll(lambda h: torch.tanh(h @ weight), h0, steps=10, params=[weight]).pow(2).sum()
+
+    message = r"cannot be differentiated twice.*create_graph=True"
+    with pytest.raises(revseq.StepError, match=message):
+        torch.autograd.grad(loss(w), w, create_graph=True)  # a gradient penalty's first step
+    with pytest.raises(revseq.StepError, match=message):
+        loss(w).backward(create_graph=True)
+    with pytest.raises(revseq.StepError, match=message):
+        torch.autograd.functional.hessian(loss, w)
+    assert w.grad is None
+    (g,) = torch.autograd.grad(loss(w), w)  # first order still works after the refusals
+    assert g.shape == w.shape
+
+
+# -- 5. torch.func -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transform", ["vmap", "grad", "jacrev"])
+def test_torch_func_transforms_are_refused_with_what_to_do(transform):
+    w = torch.randn(4, 4, requires_grad=True)  # captured, not in params: under vmap its gradient was lost silently
+
+    def f(h0):
+        return rt.unroll(lambda h: torch.tanh(h @ w), h0, steps=5).sum()
+
+    fn = getattr(torch.func, transform)(f)
+    with pytest.raises(revseq.ParameterError, match=r"torch\.func transforms.*batch dimension.*torch\.autograd\.grad"):
+        fn(torch.randn(3, 4) if transform == "vmap" else torch.randn(4))
+
+
+# -- in-place writes ---------------------------------------------------------------------
+
+
+def test_a_cell_writing_into_its_argument_is_refused_and_h0_is_untouched():
+    w = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
+    h0 = torch.ones(2, 4, dtype=torch.float64)
+    before = h0.clone()
+    with pytest.raises(revseq.StepError, match=r"wrote into its argument h in place at step 0"):
+        rt.unroll(lambda h: h.mul_(0.5) @ w, h0, steps=5, params=[w])
+    # The write happened before it could be seen; the message says so, and nothing else ran.
+    assert not torch.equal(h0, before)
+
+
+def test_a_cell_changing_a_parameter_is_refused_and_so_is_a_change_before_backward():
+    w = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
+    scale = torch.ones((), dtype=torch.float64, requires_grad=True)
+    h0 = torch.ones(2, 4, dtype=torch.float64)
+
+    def cell(h):
+        with torch.no_grad():
+            scale.mul_(1.01)
+        return torch.tanh(h @ w) * scale
+
+    with pytest.raises(revseq.StepError, match=r"modified a parameter in place at step 0"):
+        rt.unroll(cell, h0, steps=5, params=[w, scale])
+    h = rt.unroll(lambda h: torch.tanh(h @ w), h0, steps=5, params=[w])
+    with torch.no_grad():
+        w.add_(1.0)  # an optimizer step between forward and backward: the recomputation would see new weights
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        h.sum().backward()
