@@ -401,6 +401,14 @@ def test_a_cell_changing_the_state_structure_is_named():
         rt.unroll(lambda s: s[0], (torch.zeros(2), torch.zeros(2)), steps=3)
 
 
+@needs_torch
+@pytest.mark.parametrize("grad", [True, False], ids=["checkpointed", "plain-loop"])
+def test_outputs_of_another_shape_at_a_later_step_are_named(grad):
+    h0 = torch.zeros(2, 3, requires_grad=grad)
+    with pytest.raises(revseq.StepError, match=r"same shape and dtype at every step.*y_4"):
+        rt.unroll(lambda h: h + 1, h0, steps=6, output=lambda h: h[:, : 1 + int(h[0, 0] > 4)])
+
+
 def test_import_names_the_extra_when_torch_is_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail as if absent
     monkeypatch.delitem(sys.modules, "revseq.torch", raising=False)

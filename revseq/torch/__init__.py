@@ -210,28 +210,50 @@ class _Paused:
 
 
 class _Outputs:
-    """The outputs ``y_t``, each recorded once while the first sweep passes ``h_{t+1}``, then stacked."""
+    """The outputs ``y_t``, written once each, as the first sweep passes ``h_{t+1}``, into one tensor per leaf.
+
+    The first sweep computes every step for the first time in order
+    (states only come from ``x_0`` forward), so a counter says which step
+    is next. The ``n`` outputs go into tensors allocated once, at the first
+    step, rather than ``n`` small tensors stacked at the end: small
+    allocations interleaved with the states' scattered the heap, and peak RSS
+    grew far beyond the bytes saved (docs/autodiff.md, "Outputs").
+    """
 
     def __init__(self, spec: _Spec) -> None:
         self.spec = spec
-        # One slot per step: refused at once where even the slots cannot fit (n = 10**12).
-        _limits.check_fits("steps", spec.n * _limits.LIST_SLOT_BYTES, f"recording the {spec.n} outputs")
-        self.pending: list[list[Tensor] | None] | None = [None] * spec.n
+        self.next = 0  # the step whose output is recorded next; -1 once recording is over
+        self.buffers: list[Tensor] = []
+        self.first: list[Tensor] = []  # y_0's leaves, for the check a plain loop makes on its first step
 
     def record(self, t: int, h1: Any) -> bool:
-        """Record ``y_t`` unless it is already recorded (or recording is over); whether it was."""
-        pending = self.pending
-        if pending is not None and pending[t] is None:
-            pending[t] = self.spec.outputs_of(h1)
-            return True
-        return False
+        """Record ``y_t`` if it is the next to record; whether it was."""
+        if t != self.next:
+            return False
+        leaves = self.spec.outputs_of(h1)
+        if not t:
+            self.first = leaves
+            nbytes = sum(leaf.nbytes for leaf in leaves) * self.spec.n
+            _limits.check_fits("steps", nbytes, f"the {self.spec.n} outputs")
+            self.buffers = [leaf.new_empty((self.spec.n, *leaf.shape)) for leaf in leaves]
+        for buffer, leaf in zip(self.buffers, leaves, strict=True):
+            if leaf.shape != buffer.shape[1:] or leaf.dtype != buffer.dtype:
+                raise StepError(
+                    f"output must return tensors of the same shape and dtype at every step: y_0 has "
+                    f"{[(tuple(b.shape[1:]), b.dtype) for b in self.buffers]}, y_{t} has "
+                    f"{[(tuple(x.shape), x.dtype) for x in leaves]}"
+                )
+            with torch.no_grad():
+                buffer[t].copy_(leaf)
+        self.next = t + 1
+        return True
 
-    def stack(self) -> list[Tensor]:
-        """The stacked outputs; recording stops, so recomputed steps compute no output."""
-        assert self.pending is not None
-        columns = zip(*self.pending, strict=True)  # the first sweep passes every state before x_n is out
-        self.pending = None
-        return [torch.stack(column) for column in columns]
+    def finish(self) -> list[Tensor]:
+        """The outputs, stacked along a new first dimension; recording stops."""
+        assert self.next == self.spec.n  # the first sweep passes every state before x_n is out
+        self.next, self.first = -1, []
+        buffers, self.buffers = self.buffers, []
+        return buffers
 
 
 def _step_function(spec: _Spec, inputs: list[Tensor] | None, outputs: _Outputs | None, ambient: Ambient) -> Any:
@@ -316,7 +338,7 @@ class _Unroll(torch.autograd.Function):  # type: ignore[misc,unused-ignore]  # A
         # checks none of them is modified in place before the backward pass; the checkpoints so that autograd,
         # and its saved-tensor hooks, hold them.
         ctx.save_for_backward(*tensors, *store.seal())
-        ys = outputs.stack() if outputs is not None else []
+        ys = outputs.finish() if outputs is not None else []
         # Return aliases, not the tensors themselves: the paused walk still
         # references h_n, and h_n's grad_fn would reference the walk (a cycle
         # only the garbage collector could free, keeping every checkpoint alive).
@@ -490,7 +512,7 @@ def _check_captured(outs: list[Tensor], allowed: set[int]) -> dict[int, set[str]
 def _plain(spec: _Spec, h0: list[Tensor], inputs: list[Tensor]) -> list[Tensor]:
     """The forward pass when no gradient is wanted: the plain loop, n calls, no checkpoints."""
     has_inputs = spec.has_inputs
-    recorded: list[list[Tensor]] = []
+    outputs = _Outputs(spec) if spec.output is not None else None
     state: list[Tensor] = h0
     grad_mode = torch.is_grad_enabled()
     for t in range(spec.n):
@@ -498,13 +520,12 @@ def _plain(spec: _Spec, h0: list[Tensor], inputs: list[Tensor]) -> list[Tensor]:
         # a tensor that needs grad is caught rather than silently cut off.
         with torch.set_grad_enabled(grad_mode and not t):
             h1, state = spec.call(state, [v[t] for v in inputs] if has_inputs else None, t)
-            if spec.output is not None:
-                recorded.append(spec.outputs_of(h1))
+            if outputs is not None:
+                outputs.record(t, h1)
         if grad_mode and not t:
-            _check_captured(state + (recorded[0] if recorded else []), set())
+            _check_captured(state + (outputs.first if outputs is not None else []), set())
     spec.count(forward=spec.n)
-    ys = [torch.stack(column) for column in zip(*recorded, strict=True)] if recorded else []
-    return [*state, *ys]
+    return [*state, *(outputs.finish() if outputs is not None else [])]
 
 
 def _refuse_functorch() -> None:
