@@ -32,9 +32,6 @@ TRACKED_KEY_BYTES = 40
 """Bytes the simulator spends at the least on each checkpoint it tracks: a slot in a
 sorted list (8) and the index as a Python int (32, for indices past 256)."""
 
-LIST_SLOT_BYTES = 8
-"""Bytes of one slot of a Python list (a pointer), the least a per-step record costs."""
-
 STORED_STATE_BYTES = 100
 """Bytes a :class:`~revseq.MemoryStore` spends at the least on each checkpoint besides the
 state's data: a dict entry and the array object's header."""
