@@ -47,7 +47,7 @@ from revseq.recurrence import Recurrence
 from revseq.strategies.base import ReversalStrategy
 from revseq.torch._ambient import Ambient, Carry
 
-__all__ = ["Tally", "unroll"]
+__all__ = ["Recurrent", "Tally", "unroll"]
 
 
 # -- trees of tensors -------------------------------------------------------
@@ -683,3 +683,6 @@ def unroll(
     if output is None:
         return h_n
     return h_n, _unflatten(spec.output_skeleton, flat[k:])
+
+
+from revseq.torch._module import Recurrent  # noqa: E402  (it calls unroll)
