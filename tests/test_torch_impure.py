@@ -11,6 +11,8 @@ makes in the unrolled graph.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from registry import every_builtin
 
@@ -305,3 +307,48 @@ def test_a_cell_changing_a_parameter_is_refused_and_so_is_a_change_before_backwa
         w.add_(1.0)  # an optimizer step between forward and backward: the recomputation would see new weights
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         h.sum().backward()
+
+
+# -- a disk level (issue 13, item 8) -------------------------------------------------------
+
+
+def files_under(directory):
+    return [name for _, _, names in os.walk(directory) for name in names]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
+def test_multistage_keeps_tensor_checkpoints_on_disk_and_removes_them(tmp_path, dtype):
+    n = 60
+    torch.manual_seed(0)
+    cell = DropoutGRU()
+    cell.cell.to(dtype)
+    u, h0 = data(n)
+    u, h0 = u.detach().to(dtype).requires_grad_(), h0.detach().to(dtype).requires_grad_()
+    wrt = [h0, u, *cell.parameters()]
+    torch.manual_seed(1)
+    expected = grads((plain_loop(cell, h0, u).float() ** 2).sum(), wrt)
+    strategy = revseq.MultistageCheckpointing(ram=2, disk=4)
+    tally = rt.Tally()
+    torch.manual_seed(1)
+    h = rt.unroll(cell, h0, u, strategy=strategy, disk=tmp_path, tally=tally)
+    assert len(files_under(tmp_path)) == 4  # the disk checkpoints of the forward sweep, as the schedule says
+    got = grads((h.float() ** 2).sum(), wrt)
+    assert_same(got, expected)  # bfloat16 states go through the files as raw bytes, unchanged
+    assert tally.stats.as_cost() == strategy.cost(n)
+    assert tally.stats.disk_writes > 0
+    assert files_under(tmp_path) == []
+
+
+def test_disk_checkpoints_go_with_the_graph_when_backward_never_runs(tmp_path):
+    cell = DropoutGRU().eval()
+    u, h0 = data(40)
+    h = rt.unroll(cell, h0, u, strategy=revseq.MultistageCheckpointing(ram=2, disk=3), disk=tmp_path)
+    assert files_under(tmp_path)
+    del h  # reference counting alone frees the graph, the paused walk and its disk level
+    assert files_under(tmp_path) == []
+
+
+def test_disk_must_be_a_directory():
+    u, h0 = data(3)
+    with pytest.raises(revseq.ParameterError, match=r"disk must be a directory"):
+        rt.unroll(DropoutGRU(), h0, u, disk=revseq.MemoryStore())

@@ -25,6 +25,7 @@ See docs/autodiff.md for the design, the counting convention and measured memory
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -140,6 +141,83 @@ class _SavedStore:
         self._keys, self._snapshots = [], []
 
 
+class _DiskStore:
+    """The disk level for the adapter's states: a :class:`revseq.DiskStore` of numpy arrays, tensors in and out.
+
+    A state's tensors are written as arrays (a dtype numpy lacks, such as
+    bfloat16, as its raw bytes) and read back as tensors of the same dtype
+    and shape on the device they came from; the snapshot of each step
+    (generators, buffers) stays in memory. The files are in a private
+    directory under ``directory`` (the system's temporary directory by
+    default), removed when the walk ends, however it ends.
+    """
+
+    __slots__ = ("_ambient", "_inner", "_layouts", "_snapshots")
+
+    def __init__(self, directory: Any, ambient: Ambient) -> None:
+        from revseq.disk import DiskStore  # only the disk level needs it
+
+        self._inner = DiskStore(directory)
+        self._ambient = ambient
+        self._snapshots: dict[int, Any] = {}
+        self._layouts: dict[int, list[tuple[torch.dtype, tuple[int, ...], torch.device]]] = {}
+
+    def put(self, key: int, state: Carry) -> None:
+        self._ambient.keep(state)
+        self._inner.put(key, tuple(_to_host(leaf) for leaf in state.leaves))
+        self._snapshots[key] = state.snapshot
+        self._layouts[key] = [(leaf.dtype, tuple(leaf.shape), leaf.device) for leaf in state.leaves]
+
+    def get(self, key: int) -> Carry:
+        arrays = self._inner.get(key)
+        leaves = tuple(_from_host(a, *layout) for a, layout in zip(arrays, self._layouts[key], strict=True))
+        return Carry(leaves, self._snapshots[key])
+
+    def delete(self, key: int) -> None:
+        self._inner.delete(key)
+        del self._snapshots[key], self._layouts[key]
+
+    def clear(self) -> None:
+        self._snapshots.clear()
+        self._layouts.clear()
+        self._inner.clear()
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+    @property
+    def copies(self) -> bool:
+        return True
+
+    @property
+    def nbytes(self) -> int:
+        return self._inner.nbytes
+
+    @property
+    def bytes_written(self) -> int:
+        return self._inner.bytes_written
+
+    @property
+    def bytes_read(self) -> int:
+        return self._inner.bytes_read
+
+
+def _to_host(leaf: Tensor) -> Any:
+    """A tensor's values as a numpy array on the host; raw bytes for a dtype numpy has not (bfloat16, float8)."""
+    host = leaf.detach().cpu()
+    try:
+        return host.numpy()
+    except TypeError:
+        return host.contiguous().reshape(-1).view(torch.uint8).numpy()
+
+
+def _from_host(array: Any, dtype: torch.dtype, shape: tuple[int, ...], device: torch.device) -> Tensor:
+    tensor = torch.from_numpy(array)
+    if tensor.dtype != dtype:  # stored as raw bytes
+        tensor = tensor.view(dtype).reshape(shape)
+    return tensor.to(device)
+
+
 _UNKNOWN = object()
 
 
@@ -159,6 +237,7 @@ class _Spec:
     params: tuple[Tensor, ...]
     tally: Tally | None
     preserve_rng_state: bool
+    disk: Any  # the directory for the disk level (None: the system's temporary directory)
     output_skeleton: Any = _UNKNOWN  # known after the first call of `output`
 
     @property
@@ -319,7 +398,8 @@ class _Unroll(torch.autograd.Function):  # type: ignore[misc,unused-ignore]  # A
         step = _step_function(spec, inputs if spec.has_inputs else None, outputs, ambient)
         store = _SavedStore(k, ambient)
         start = Carry(tuple(h0), ambient.start)
-        pairs = walk(Recurrence(step, indexed=True), start, spec.n, spec.strategy, store=store)
+        disk = _DiskStore(spec.disk, ambient)
+        pairs = walk(Recurrence(step, indexed=True), start, spec.n, spec.strategy, store=store, disk=disk)
         try:
             with ambient.discovering():  # the buffers of the modules the cell calls
                 _, final = next(pairs)  # the forward sweep: (n, h_n) comes first
@@ -365,7 +445,8 @@ class _Unroll(torch.autograd.Function):  # type: ignore[misc,unused-ignore]  # A
             # walk, so replay it from h0 with a fresh store; the same cost again.
             step = _step_function(spec, inputs if spec.has_inputs else None, None, ambient)
             start = Carry(tuple(h0), ambient.start)
-            pairs = walk(Recurrence(step, indexed=True), start, spec.n, spec.strategy, store=_SavedStore(k, ambient))
+            store, disk = _SavedStore(k, ambient), _DiskStore(spec.disk, ambient)
+            pairs = walk(Recurrence(step, indexed=True), start, spec.n, spec.strategy, store=store, disk=disk)
             counted = 0
         else:
             paused.pairs = None
@@ -528,6 +609,15 @@ def _plain(spec: _Spec, h0: list[Tensor], inputs: list[Tensor]) -> list[Tensor]:
     return [*state, *(outputs.finish() if outputs is not None else [])]
 
 
+def _check_directory(disk: Any) -> Any:
+    if disk is None or isinstance(disk, (str, os.PathLike)):
+        return disk
+    raise ParameterError(
+        f"disk must be a directory (a str or os.PathLike) under which unroll makes its own private "
+        f"directory for the disk level, or None, got {disk!r} ({type(disk).__name__})"
+    )
+
+
 def _refuse_functorch() -> None:
     """Refuse to run under ``torch.func`` transforms, which would see neither the checkpoints nor the gradients.
 
@@ -559,6 +649,7 @@ def unroll(
     params: Iterable[Tensor] | None = None,
     tally: Tally | None = None,
     preserve_rng_state: bool = True,
+    disk: str | os.PathLike[str] | None = None,
 ) -> Any:
     """Run ``h_{t+1} = cell(h_t, u_t)`` for ``t < n`` and return ``h_n`` (and the outputs), differentiably.
 
@@ -672,6 +763,7 @@ def unroll(
         params=unique,
         tally=tally,
         preserve_rng_state=check_bool("preserve_rng_state", preserve_rng_state),
+        disk=_check_directory(disk),
     )
     tensors = (*h0_leaves, *input_leaves, *unique)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
