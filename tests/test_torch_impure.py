@@ -352,3 +352,31 @@ def test_disk_must_be_a_directory():
     u, h0 = data(3)
     with pytest.raises(revseq.ParameterError, match=r"disk must be a directory"):
         rt.unroll(DropoutGRU(), h0, u, disk=revseq.MemoryStore())
+
+
+# -- an accelerator, where there is one (issue 13, item 10) ------------------------------------
+
+
+def accelerators():
+    found = []
+    if torch.cuda.is_available():
+        found.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    return found or [pytest.param("cuda", marks=pytest.mark.skip(reason="no CUDA or MPS device on this machine"))]
+
+
+@pytest.mark.parametrize("device", accelerators())
+def test_on_an_accelerator_dropout_is_replayed_from_its_generator(device):
+    n = 30
+    torch.manual_seed(0)
+    cell = DropoutGRU().float().to(device)
+    u, h0 = (t.detach().float().to(device).requires_grad_() for t in data(n))
+    wrt = [h0, u, *cell.parameters()]
+    torch.manual_seed(1)
+    expected = grads((plain_loop(cell, h0, u) ** 2).sum(), wrt)
+    torch.manual_seed(1)
+    h = rt.unroll(cell, h0, u, strategy=revseq.BinomialCheckpointing(checkpoints=3))
+    assert h.device.type == device
+    for g, e in zip(grads((h**2).sum(), wrt), expected, strict=True):
+        torch.testing.assert_close(g, e)  # kernels may sum in other orders on a device; masks must agree
