@@ -313,7 +313,7 @@ class _Outputs:
         if not t:
             self.first = leaves
             nbytes = sum(leaf.nbytes for leaf in leaves) * self.spec.n
-            _limits.check_fits("steps", nbytes, f"the {self.spec.n} outputs")
+            _limits.check_fits("steps", nbytes, f"recording the {self.spec.n} outputs")
             self.buffers = [leaf.new_empty((self.spec.n, *leaf.shape)) for leaf in leaves]
         for buffer, leaf in zip(self.buffers, leaves, strict=True):
             if leaf.shape != buffer.shape[1:] or leaf.dtype != buffer.dtype:
