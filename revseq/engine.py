@@ -37,10 +37,10 @@ from revseq.schedule import (
     strategy_bounds,
     strategy_iterable,
 )
-from revseq.store import MemoryStore
+from revseq.store import MemoryStore, _owned, _owned_run
 from revseq.store import Store as StoreProtocol
 from revseq.strategies.base import OnlineStrategy, ReversalStrategy, as_strategy
-from revseq.strategies.binomial import BinomialCheckpointing
+from revseq.strategies.binomial import BinomialCheckpointing, revolve_tasks
 
 __all__ = ["DEFAULT_STRATEGY", "Result", "Reversal", "Stats", "Walk", "backprop", "reverse", "walk"]
 
@@ -457,17 +457,7 @@ class _Run:
             plain, step = self.plain, self.step
             if keep and self.bulk and self.owning:  # the run of states is collected, then stored in one call
                 states: list[Any] = []
-                append = states.append
-                if plain is not None:
-                    for _ in range(t + 1, stop):
-                        x = plain(x)
-                        append(x)
-                    x = plain(x)
-                else:
-                    for s in range(t, stop - 1):
-                        x = step(x, s)
-                        append(x)
-                    x = step(x, stop - 1)
+                x = self._collect(x, t, stop, states.append)
                 self.store._put_run(t + 1, states)  # type: ignore[attr-defined]
             elif keep:
                 if plain is not None:
@@ -480,12 +470,8 @@ class _Run:
                         x = step(x, s)
                         put(s + 1, x)
                     x = step(x, stop - 1)
-            elif plain is not None:
-                for _ in range(stop - t):
-                    x = plain(x)
             else:
-                for s in range(t, stop):
-                    x = step(x, s)
+                x = self._steps(x, t, stop)
             self.calls += stop - t
         if keep and stop - start > 1:
             if self.keys is not None:
@@ -493,6 +479,48 @@ class _Run:
             self.writes += stop - start - 1
             self._measure()
         return x
+
+    def _steps(self, x: Any, t: int, stop: int) -> Any:
+        """``x_stop`` from ``x = x_t``, unwatched and uncounted."""
+        plain = self.plain
+        if plain is not None:
+            for _ in range(stop - t):
+                x = plain(x)
+            return x
+        step = self.step
+        for s in range(t, stop):
+            x = step(x, s)
+        return x
+
+    def _collect(self, x: Any, t: int, stop: int, keep: Callable[[Any], object]) -> Any:
+        """``x_stop`` from ``x = x_t``, unwatched and uncounted; ``keep(x_s)`` for ``s = t+1 .. stop-1``."""
+        plain, step = self.plain, self.step
+        if plain is not None:
+            for _ in range(t + 1, stop):
+                x = plain(x)
+                keep(x)
+            return plain(x)
+        for s in range(t, stop - 1):
+            x = step(x, s)
+            keep(x)
+        return step(x, stop - 1)
+
+    def _watch(self, x: Any, t: int, stop: int, keep: Callable[[Any], object] | None) -> tuple[Any, int]:
+        """Advance from ``x = x_t`` towards ``x_stop`` while f's calls are watched: ``(x_s, s)`` where the watch
+        ended (or ``stop``); with ``keep``, ``keep(x_s)`` for each state reached before ``x_stop``."""
+        while self.probes and t < stop:
+            x = self._watched_call(x, t)
+            t += 1
+            if keep is not None and t < stop:
+                keep(x)
+        return x, t
+
+    def _keeper(self, states: list[Any]) -> Callable[[Any], object]:
+        """What appends a state kept on the way to ``states``: as it is where f's states own their bytes (see
+        ``owning``), else owned at once, so that no view keeps a larger buffer alive while the sweep goes on."""
+        if self.owning:
+            return states.append
+        return lambda state: states.append(_owned(state)[0])
 
     def _put(self, t: int, x: Any, disk: bool) -> None:
         if disk:
@@ -609,8 +637,111 @@ class _Run:
                 raise ScheduleError(f"not an action: {action!r}", index=index, action=action)
         self.x, self.live = x, live
 
-    def walk(self, actions: Iterable[Action]) -> Generator[tuple[int, Sequence[Any]], None, None]:
-        """Run a whole schedule for a known ``n``, in blocks (see :meth:`execute`).
+    def revolve(self, slots: int) -> Generator[tuple[int, Sequence[Any]], None, None]:
+        """Run ``BinomialCheckpointing(slots)``'s schedule for ``n`` steps from revolve's tasks, making no actions.
+
+        What :meth:`execute` does with ``from_x0(n, revolve(0, n, slots))``,
+        call for call and count for count, for a trusted built-in with the
+        default store exactly (``bulk``): each task of
+        :func:`~revseq.strategies.binomial.revolve_tasks` runs as a tight loop
+        of f, and the checkpoints are a stack of the run's own rather than
+        the store's (revolve stores above everything it holds, reads back the
+        top, and releases from the top down), so the store stays empty. The
+        states are owned and their bytes counted as :class:`MemoryStore` does
+        (``_owned``); the tests compare every count with the checked run's.
+        """
+        n = self.n
+        assert n is not None
+        x, output, plain, step = self.x, self.output, self.plain, self.step
+        watching = self.probes > 0  # whether f's first calls are still watched (see _watched_call)
+        # The checkpoints, increasing: a task's x_base is the top one whenever it is held, which it is if the
+        # task is more than one step long or reads it back (a right part of one step is not stored, nor is x_0
+        # for n = 1). Beside them, the bytes held up to and including each.
+        held: list[Any] = []
+        marks: list[int] = []
+        calls, writes, reads, peak, peak_bytes = 0, self.writes, self.reads, self.peak, self.peak_bytes
+        try:
+            if n > 1:  # x_0 is stored first (_patterns.from_x0)
+                state, size = _owned(x)
+                held.append(state)
+                marks.append(size)
+                writes += 1
+                peak, peak_bytes = max(peak, 1), max(peak_bytes, size)
+                del state
+            for base, stop, restore, store in revolve_tasks(0, n, slots):
+                if restore:
+                    x = held[-1]
+                    reads += 1
+                t = base
+                if store is not None:  # a split: advance to x_stop, the split point, and store it
+                    if watching:
+                        x, t = self._watch(x, t, stop, None)
+                        watching = self.probes > 0
+                    x = self._steps(x, t, stop)
+                    calls += stop - t
+                    if store:
+                        state, size = _owned(x)
+                        held.append(state)
+                        marks.append(marks[-1] + size)
+                        writes += 1
+                        if len(held) > peak:
+                            peak = len(held)
+                        if marks[-1] > peak_bytes:
+                            peak_bytes = marks[-1]
+                        del state
+                    continue
+                # A leaf: advance to x_top keeping the states on the way, then reverse top .. base.
+                top = stop - 1
+                kept: list[Any] = []
+                if watching:
+                    x, t = self._watch(x, t, top, self._keeper(kept))
+                    watching = self.probes > 0
+                if top - t > 1:
+                    x = self._collect(x, t, top, self._keeper(kept))
+                elif top > t:
+                    x = plain(x) if plain is not None else step(x, t)
+                calls += top - t
+                if kept:
+                    writes += len(kept)
+                    total = (marks[-1] if marks else 0) + _owned_run(kept)
+                    peak, peak_bytes = max(peak, len(held) + len(kept)), max(peak_bytes, total)
+                if stop == n and output:  # x_n, from the live x_{n-1}, before its reversal
+                    if watching:
+                        final = self._watched_call(x, top)
+                        watching = self.probes > 0
+                    else:
+                        final = step(x, top)
+                        calls += 1
+                    self.produced = True
+                    self.calls, self.writes, self.reads = self.calls + calls, writes, reads
+                    calls, self.peak, self.peak_bytes = 0, peak, peak_bytes
+                    yield n, (final,)
+                    del final
+                # Released: x_base, if held, and the kept states above it.
+                if top > base:  # x_base, held, is reversed last
+                    marks.pop()
+                    states = [x, *reversed(kept), held.pop()] if kept else [x, held.pop()]
+                else:  # x_base is live: reversed as it is, and released if it was read back
+                    states = [x]
+                    if restore:
+                        marks.pop()
+                        held.pop()
+                del kept
+                self.calls, self.writes, self.reads = self.calls + calls, writes, reads
+                calls, self.peak, self.peak_bytes = 0, peak, peak_bytes
+                yield top, states
+                del states  # the reversed states must not outlive their reversal
+        finally:
+            self.calls, self.writes, self.reads = self.calls + calls, writes, reads
+            self.peak, self.peak_bytes = peak, peak_bytes
+            self.x, self.live = x, 0
+            held.clear()
+
+    def walk(
+        self, actions: Iterable[Action], slots: int | None = None
+    ) -> Generator[tuple[int, Sequence[Any]], None, None]:
+        """Run a whole schedule for a known ``n``, in blocks (see :meth:`execute`); with ``slots``, binomial's
+        schedule of ``n`` steps from revolve's tasks (see :meth:`revolve`), ``actions`` unused.
 
         The stores are claimed at the first action and emptied and given
         back however the walk ends: finished, failed, closed, or dropped
@@ -618,7 +749,7 @@ class _Run:
         """
         self.claim()
         try:
-            yield from self.execute(actions)
+            yield from self.execute(actions) if slots is None else self.revolve(slots)
             if self.tracker is not None:
                 self.tracker.finish()
         finally:
@@ -748,7 +879,7 @@ class _Held:
         return [t for start, stop in zip(self.starts, self.stops, strict=True) for t in range(start, stop)]
 
 
-_RUN_CODE = frozenset(method.__code__ for method in (_Run.walk, _Run.walk_online, _Run.execute))
+_RUN_CODE = frozenset(method.__code__ for method in (_Run.walk, _Run.walk_online, _Run.execute, _Run.revolve))
 
 
 def _seed(adjoint: Any, x0: Any, has_loss: bool) -> Callable[[Any], Any]:
@@ -1138,6 +1269,7 @@ def walk(
             f"store and disk must be two different stores, got the same object twice ({store!r}): "
             f"checkpoints at the two levels share keys"
         )
+    given = store is not None  # a store the caller passed holds the checkpoints, whichever way the run goes
     store = _check_store(store, "store")
     if disk is not None:
         disk = _check_store(disk, "disk")
@@ -1160,7 +1292,12 @@ def walk(
     _check_fits(schedule.strategy, n, bounds, store, state_nbytes, n)
     checked = bool(check_schedule) or not _trusted(schedule.strategy)
     run = _Run(n, x0, recurrence, store, output=output, bounds=bounds, disk=disk, checked=checked)
-    return Walk(run, run.walk(schedule))
+    # Binomial's own schedule, unchecked, with no store passed: run from revolve's tasks, no actions made, the
+    # checkpoints held by the run itself (a store the caller passed is filled and emptied as the schedule says).
+    sized = schedule.strategy
+    fused = not checked and not given and run.bulk and type(sized) is BinomialCheckpointing
+    slots = sized.budget(n) if fused else None
+    return Walk(run, run.walk(schedule, slots))
 
 
 def _trusted(strategy: ReversalStrategy) -> bool:

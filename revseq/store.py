@@ -81,15 +81,8 @@ class MemoryStore:
         data = self._data
         if key in data or (self._starts and self._run_of(key) >= 0):  # stored again: the old state goes
             self._delete_range(key, key + 1)
-        if type(state) is _NDARRAY:  # the usual state: the fast path
-            if state.base is not None:  # a view: of a larger buffer?
-                state = _own(state)
-            self._nbytes += state.nbytes
-        elif isinstance(state, np.generic):  # a numpy scalar (np.sin of a 0-d array returns one)
-            self._nbytes += state.nbytes
-        else:
-            state = _tree.tree_map(_own, state)
-            self._nbytes += _tree.nbytes(state)
+        state, size = _owned(state)
+        self._nbytes += size
         data[key] = state
         self._count += 1
 
@@ -152,14 +145,7 @@ class MemoryStore:
 
     def _put_run(self, start: int, states: list[Any]) -> None:
         """Store ``states`` as ``x_start, x_{start+1}, ...``, none of them held yet (the list is kept)."""
-        if not all(issubclass(kind, np.generic) for kind in set(map(type, states))):  # scalars own their bytes
-            for i, state in enumerate(states):
-                if type(state) is _NDARRAY:
-                    if state.base is not None:
-                        states[i] = _own(state)
-                elif not isinstance(state, np.generic):
-                    states[i] = _tree.tree_map(_own, state)
-        self._nbytes += _size(states)
+        self._nbytes += _owned_run(states)
         self._count += len(states)
         i = bisect_right(self._starts, start)
         self._starts.insert(i, start)
@@ -230,6 +216,30 @@ class MemoryStore:
             else:
                 i += 1
         return cut
+
+
+def _owned(state: Any) -> tuple[Any, int]:
+    """``state`` as a :class:`MemoryStore` keeps it (a view of a larger buffer copied), and the bytes it holds."""
+    if type(state) is _NDARRAY:  # the usual state: the fast path
+        if state.base is not None:  # a view: of a larger buffer?
+            state = _own(state)
+        return state, state.nbytes
+    if isinstance(state, np.generic):  # a numpy scalar (np.sin of a 0-d array returns one)
+        return state, state.nbytes
+    state = _tree.tree_map(_own, state)
+    return state, _tree.nbytes(state)
+
+
+def _owned_run(states: list[Any]) -> int:
+    """Make each of ``states`` what a :class:`MemoryStore` keeps, in place; return the bytes they hold."""
+    if not all(issubclass(kind, np.generic) for kind in set(map(type, states))):  # scalars own their bytes
+        for i, state in enumerate(states):
+            if type(state) is _NDARRAY:
+                if state.base is not None:
+                    states[i] = _own(state)
+            elif not isinstance(state, np.generic):
+                states[i] = _tree.tree_map(_own, state)
+    return _size(states)
 
 
 def _size(states: list[Any]) -> int:

@@ -10,6 +10,9 @@ set, the checked run, a sum of fresh arrays.
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -192,3 +195,185 @@ def test_the_gists_loop_names_the_step_where_a_later_derivative_went_wrong(strat
 
     with pytest.raises(StepError, match=r"^at step t=3, revseq could not combine what df, vjp or loss returned"):
         revseq.backprop(revseq.Recurrence(np.sin, df), np.ones(4), 8, strategy)
+
+
+# -- binomial run from revolve's tasks against the checked run of its actions -------------------------
+
+
+def _recurrences():
+    """The recurrence forms the fused binomial run takes: plain, indexed, params, loss, vjp, vjp_output."""
+    W = np.array([[0.9, 0.2, 0.0], [-0.1, 0.8, 0.3], [0.2, 0.0, 0.7]])
+    u = np.linspace(-0.5, 0.5, 64)
+
+    def f(x, t, W):
+        return np.tanh(W @ x + u[t])
+
+    def vjp(x, t, W, g):
+        d = g * (1 - np.tanh(W @ x + u[t]) ** 2)
+        return W.T @ d, np.outer(d, x)
+
+    def vjp_output(x, t, W, y, g):
+        d = g * (1 - y**2)
+        return W.T @ d, np.outer(d, x)
+
+    def loss(x, t):
+        return float(np.sum(x**2)) * t, 2 * t * x
+
+    return {
+        "gist": revseq.Recurrence(np.sin, df=np.cos),
+        "indexed": revseq.Recurrence(lambda x, t: np.sin(x) + u[t], df=lambda x, t: np.cos(x), indexed=True),
+        "loss": revseq.Recurrence(lambda x, t: np.sin(x) + u[t], df=lambda x, t: np.cos(x), loss=loss, indexed=True),
+        "params": revseq.Recurrence(f, vjp=vjp, params=W, indexed=True),
+        "vjp_output": revseq.Recurrence(f, vjp=vjp_output, params=W, indexed=True, vjp_output=True),
+    }
+
+
+RECURRENCES = _recurrences()
+
+
+def _pairs_and_stats(walk):
+    """Each ``(t, x_t)`` a walk delivers with the stats read right after it, then the final stats."""
+    with walk:
+        seen = [(t, x, walk.stats) for t, x in walk]
+        return seen, walk.stats
+
+
+@pytest.mark.parametrize("name", list(RECURRENCES))
+def test_binomial_from_revolves_tasks_measures_what_the_checked_run_measures(name):
+    rec = RECURRENCES[name]
+    x0 = np.linspace(-0.4, 0.6, 3)
+    for n in (*range(1, 13), 17, 33, 64):
+        for c in sorted({1, 2, 3, 5, max(n - 2, 1), max(n - 1, 1), n, n + 4}):
+            strategy = revseq.BinomialCheckpointing(c)
+            fused = revseq.backprop(rec, x0, n, strategy)
+            checked = revseq.backprop(rec, x0, n, strategy, check_schedule=True)
+            copying = revseq.backprop(rec, x0, n, strategy, store=MemoryStore(copy=True))
+            assert fused.stats == checked.stats == copying.stats, (n, c)
+            assert fused.stats.as_cost() == strategy.cost(n)
+            for a, b in ((fused.state, checked.state), (fused.gradient, checked.gradient)):
+                np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(fused.params_gradient, checked.params_gradient)
+            assert fused.loss == checked.loss
+            step = rec if name != "gist" else np.sin
+            for output in (True, False):  # walk (x_n first) and reverse (x_n never computed)
+                seen, stats = _pairs_and_stats(revseq.walk(step, x0, n, strategy, output=output))
+                seen_checked, stats_checked = _pairs_and_stats(
+                    revseq.walk(step, x0, n, strategy, output=output, check_schedule=True)
+                )
+                assert [(t, s) for t, _, s in seen] == [(t, s) for t, _, s in seen_checked]  # stats after each pair
+                assert all(np.array_equal(a, b) for (_, a, _), (_, b, _) in zip(seen, seen_checked, strict=True))
+                assert stats == stats_checked
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3000), st.integers(1, 40), st.sampled_from([np.asarray(0.5), np.linspace(-1.0, 1.0, 4)]))
+def test_binomial_from_revolves_tasks_over_many_lengths_and_budgets(n, c, x0):
+    rec = revseq.Recurrence(np.sin, df=np.cos)
+    strategy = revseq.BinomialCheckpointing(c)
+    fused = revseq.backprop(rec, x0, n, strategy)
+    checked = revseq.backprop(rec, x0, n, strategy, check_schedule=True)
+    assert fused.stats == checked.stats
+    assert fused.stats.as_cost() == strategy.cost(n)
+    np.testing.assert_array_equal(fused.gradient, checked.gradient)
+
+
+def test_binomial_from_revolves_tasks_holds_its_checkpoints_itself_and_counts_a_views_own_bytes():
+    # A step returning views of a larger buffer: the run keeps compact copies and counts their bytes,
+    # as MemoryStore.put does. Only where no store is passed: a store the caller passes holds the checkpoints.
+    def f(x):
+        return np.concatenate([np.sin(x), np.zeros(97)])[:3]
+
+    strategy = revseq.BinomialCheckpointing(4)
+    walk = revseq.walk(f, np.zeros(3) + 0.5, 40, strategy)
+    next(walk)
+    assert walk.stats.peak_checkpoints == 4
+    walk.close()
+    store = MemoryStore()
+    walk = revseq.walk(f, np.zeros(3) + 0.5, 40, strategy, store=store)
+    next(walk)
+    assert len(store) == 4  # the caller's store is used: the generic interpreter runs
+    walk.close()
+    fused = revseq.backprop(revseq.Recurrence(f, df=np.cos), np.full(3, 0.5), 40, strategy)
+    checked_out = revseq.backprop(revseq.Recurrence(f, df=np.cos), np.full(3, 0.5), 40, strategy, check_schedule=True)
+    assert fused.stats == checked_out.stats
+    assert fused.stats.peak_bytes == 4 * 3 * 8
+
+
+@pytest.mark.parametrize("kind", ["walk", "reverse"])
+def test_a_dropped_binomial_walk_from_revolves_tasks_lets_its_checkpoints_go(kind):
+    made = []
+
+    def f(x):
+        y = np.sin(x)
+        made.append(weakref.ref(y))
+        return y
+
+    run = revseq.walk if kind == "walk" else revseq.reverse
+    it = run(f, np.ones(4), 50, revseq.BinomialCheckpointing(5))
+    next(it)
+    next(it)
+    assert sum(ref() is not None for ref in made) >= 4  # its checkpoints (x_0 is the run's own copy)
+    del it
+    gc.collect()
+    assert [ref for ref in made if ref() is not None] == []
+
+
+class _Injected(Exception):
+    pass
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    n=st.integers(1, 60),
+    c=st.integers(1, 8),
+    fault=st.sampled_from(["f", "df", "drop"]),
+    at=st.integers(1, 200),
+    error=st.sampled_from([_Injected("injected"), KeyboardInterrupt()]),
+)
+def test_binomial_from_revolves_tasks_gives_the_error_and_holds_nothing_after(n, c, fault, at, error):
+    calls = [0]
+    made = []
+
+    def faulty(fn, record=False):
+        def call(x):
+            calls[0] += 1
+            if calls[0] == at and fn is not None:
+                raise error
+            y = (fn or np.sin)(x)
+            if record:
+                made.append(weakref.ref(y))
+            return y
+
+        return call
+
+    f = faulty(np.sin if fault == "f" else None, record=True)
+    rec = revseq.Recurrence(f, df=faulty(np.cos) if fault == "df" else np.cos)
+    x0 = np.linspace(-1.0, 1.0, 5)
+    raised = None
+    try:
+        if fault == "drop":
+            walk = revseq.walk(rec, x0, n, revseq.BinomialCheckpointing(c))
+            for _ in range(at % (n + 1)):
+                next(walk)
+            del walk
+        else:
+            out = revseq.backprop(rec, x0, n, revseq.BinomialCheckpointing(c))
+            expected = revseq.backprop(revseq.Recurrence(np.sin, df=np.cos), x0, n, revseq.StoreAll())
+            np.testing.assert_array_equal(out.gradient, expected.gradient)
+            del out
+    except (_Injected, KeyboardInterrupt) as exc:
+        raised = exc
+    assert raised is None or raised is error
+    del raised
+    error.__traceback__ = error.__context__ = None  # its frames would hold the states (the instance is reused)
+    gc.collect()
+    assert [ref for ref in made if ref() is not None] == []  # no checkpoint outlives the run, however it ended
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 40])
+def test_binomial_from_revolves_tasks_refuses_a_step_writing_in_place(n):
+    def in_place(x):
+        return np.sin(x, out=x)
+
+    with pytest.raises(StepError, match="f modified its argument in place"):
+        revseq.backprop(revseq.Recurrence(in_place, df=np.cos), np.full(3, 0.5), n, revseq.BinomialCheckpointing(3))

@@ -124,38 +124,58 @@ def revolve(base: int, length: int, slots: int) -> Iterator[Action]:
     stored (counted in ``slots``; the caller stores it). Makes exactly
     ``optimal_forward_steps(length, slots) - 1`` forward steps and releases
     everything it stores. Other strategies (online, multistage) reverse their
-    segments with it.
+    segments with it. The actions of :func:`revolve_tasks`, one task at a time.
+    """
+    # Actions are made with tuple.__new__ (see _patterns): this is the planning hot path.
+    new = tuple.__new__
+    store_all = _patterns.store_all
+    for start, stop, restore, store in revolve_tasks(base, length, slots):
+        if restore:
+            yield new(Restore, (start,))
+        if store is None:
+            yield from store_all(start, stop - start)
+        else:
+            yield new(Advance, (start, stop, False))
+            if store:
+                yield new(Store, (stop, False))  # released by the right part's last Reverse
+
+
+def revolve_tasks(base: int, length: int, slots: int) -> Iterator[tuple[int, int, bool, bool | None]]:
+    """Revolve's recursion, the one implementation of it: :func:`revolve`'s tasks ``(base, stop, restore, store)``.
+
+    Each task starts at ``x_base``, read back from its checkpoint first if
+    ``restore`` (the live state is elsewhere). With ``store`` None it is a
+    leaf: advance to ``x_{stop-1}`` keeping the states on the way, then
+    reverse steps ``stop - 1`` down to ``base``, releasing every checkpoint
+    from ``x_base`` up. Otherwise it is a split: advance to ``x_stop`` (the
+    split point), and store it if ``store``. :func:`revolve` turns tasks into
+    actions; the engine runs them for :class:`BinomialCheckpointing` without
+    making actions at all (``revseq.engine``, ``_Run.revolve``).
+
+    With one slot the split is at the last step (``length - 1``): the
+    sweeps of :func:`_patterns.sweeps`, task by task.
     """
     # Explicit stack rather than recursion: the depth is up to c + r, which can
     # pass Python's recursion limit for large budgets, and nested generators
-    # would make every action pay for every level. The stack holds
-    # sub-problems (base, length, slots) and the Restore of a base deferred
-    # until the sub-problem pushed above it is done. This loop is the planning hot
-    # path (1.5 million actions for n = 10**6, c = 30): keep it flat.
-    # Actions are made with tuple.__new__ (see _patterns); tasks are plain
-    # tuples, told apart from the deferred Restores by their exact type.
-    new = tuple.__new__
-    stack: list[tuple[int, int, int] | Restore] = [(base, length, slots)]
-    pop, push = stack.pop, stack.append
-    store_all, sweeps, split = _patterns.store_all, _patterns.sweeps, _split
+    # would make every task pay for every level. The stack holds sub-problems
+    # (base, length, slots, restore): a left part is pushed with the Restore of
+    # its base, deferred until the right part pushed above it is done. This loop
+    # is the planning hot path (1.5 million actions for n = 10**6, c = 30): keep it flat.
+    stack = [(base, length, slots, False)]
+    pop, push, split = stack.pop, stack.append, _split
     while stack:
-        task = pop()
-        if type(task) is not tuple:
-            yield task  # type: ignore[misc]  # a Restore
-            continue
-        base, length, slots = task  # type: ignore[misc]  # live is x_base, stored too if length > 1
+        base, length, slots, restore = pop()  # live is x_base (after the restore), stored too if length > 1
         if slots >= length - 1:
-            yield from store_all(base, length)
-        elif slots == 1:
-            yield from sweeps(base, length)
+            yield base, base + length, restore, None
         else:
-            mid = base + split(length, slots)
-            yield new(Advance, (base, mid, False))
-            push((base, mid - base, slots))
-            push(new(Restore, (base,)))
+            mid = base + (split(length, slots) if slots > 1 else length - 1)
+            push((base, mid - base, slots, True))
             if base + length - mid > 1:
-                yield new(Store, (mid, False))  # released by the right part's last Reverse
-            push((mid, base + length - mid, slots - 1))
+                yield base, mid, restore, True
+                push((mid, base + length - mid, slots - 1, False))
+            else:  # a right part of one step is a leaf at once (x_mid is not stored)
+                yield base, mid, restore, False
+                yield mid, mid + 1, False, None
 
 
 def revolve_counts(length: int, slots: int) -> tuple[int, int, int]:
