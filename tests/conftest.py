@@ -1,5 +1,8 @@
 """Shared test configuration."""
 
+import importlib.util
+
+import pytest
 from hypothesis import HealthCheck, settings
 
 # Machines here are shared and noisy: no per-example deadlines; a fixed
@@ -7,3 +10,18 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=True, print_blob=True)
 settings.load_profile("ci" if __import__("os").environ.get("CI") else "default")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """PyTorch on one thread for the test: steps this small gain nothing from threads, and on a shared
+    machine spinning OpenMP workers make them many times slower. Nothing where PyTorch is missing."""
+    if importlib.util.find_spec("torch") is None:
+        yield
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -31,17 +31,7 @@ STRATEGIES = every_builtin()
 NS = [1, 2, 3, 5, 17, 40]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Steps this small gain nothing from threads, and on a shared machine
-    # spinning OpenMP workers make them many times slower.
-    if torch is None:
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def gru_problem(n, width=8, batch=2, features=3, seed=0):

@@ -25,12 +25,7 @@ STRATEGIES = every_builtin()
 EXACT = {"rtol": 0.0, "atol": 0.0}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def grads(loss, tensors):

@@ -14,12 +14,7 @@ import revseq.torch as rt  # noqa: E402
 KINDS = [torch.nn.RNN, torch.nn.GRU, torch.nn.LSTM]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def loss(output, h):
