@@ -1273,7 +1273,7 @@ def walk(
     store = _check_store(store, "store")
     if disk is not None:
         disk = _check_store(disk, "disk")
-    state_nbytes = _tree.nbytes(x0)
+    state_nbytes = _stored_nbytes(store, x0)
     if n is None:
         online, limit = _check_online(strategy, until, max_steps)
         sized = _sized(online, state_nbytes)
@@ -1295,8 +1295,9 @@ def walk(
     # Binomial's own schedule, unchecked, with no store passed: run from revolve's tasks, no actions made, the
     # checkpoints held by the run itself (a store the caller passed is filled and emptied as the schedule says).
     sized = schedule.strategy
-    fused = not checked and not given and run.bulk and type(sized) is BinomialCheckpointing
-    slots = sized.budget(n) if fused else None
+    slots = None
+    if not checked and not given and run.bulk and type(sized) is BinomialCheckpointing:
+        slots = sized.budget(n)
     return Walk(run, run.walk(schedule, slots))
 
 
@@ -1313,6 +1314,22 @@ def _trusted(strategy: ReversalStrategy) -> bool:
         strategies.OnlineCheckpointing,
         strategies.MultistageCheckpointing,
     )
+
+
+def _stored_nbytes(store: StoreProtocol, x0: Any) -> int:
+    """The bytes a checkpoint of ``x0`` takes in ``store``, which sizes a byte budget.
+
+    ``x0``'s ``nbytes``, unless the store says otherwise with an optional
+    ``stored_nbytes(state)`` method (a :class:`~revseq.CompressedStore`
+    measures ``x0`` compressed).
+    """
+    measure = getattr(store, "stored_nbytes", None)
+    if measure is None:
+        return _tree.nbytes(x0)
+    size = measure(x0)
+    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)) or size < 0:
+        raise ParameterError(f"store.stored_nbytes(x0) must return an int >= 0, got {size!r} ({type(size).__name__})")
+    return int(size)
 
 
 def _sized(strategy: ReversalStrategy, state_nbytes: int) -> ReversalStrategy:
