@@ -265,8 +265,8 @@ def test_binomial_from_revolves_tasks_measures_what_the_checked_run_measures(nam
                 assert stats == stats_checked
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.integers(1, 3000), st.integers(1, 40), st.sampled_from([np.asarray(0.5), np.linspace(-1.0, 1.0, 4)]))
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 1000), st.integers(1, 40), st.sampled_from([np.asarray(0.5), np.linspace(-1.0, 1.0, 4)]))
 def test_binomial_from_revolves_tasks_over_many_lengths_and_budgets(n, c, x0):
     rec = revseq.Recurrence(np.sin, df=np.cos)
     strategy = revseq.BinomialCheckpointing(c)
@@ -322,7 +322,7 @@ class _Injected(Exception):
     pass
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     n=st.integers(1, 60),
     c=st.integers(1, 8),
@@ -366,8 +366,8 @@ def test_binomial_from_revolves_tasks_gives_the_error_and_holds_nothing_after(n,
     assert raised is None or raised is error
     del raised
     error.__traceback__ = error.__context__ = None  # its frames would hold the states (the instance is reused)
-    gc.collect()
-    assert [ref for ref in made if ref() is not None] == []  # no checkpoint outlives the run, however it ended
+    # No checkpoint outlives the run, however it ended; by reference counting alone (no gc.collect()).
+    assert [ref for ref in made if ref() is not None] == []
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 40])
