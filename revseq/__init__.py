@@ -24,11 +24,12 @@ simulate(actions, n), validate(...)      cost and legality, without running f
 Cost, Bounds, Schedule                   what they return / promise / wrap
 
 Also: optimal_forward_steps, repetition_number, MemoryStore, DiskStore,
-CheckpointStore (the store protocol),
+CompressedStore (needs the compress extra when made), CheckpointStore (the store protocol),
 Result, Stats, Reversal, the errors in revseq.errors, and revseq.testing for
 checking a strategy of your own.
 """
 
+from revseq.compressed import CompressedStore
 from revseq.disk import DiskStore
 from revseq.engine import DEFAULT_STRATEGY, Result, Reversal, Stats, Walk, backprop, reverse, walk
 from revseq.errors import ParameterError, RevseqError, ScheduleError, StepError, StoreError
@@ -73,6 +74,7 @@ __all__ = [
     "BinomialCheckpointing",
     "Bounds",
     "CheckpointStore",
+    "CompressedStore",
     "Cost",
     "DiskCosts",
     "DiskStore",

@@ -13,6 +13,7 @@ EXPECTED = [
     "BinomialCheckpointing",
     "Bounds",
     "CheckpointStore",
+    "CompressedStore",
     "Cost",
     "DiskStore",
     "DEFAULT_STRATEGY",
