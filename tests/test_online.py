@@ -22,7 +22,7 @@ import pytest
 
 import revseq
 from revseq import Advance, Free, ParameterError, Store
-from revseq.strategies import online
+from revseq.strategies import base, online
 from revseq.strategies.online import OnlineCheckpointing, online_lower_bound
 from revseq.testing import check_strategy
 
@@ -116,10 +116,45 @@ def test_stays_close_to_the_bound_beyond_the_optimal_range(c):
         assert strategy.cost(n).forward_steps == costs[n], (c, n)  # the schedule costs what the oracle says
 
 
-@pytest.mark.parametrize(("c", "nmax"), [(2, 8000), (3, 4000), (6, 1500), (12, 700)])
+@pytest.mark.parametrize(("c", "nmax"), [(2, 8000), (3, 4000), (6, 1500), (12, 700), (40, 3000)])
 def test_forward_sweep_follows_its_rule(c, nmax):
     # The library's O(1)-per-step bookkeeping against the rule stated plainly and priced in full at every step.
     assert held_by_n(OnlineCheckpointing(checkpoints=c), nmax) == dict(online_oracles.adaptive_positions(c, nmax))
+
+
+@pytest.mark.parametrize("c", [7, 40, 100])
+def test_the_adaptive_rules_memo_changes_no_placement(c, monkeypatch):
+    # Long stretches of segments are priced once and then copied from a memo (emptied when full): the placements
+    # must be those of pricing every stretch afresh, with the memo emptied often or never used at all.
+    start = optimal_range(c)
+
+    def placements(n):
+        held = online._stumm_walther_held(c, start)[0]
+        return list(itertools.takewhile(lambda p: p[0] < n, online._adaptive(c, held)))
+
+    n = start + 20_000
+    memo = placements(n)
+    assert len(memo) > 1000
+    with monkeypatch.context() as patch:
+        patch.setattr(online, "_COSTS_KEPT", 50)
+        assert placements(n) == memo
+    with monkeypatch.context() as patch:
+        patch.setattr(online, "_MEMO_FROM", c)
+        assert placements(n) == memo
+
+
+@pytest.mark.parametrize("c", [1, 2, 3, 7, 12, 60])
+def test_known_n_sweep_is_the_forward_sweep_cut(c):
+    # schedule(n) cuts the sweep at x_n itself (the phases by islice); the general cut, action by action, of the
+    # endless sweep must give the same actions and leave the same checkpoints.
+    strategy = OnlineCheckpointing(checkpoints=c)
+    edge = optimal_range(c)
+    every = 1 if c < 20 else 19  # c = 60: 1890 steps in Stumm and Walther's phases, every 19th and the edge
+    for n in sorted({*range(1, edge + 30, every), *range(max(1, edge - 4), edge + 30), edge + 333, 4 * edge + 7}):
+        ours: list[int] = []
+        general: list[int] = []
+        assert list(strategy._forward_to(n, ours)) == list(base._cut_forward(strategy.forward(), n, general)), (c, n)
+        assert ours == general, (c, n)
 
 
 def test_reversal_is_optimal_for_the_positions_left():

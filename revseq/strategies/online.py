@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import operator
 import sys
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
@@ -57,7 +58,7 @@ MAX_COST_STEPS = 10**7
 
 Within that range the cost takes O(c), for any n; past it, O(1) amortised
 per checkpoint the adaptive rule places (one every 4 to 20 steps for c = 10
-to 1000 near n = 10^6), measured at 0.3 to 2.6 us per step on the 2-core
+to 1000 near n = 10^6), measured at 0.25 to 1.5 us per step on the 2-core
 machine of docs/benchmarks.md: at most half a minute or so here.
 """
 
@@ -268,8 +269,42 @@ def _stumm_walther_held(c: int, n: int) -> tuple[list[int], int]:
     return held, stores
 
 
-def _adaptive(c: int) -> Iterator[tuple[int, int]]:
+class _MergeLimits(dict[int, int]):
+    """:func:`_merge_limit` by gap, each computed on first use: a plain subscript in the adaptive rule's loop.
+
+    Emptied when it holds ``_COSTS_KEPT`` values, so that its memory stays bounded however long the runs.
+    """
+
+    __slots__ = ()
+
+    def __missing__(self, gap: int) -> int:
+        if len(self) >= _COSTS_KEPT:
+            self.clear()
+        value = self[gap] = _merge_limit(gap)
+        return value
+
+
+_MERGE_LIMITS = _MergeLimits()
+
+
+_MEMO_FROM = 4
+"""Stretches of more than this many segments are repriced through :func:`_adaptive`'s memo; shorter ones directly."""
+
+
+def _anchored(anchor: tuple[float, int, int], value: float, at: int, gain: int) -> tuple[float, int, int]:
+    """A memo entry ``(value, at, gain)``, taken from segment ``s`` on, made absolute by the state left of ``s``."""
+    before, before_at, before_gain = anchor
+    value -= before_gain
+    return (before, before_at, gain + before_gain) if value >= before else (value, at, gain + before_gain)
+
+
+def _adaptive(c: int, held: list[int]) -> Iterator[tuple[int, int]]:
     """``(step, evicted)`` for each state stored from step ``(c + 1)(c + 2)/2 - 1`` on (none if ``c = 1``).
+
+    ``held`` is the ``c`` checkpoints held on reaching that step, sorted
+    (:func:`_stumm_walther_held`), and is kept up to date in place: each
+    placement is made in it once the caller resumes the generator, so a
+    caller that stops at a placement finds there what is held before it.
 
     At each step ``t`` (live ``x_t``) three candidates are priced, as the
     reversal's cost if the run stopped at ``x_{t+1}``: store nothing; store
@@ -279,91 +314,120 @@ def _adaptive(c: int) -> Iterator[tuple[int, int]]:
     storing nothing, then to the leftmost checkpoint.
 
     Only the last segment grows with ``t``, so the best inner eviction is
-    settled once per change of the checkpoints, and :func:`_next_store`
-    finds the step at which storing wins without pricing every step. The
-    arrays below are prefix sums and a prefix minimum over segments, so a
-    change at ``p_j`` recomputes only the entries from ``j - 1`` on; the rule
-    mostly evicts one of the last few.
+    settled once per change of the checkpoints, and the step at which
+    storing wins is found without pricing every step (:func:`_merge_limit`,
+    :func:`_inner_limit`). The entries below are prefix sums and a prefix
+    minimum over segments, so a change at ``p_j`` reprices only the segments
+    from ``j - 1`` on (each of which has one checkpoint more than before, or
+    is new); the rule mostly evicts one of the last few, and a longer
+    stretch is priced once, then copied from a memo.
     """
     if c < 2:  # with one checkpoint, x_0 is all there is room for
         return
     t = _optimal_range(c)
-    held = _stumm_walther_held(c, t)[0]  # the c positions, sorted
     k = c - 1
-    costs = _COSTS  # costs[s][l] = T(l, s)
-    two = costs[2]
-    seg = [0] * k  # seg[i]: T(l_i, c - i), segment i = [p_i, p_{i+1}) as it is
-    # best[j] = (value, at, gains): gains = gain_1 + ... + gain_j, gain_i being what one checkpoint more would
-    # change in segment i (<= 0); value = the least, over 1 <= j' <= j, of what evicting p_j' changes
-    # (merging segments j' - 1 and j') less gains up to j' (add gains up to k - 1 for the saving on the
-    # segments right of j'), the leftmost j' of equals being `at`.
-    best: list[tuple[float, int, int]] = [(math.inf, 0, 0)] * k
-    changed = 0  # the first segment whose entries are out of date
+    rows = [_COSTS[s] for s in range(c, 1, -1)]  # rows[i][l] = T(l, c - i): segment i's row, i < k
+    two = _COSTS[2]
+    merge_limits = _MERGE_LIMITS
+    # best[i] = (value, at, gains, s) for segment i: gains = gain_1 + ... + gain_i, gain_i being what one
+    # checkpoint more would change in segment i (<= 0); value = the least, over 1 <= j <= i, of what evicting p_j
+    # changes (merging segments j - 1 and j) less gains up to j (add gains up to k - 1 for the saving on the
+    # segments right of j), the leftmost j of equals being `at`. With s > 0 the sums and the minimum are taken
+    # from segment s on only, as the memo holds them, and anchors[s] is the entry of segment s - 1.
+    best: list[tuple[float, int, int, int]] = [(math.inf, 0, 0, 0)] * k
+    anchors: list[tuple[float, int, int]] = [(math.inf, 0, 0)] * k
+    # The entries from segment s on depend only on s and the lengths of segments s - 1 .. k - 1, and the rule
+    # keeps coming back to the same few (about 400 for c = 1000 up to n = 10^6, against 10^5 placements):
+    # a long stretch is repriced once, then copied.
+    memo: dict[tuple[int, tuple[int, ...]], list[tuple[float, int, int, int]]] = {}
+    memo_held, memo_from = 0, _MEMO_FROM
+    changed = 1  # the first segment whose entries are out of date (segment 0 has no eviction to price)
     waiting = _waiting_table()
     waiting_top = waiting[-1]
     while True:
-        if changed:
-            value, at, gain = best[changed - 1]
-            left, base = seg[changed - 1], held[changed - 1]
-        else:  # segment 0 has no eviction to price
-            value, at, gain = best[0]
-            left = seg[0] = costs[c][held[1]]
-            base, changed = 0, 1
-        segments = zip(range(changed, k), range(c - changed, 1, -1), held[changed:k], held[changed + 1 :], strict=True)
-        for i, slots, start, stop in segments:
-            length = stop - start
-            more = costs[slots + 1]
-            cost = seg[i] = costs[slots][length]
-            gain += more[length] - cost
-            merge = more[stop - base] - left - cost - gain
-            if merge < value:
-                value, at = merge, i
-            best[i] = value, at, gain
-            left, base = cost, start
-        inner = value + gain  # what the best inner eviction changes left of the last segment
-        # The first step at which storing x_t beats waiting (both rules' waiting sizes are intervals from 1),
-        # then which checkpoint it replaces: the best inner one, or the last.
-        last, prev = held[k], held[k - 1]
-        limit = _merge_limit(last - prev)
+        value, at, gain, first = best[changed - 1]
+        if first:  # _anchored inlined: at c = 100 and more, most placements start in a stretch from the memo
+            before, before_at, before_gain = anchors[first]
+            value -= before_gain
+            gain += before_gain
+            if value >= before:
+                value, at = before, before_at
+        first, entries = 0, None
+        if k - changed > memo_from:
+            key = changed, tuple(map(operator.sub, held[changed : k + 1], held[changed - 1 : k]))
+            entries = memo.get(key)
+            anchor = value, at, gain
+            if entries is None:  # priced from segment `changed` on alone, then kept
+                value, at, gain, first = math.inf, 0, 0, changed
+        if entries is None:
+            base, start = held[changed - 1], held[changed]
+            more = rows[changed - 1]
+            left = more[start - base]  # segment changed - 1's cost
+            for i, row, stop in zip(range(changed, k), rows[changed:], held[changed + 1 :], strict=True):
+                length = stop - start
+                cost = row[length]
+                gain += more[length] - cost
+                merge = more[stop - base] - left - cost - gain
+                if merge < value:
+                    value = merge
+                    at = i
+                best[i] = value, at, gain, first
+                left, base, start, more = cost, start, stop, row
+            if first:
+                if memo_held >= _COSTS_KEPT:
+                    memo.clear()
+                    memo_held = 0
+                memo_held += k - changed
+                entries = memo[key] = best[changed:]
+        if entries is not None:
+            best[changed:] = entries
+            anchors[changed] = anchor
+            value, at, gain = _anchored(anchor, *entries[-1][:3])
+            start, base = held[k], held[k - 1]
+            left = two[start - base]
+        # start = p_k, base = p_{k-1}, left = segment k - 1's cost; inner = what the best inner eviction
+        # changes left of the last segment. The first step at which storing x_t beats waiting (both rules'
+        # waiting sizes are intervals from 1), then which checkpoint it replaces: the best inner one, or the last.
+        inner = value + gain
+        limit = merge_limits[start - base]
         if inner < waiting_top:  # the common case, _inner_limit inlined
-            limit = min(limit, bisect_right(waiting, inner) + 1)
-        elif (beyond := _inner_limit(inner)) is not None:
-            limit = min(limit, beyond)
-        size = max(t + 1 - last, limit)
-        t = last + size - 1
-        j = at if inner + two[size - 1] <= two[t - prev] - left else k
-        yield t, held.pop(j)
+            beyond: int | None = bisect_right(waiting, inner) + 1
+        else:
+            beyond = _inner_limit(inner)
+        if beyond is not None and beyond < limit:
+            limit = beyond
+        size = t + 1 - start
+        if size < limit:
+            size = limit
+        t = start + size - 1
+        j = at if inner + two[size - 1] <= two[t - base] - left else k
+        yield t, held[j]
+        del held[j]
         held.append(t)
-        changed = j - 1
+        changed = j - 1 or 1
         t += 1
 
 
 def _placements(c: int) -> Iterator[tuple[int, int | None]]:
     """``(step, evicted)`` for every state the forward sweep stores; ``evicted`` is the key it replaces."""
-    return itertools.chain(_stumm_walther(c), _adaptive(c))
+    return itertools.chain(_stumm_walther(c), _adaptive(c, _stumm_walther_held(c, _optimal_range(c))[0]))
 
 
-def _sweep(budget: Callable[[], int]) -> Iterator[Iterable[Action]]:
-    """The forward sweep's actions for the placements of :func:`_placements`, in pieces for a chain.
+def _stumm_walther_sweep(c: int) -> Iterator[Iterable[Action]]:
+    """The forward sweep's actions for :func:`_stumm_walther`'s placements, a piece per phase (and its first store).
 
-    The same as, for each ``(step, evicted)``: ``Advance(live, step)``
-    (unless ``step`` is live), ``Free(evicted, evicted + 1)`` (if any),
-    ``Store(step)``. Stumm & Walther's phases are regular, so their actions
-    are made by ``map`` and ``zip`` over ranges, with no Python frame per
-    action; the adaptive rule's by one resumption per placement. Actions
-    are built as :mod:`~revseq.strategies._patterns` builds them
-    (``tuple.__new__``, equal to ``Advance(a, b)`` and the others).
-    ``budget`` is asked when the sweep begins, as a generator body would.
+    Made by ``map`` and ``zip`` over ranges, with no Python frame per action; the last ``Advance`` reaches
+    ``x_{(c+1)(c+2)/2-3}``, the last store, live when the adaptive rule takes over.
     """
-    c = budget()
+    # map(tuple.__new__, repeat(Advance), ...) rather than a partial: one call per action, not two.
     new, repeat = tuple.__new__, itertools.repeat
-    advance, free, store = functools.partial(new, Advance), functools.partial(new, Free), functools.partial(new, Store)
+    advances, frees, stores = repeat(Advance), repeat(Free), repeat(Store)
     yield (new(Store, (0, False)),)
     stored = range(1, c)  # the first phase: x_1 .. x_{c-1}, one step each
     yield itertools.chain.from_iterable(
         zip(
-            map(advance, zip(range(c - 1), stored, repeat(False), strict=False)),
-            map(store, zip(stored, repeat(False), strict=False)),
+            map(new, advances, zip(range(c - 1), stored, repeat(False), strict=False)),
+            map(new, stores, zip(stored, repeat(False), strict=False)),
             strict=True,
         )
     )
@@ -373,18 +437,75 @@ def _sweep(budget: Callable[[], int]) -> Iterator[Iterable[Action]]:
         stored = range(top + 2, top + o + 1)
         yield itertools.chain.from_iterable(
             zip(
-                map(advance, zip(range(top + 1, top + o), stored, repeat(False), strict=False)),
-                map(free, zip(range(first, first + o - 1), range(first + 1, first + o), strict=True)),
-                map(store, zip(stored, repeat(False), strict=False)),
+                map(new, advances, zip(range(top + 1, top + o), stored, repeat(False), strict=False)),
+                map(new, frees, zip(range(first, first + o - 1), range(first + 1, first + o), strict=True)),
+                map(new, stores, zip(stored, repeat(False), strict=False)),
                 strict=True,
             )
         )
         live = top + o
-    for step, evicted in _adaptive(c):
+
+
+def _stumm_walther_cut(c: int, stop: int) -> tuple[int, int]:
+    """Where :func:`_stumm_walther_sweep` reaches ``x_stop`` (``1 <= stop <= (c+1)(c+2)/2 - 3``): the number of its
+    actions before the ``Advance`` that does, and that one's start.
+
+    Its actions: ``Store(0)``, two a step up to ``x_{c-1}``, then three a step
+    (each phase's first ``Advance`` takes two steps, from ``x_{top-1}``).
+    """
+    if stop < c:
+        return 2 * stop - 1, stop - 1
+    count = 2 * c - 1
+    for o, top, _ in _phases(c):
+        if stop <= top + o:
+            return (count, top - 1) if stop <= top + 1 else (count + 3 * (stop - top - 1), stop - 1)
+        count += 3 * o
+    raise AssertionError(f"x_{stop} is past Stumm and Walther's stores for c = {c}")  # pragma: no cover
+
+
+def _sweep(
+    budget: Callable[[], int], stop: int | None = None, stored: list[int] | None = None
+) -> Iterator[Iterable[Action]]:
+    """The forward sweep's actions for the placements of :func:`_placements`, in pieces for a chain.
+
+    The same as, for each ``(step, evicted)``: ``Advance(live, step)``
+    (unless ``step`` is live), ``Free(evicted, evicted + 1)`` (if any),
+    ``Store(step)``. Stumm & Walther's phases are regular, so their actions
+    are made by ``map`` and ``zip`` over ranges (:func:`_stumm_walther_sweep`);
+    the adaptive rule's by one resumption per placement. Actions are built
+    as :mod:`~revseq.strategies._patterns` builds them (``tuple.__new__``,
+    equal to ``Advance(a, b)`` and the others). ``budget`` is asked when the
+    sweep begins, as a generator body would.
+
+    With ``stop``, the sweep as far as ``x_stop`` only, as
+    :func:`~revseq.strategies.base._cut_forward` cuts any sweep (the actions
+    before the ``Advance`` that reaches it, then that one ending there), and
+    ``stored`` gets the checkpoints held there, sorted; but the phases are
+    cut by ``islice``, still with no Python frame per action.
+    """
+    c = budget()
+    new = tuple.__new__
+    reach = _optimal_range(c) - 2  # the last state Stumm & Walther's part stores, live at its end
+    if stop is not None and stop <= reach:
+        count, start = _stumm_walther_cut(c, stop)
+        yield itertools.islice(itertools.chain.from_iterable(_stumm_walther_sweep(c)), count)
+        yield (new(Advance, (start, stop, False)),)
+        if stored is not None:
+            stored[:] = _stumm_walther_held(c, stop)[0]
+        return
+    yield from _stumm_walther_sweep(c)
+    end = sys.maxsize if stop is None else stop
+    live = reach
+    held = _stumm_walther_held(c, reach + 2)[0]
+    for step, evicted in _adaptive(c, held):
+        if step >= end:
+            break
         yield new(Advance, (live, step, False)), new(Free, (evicted, evicted + 1)), new(Store, (step, False))
         live = step
-    # Only with one checkpoint do the placements end: x_0 is kept, and the run goes on until it stops.
-    yield (Advance(live, sys.maxsize),)
+    # With one checkpoint the placements end: x_0 is kept, and the run goes on until it stops (or to x_stop).
+    yield (new(Advance, (live, end, False)),)
+    if stored is not None:
+        stored[:] = held
 
 
 def _held_at(c: int, n: int) -> tuple[list[int], int]:
@@ -397,14 +518,11 @@ def _held_at(c: int, n: int) -> tuple[list[int], int]:
     if n <= end or c == 1:
         return _stumm_walther_held(c, min(n, end))
     held, stores = _stumm_walther_held(c, end)
-    kept = set(held)
-    for step, evicted in _adaptive(c):
+    for step, _ in _adaptive(c, held):  # held: what is held before the placement at `step`
         if step >= n:
             break
-        kept.discard(evicted)
-        kept.add(step)
         stores += 1
-    return sorted(kept), stores
+    return held, stores
 
 
 @final
@@ -431,8 +549,8 @@ class OnlineCheckpointing(OnlineStrategy):
     schedule: it finds the checkpoints held at ``x_n`` (in O(c) within the
     optimal range, then placement by placement, about 1 us a step past it)
     and adds Revolve's closed-form costs per segment; the tests check it
-    against the simulator. Planning takes about 1.2 to 3 us a step (the
-    forward sweep, as a run pulls it, 0.3 to 2.3 us; docs/online.md).
+    against the simulator. Planning takes about 0.9 to 4 us a step (the
+    forward sweep, as a run pulls it, 0.3 to 2.2 us; docs/online.md).
 
     The forward sweep is Stumm & Walther's Algorithm I, then an adaptive rule
     that weighs each state against the checkpoints it could replace; the
@@ -527,6 +645,10 @@ class OnlineCheckpointing(OnlineStrategy):
 
     def forward(self) -> Iterator[Action]:
         return itertools.chain.from_iterable(_sweep(self.budget))
+
+    def _forward_to(self, n: int, stored: list[int]) -> Iterator[Action]:
+        # The sweep cut where it reaches x_n by _sweep itself: the phases by islice, not action by action.
+        return itertools.chain.from_iterable(_sweep(self.budget, n, stored))
 
     def backward(self, n: int, stored: tuple[int, ...]) -> Iterator[Action]:
         # A chain of the segments' fragments: each action of revolve's generators reaches the caller through
