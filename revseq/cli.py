@@ -43,6 +43,7 @@ import attrs
 import numpy as np
 
 from revseq import _builtin, _limits, _tree
+from revseq.compressed import CompressedStore, _numcodecs
 from revseq.disk import DiskStore
 from revseq.engine import Result, backprop
 from revseq.errors import ParameterError, RevseqError
@@ -350,6 +351,7 @@ class _Row:
     disk_reads: int = 0
     disk_bytes_written: int = 0
     disk_bytes_read: int = 0
+    compression_ratio: float | None = None
 
     @property
     def disk_columns(self) -> bool:
@@ -375,6 +377,7 @@ class _Row:
             "disk_reads": self.disk_reads,
             "disk_bytes_written": self.disk_bytes_written,
             "disk_bytes_read": self.disk_bytes_read,
+            "compression_ratio": self.compression_ratio,
             "disk_mib_written": self.disk_bytes_written / MIB,
             "disk_mib_read": self.disk_bytes_read / MIB,
         }
@@ -471,13 +474,18 @@ def _deviation(a: Result, b: Result) -> float:
 
 
 def _traced_peak(
-    recurrence: Recurrence, x0: Any, n: int, strategy: ReversalStrategy, disk: DiskStore | None = None
+    recurrence: Recurrence,
+    x0: Any,
+    n: int,
+    strategy: ReversalStrategy,
+    disk: DiskStore | None = None,
+    store: CompressedStore | None = None,
 ) -> int:
     """Peak bytes traced by tracemalloc over one backprop: checkpoints, live state, adjoint, temporaries."""
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
-        backprop(recurrence, x0, n, strategy, disk=disk)
+        backprop(recurrence, x0, n, strategy, store=store, disk=disk)
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -594,6 +602,10 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         # Only multistage stores on disk; its store makes its private directory on the first write.
         return DiskStore(args.disk_dir) if isinstance(strategy, MultistageCheckpointing) else None
 
+    def memory_store(strategy: ReversalStrategy) -> CompressedStore | None:
+        # With --compress, every run but the reference keeps its checkpoints compressed (a fresh store each).
+        return None if args.compress is None or strategy is reference else CompressedStore(codec=args.compress)
+
     rows: dict[int, _Row] = {}
     ref_result: Result | None = None
     per_step = 0.0
@@ -609,8 +621,9 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 progress.extend(passes * expected.forward_steps)
             progress.stage(label(strategy))
             disk = disk_store(strategy)
+            store = memory_store(strategy)
             start = time.perf_counter()
-            result = backprop(recurrence, work.x0, n, strategy, disk=disk)
+            result = backprop(recurrence, work.x0, n, strategy, store=store, disk=disk)
             seconds = time.perf_counter() - start
             progress.flush()
             pace = seconds / result.stats.forward_steps
@@ -621,7 +634,7 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             traced = None
             if args.trace_memory:  # a separate pass, so tracing does not slow the timed run
                 progress.stage(f"{label(strategy)} (tracemalloc)")
-                traced = _traced_peak(recurrence, work.x0, n, strategy, disk_store(strategy))
+                traced = _traced_peak(recurrence, work.x0, n, strategy, disk_store(strategy), memory_store(strategy))
                 progress.flush()
             stats = result.stats
             if stats.as_cost() != expected:
@@ -645,6 +658,7 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 disk_reads=stats.disk_reads,
                 disk_bytes_written=stats.disk_bytes_written,
                 disk_bytes_read=stats.disk_bytes_read,
+                compression_ratio=stats.compression_ratio,
             )
     shown = [rows[id(s)] for s in strategies if id(s) in rows]
     _report(args, work, shown, _Plan(strategies, skipped, plan.notes), shown_reference=reference in strategies)
@@ -665,6 +679,7 @@ def _report(
             "state_bytes": _tree.nbytes(work.x0),
             "objective": objective,
             "reference": "StoreAll()",
+            "compress": None if args.compress is None else _codec_name(args.compress),
             "rows": [row.as_json() for row in rows],
             "skipped": plan.skipped,
             "notes": plan.notes,
@@ -686,6 +701,9 @@ def _report(
         header += ["on disk", "disk w/r", "disk MiB w/r"]
     if args.trace_memory:
         header.append("traced MiB")
+    compressed = args.compress is not None
+    if compressed:
+        header.append("ratio")
     header += ["seconds", "max|grad - StoreAll|"]
     table = []
     for row in rows:
@@ -703,6 +721,8 @@ def _report(
             cells += ["-", "-", "-"]
         if args.trace_memory:
             cells.append(_mib(row.traced_bytes or 0))
+        if compressed:
+            cells.append("-" if row.compression_ratio is None else f"{row.compression_ratio:.2f}")
         cells += [f"{row.seconds:.3f}", "(reference)" if row.reference else f"{row.deviation:.1e}"]
         table.append(cells)
     widths = [max(len(h), *(len(r[i]) for r in table)) if table else len(h) for i, h in enumerate(header)]
@@ -723,12 +743,42 @@ def _report(
         print("disk MiB w/r: the bytes of those states, as the engine measured them", file=out)
     if args.trace_memory:
         print("traced MiB: peak of everything Python allocated during the run (tracemalloc, a separate run)", file=out)
+    if compressed:
+        print(
+            f"ratio: the states' bytes / the bytes stored, with checkpoints compressed by {_codec_name(args.compress)} "
+            f"(every run but the StoreAll reference; ckpt MiB counts compressed bytes)",
+            file=out,
+        )
     if not shown_reference:
         print("StoreAll() was run as the gradient reference, not shown", file=out)
     for note in plan.notes:
         print(textwrap.fill(note, width=110, subsequent_indent="  ", break_long_words=False), file=out)
     for note in plan.skipped:  # one line each, whole: easy to grep for
         print(note, file=out)
+
+
+def _compress_codec(text: str) -> Any:
+    """--compress: a CompressedStore shorthand, or zfp:TOL made into numcodecs.ZFPY(tolerance=TOL)."""
+    try:
+        numcodecs = _numcodecs()  # said now, not after the first runs
+    except ModuleNotFoundError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if text in ("blosc", "zstd", "lz4"):
+        return text
+    match = re.fullmatch(r"zfp:(.+)", text)
+    tolerance = None
+    if match:
+        try:
+            tolerance = float(match.group(1))
+        except ValueError:
+            tolerance = None
+    if tolerance is None or not math.isfinite(tolerance) or tolerance <= 0:
+        raise argparse.ArgumentTypeError(f"expected blosc, zstd, lz4 or zfp:TOL with a tolerance TOL > 0, got {text!r}")
+    return numcodecs.ZFPY(tolerance=tolerance)
+
+
+def _codec_name(codec: Any) -> str:
+    return codec if isinstance(codec, str) else f"zfp (tolerance {codec.tolerance:g})"
 
 
 def _mib(nbytes: int) -> str:
@@ -1153,6 +1203,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"refuse to start runs predicted to take longer: their forward steps times one step of f timed on "
         f"x_0 (default {COMPARE_MAX_SECONDS:.0f}, an hour)",
+    )
+    c.add_argument(
+        "--compress",
+        type=_compress_codec,
+        metavar="CODEC",
+        help="keep every run's checkpoints (but the StoreAll reference's) compressed: blosc, zstd, lz4, or "
+        "zfp:TOL (lossy, each value within TOL; the gradient column then shows the error it makes); "
+        "needs the compress extra",
     )
     c.add_argument("--no-progress", action="store_true", help="no progress bar (shown on a terminal with tqdm)")
     disk = _add_disk_options(c, "ceil(log2 n) + 1")

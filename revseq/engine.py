@@ -59,7 +59,10 @@ class Stats:
     ``peak_disk`` from the disk store; ``writes``/``reads`` and
     ``disk_writes``/``disk_reads`` count states stored and read back at each
     level, ``disk_bytes_written``/``disk_bytes_read`` the bytes moved to and
-    from disk. The counts equal the strategy's ``cost(n)`` (see
+    from disk. ``compression_ratio`` is the states' bytes over the bytes
+    stored for them, over every state this run stored in a store that
+    compresses (a :class:`~revseq.CompressedStore`, at either level), and
+    None where none does. The counts equal the strategy's ``cost(n)`` (see
     :meth:`as_cost`); ``reverse`` makes one call fewer, since it never
     needs ``x_n``. For a run of unknown length, ``n`` is where it stopped.
     """
@@ -75,6 +78,7 @@ class Stats:
     disk_reads: int = 0
     disk_bytes_written: int = 0
     disk_bytes_read: int = 0
+    compression_ratio: float | None = None
 
     @property
     def recompute_factor(self) -> float:
@@ -247,6 +251,7 @@ class _Run:
         self.disk = disk  # checkpoints stored with Store(t, disk=True); a DiskStore is made if needed
         # A disk store's byte counters are cumulative over its life: count this run's from here.
         self.disk_bytes_before = (int(getattr(disk, "bytes_written", 0)), int(getattr(disk, "bytes_read", 0)))
+        self.compressed_before = _compressed_bytes(store, disk)
         self.output = output
         # The strategy's promise, enforced: the run stops before an action that would break it. A built-in
         # strategy's schedules are proven legal by the tests, and run unchecked unless asked (check_schedule=True).
@@ -294,7 +299,15 @@ class _Run:
             disk_reads=self.disk_reads,
             disk_bytes_written=int(getattr(disk, "bytes_written", 0)) - self.disk_bytes_before[0],
             disk_bytes_read=int(getattr(disk, "bytes_read", 0)) - self.disk_bytes_before[1],
+            compression_ratio=self._compression_ratio(),
         )
+
+    def _compression_ratio(self) -> float | None:
+        before, now = self.compressed_before, _compressed_bytes(self.store, self.disk)
+        if now is None or before is None:
+            return None
+        raw, stored = now[0] - before[0], now[1] - before[1]
+        return raw / stored if stored else None
 
     def claim(self) -> None:
         """Make the stores this run's, now that it really starts; refuse stores another run holds."""
@@ -1314,6 +1327,18 @@ def _trusted(strategy: ReversalStrategy) -> bool:
         strategies.OnlineCheckpointing,
         strategies.MultistageCheckpointing,
     )
+
+
+def _compressed_bytes(*stores: StoreProtocol | None) -> tuple[int, int] | None:
+    """The states' bytes and the bytes stored for them, put so far into the stores that compress (None: none does).
+
+    A store that compresses says so with the counters ``raw_bytes_put`` and
+    ``bytes_put`` (a :class:`~revseq.CompressedStore`), cumulative over its life.
+    """
+    counted = [s for s in stores if s is not None and hasattr(s, "raw_bytes_put") and hasattr(s, "bytes_put")]
+    if not counted:
+        return None
+    return sum(int(s.raw_bytes_put) for s in counted), sum(int(s.bytes_put) for s in counted)
 
 
 def _stored_nbytes(store: StoreProtocol, x0: Any) -> int:

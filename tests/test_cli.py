@@ -886,3 +886,41 @@ def test_docs_compare_examples_print_what_the_docs_show(capsys, monkeypatch, arg
 
 def test_docs_have_the_cheap_compare_examples():
     assert {run.id for run in documented_runs("compare")} >= set(CHEAP)
+
+
+# -- compare --compress ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("codec", "lossless"), [("blosc", True), ("zfp:1e-6", False)])
+def test_compare_with_compressed_checkpoints_reports_the_ratio_and_the_gradient_error(capsys, codec, lossless):
+    pytest.importorskip("numcodecs")
+    doc = compare_json(capsys, "-n", "300", "--size", "2048", "-s", "binomial,sqrt", "--compress", codec,
+                       "--no-progress")  # fmt: skip
+    rows = [r for r in doc["rows"] if not r["reference"]]
+    assert rows
+    for row in rows:
+        assert row["compression_ratio"] is not None
+        if lossless:
+            assert row["max_gradient_deviation"] == 0.0  # what comes back is what went in
+        else:
+            # sin's states lie in [-1, 1]: ZFP holds each value within 1e-6, and the gradient's error is
+            # of that order (an exact gradient would mean the checkpoints were not compressed at all).
+            assert 0.0 < row["max_gradient_deviation"] < 1e-3
+            assert row["compression_ratio"] > 1.5
+    assert doc["compress"] == ("blosc" if lossless else "zfp (tolerance 1e-06)")
+    plain = compare_json(capsys, "-n", "300", "--size", "2048", "-s", "binomial,sqrt", "--no-progress")
+    assert all(r["compression_ratio"] is None for r in plain["rows"])
+
+
+def test_compare_refuses_an_unknown_codec(capsys):
+    pytest.importorskip("numcodecs")
+    code, _, err = run(capsys, "compare", "--compress", "zfp:-1")
+    assert code == 2
+    assert "expected blosc, zstd, lz4 or zfp:TOL with a tolerance TOL > 0, got 'zfp:-1'" in err
+
+
+def test_compare_says_which_extra_compression_needs(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "numcodecs", None)  # as if it were not installed
+    code, _, err = run(capsys, "compare", "--compress", "blosc")
+    assert code == 2
+    assert "pip install 'revseq[compress]'" in err

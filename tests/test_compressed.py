@@ -388,3 +388,18 @@ def test_a_missing_numcodecs_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "numcodecs", None)  # import numcodecs now raises ModuleNotFoundError
     with pytest.raises(ModuleNotFoundError, match=r"needs numcodecs .*pip install 'revseq\[compress\]'"):
         CompressedStore()
+
+
+def test_stats_report_each_runs_own_compression_ratio():
+    rec = revseq.Recurrence(np.sin, np.cos)
+    store = revseq.CompressedStore(codec="blosc")
+    smooth = np.zeros(4096)
+    rough = np.random.default_rng(0).standard_normal(4096)
+    first = revseq.backprop(rec, smooth, 50, revseq.BinomialCheckpointing(4), store=store)
+    after_first = (store.raw_bytes_put, store.bytes_put)
+    second = revseq.backprop(rec, rough, 50, revseq.BinomialCheckpointing(4), store=store)
+    # Counted from the store's own byte counters, run by run: the second run's ratio is not the first's.
+    assert first.stats.compression_ratio == after_first[0] / after_first[1]
+    assert second.stats.compression_ratio == (store.raw_bytes_put - after_first[0]) / (store.bytes_put - after_first[1])
+    assert first.stats.compression_ratio > 10 > second.stats.compression_ratio
+    assert revseq.backprop(rec, smooth, 50, revseq.BinomialCheckpointing(4)).stats.compression_ratio is None
