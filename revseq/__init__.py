@@ -29,6 +29,7 @@ Result, Stats, Reversal, the errors in revseq.errors, and revseq.testing for
 checking a strategy of your own.
 """
 
+from revseq.auto import Choice, choose
 from revseq.compressed import CompressedStore
 from revseq.disk import DiskStore
 from revseq.engine import DEFAULT_STRATEGY, Result, Reversal, Stats, Walk, backprop, reverse, walk
@@ -74,6 +75,7 @@ __all__ = [
     "BinomialCheckpointing",
     "Bounds",
     "CheckpointStore",
+    "Choice",
     "CompressedStore",
     "Cost",
     "DiskCosts",
@@ -104,6 +106,7 @@ __all__ = [
     "Walk",
     "__version__",
     "backprop",
+    "choose",
     "online_lower_bound",
     "optimal_forward_steps",
     "repetition_number",

@@ -43,6 +43,7 @@ import attrs
 import numpy as np
 
 from revseq import _builtin, _limits, _tree
+from revseq.auto import Choice, choose
 from revseq.compressed import CompressedStore, _numcodecs
 from revseq.disk import DiskStore
 from revseq.engine import Result, backprop
@@ -407,7 +408,9 @@ def _compare_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         parser.error("--checkpoints sets the budgets of binomial and online, but --strategies includes neither")
     if args.interval and "sqrt" not in names:
         parser.error("--interval sets sqrt's intervals, but --strategies does not include sqrt")
-    disk_options = [option for option, _ in _given(args, _DISK_OPTIONS)] + (["--disk-dir"] if args.disk_dir else [])
+    disk_options = [option for option, _ in _given(args, _DISK_OPTIONS)]
+    if args.disk_dir and getattr(args, "auto", None) is None:  # with --auto, --disk-dir gives it a disk level
+        disk_options.append("--disk-dir")
     if disk_options and "multistage" not in names:
         parser.error(
             f"{disk_options[0]} configures multistage, but --strategies does not include it "
@@ -584,6 +587,16 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     plan = _compare_plan(args, parser)
     strategies, skipped = plan.strategies, plan.skipped
     work = _load(args, parser)
+    if args.auto is not None:  # what revseq.choose picks for this workload, run beside the others, and why
+        try:
+            picked = choose(work.recurrence, work.x0, n, max_bytes=args.auto, disk=args.disk_dir)
+        except ParameterError as error:
+            parser.error(f"--auto: {error}")
+        if picked.strategy not in strategies:
+            strategies.append(picked.strategy)
+        plan.notes.append(f"auto (--auto {args.auto} bytes): revseq.choose picked {label(picked.strategy)}")
+        plan.notes.extend("  " + line for line in picked.explain().splitlines())
+        args.auto_choice = picked
     reference = next((s for s in strategies if type(s) is StoreAll), StoreAll())
     # StoreAll runs first: it is the gradient reference. Recompute, if only defaulted to, runs last,
     # priced by the fastest time per step seen so far.
@@ -680,6 +693,7 @@ def _report(
             "objective": objective,
             "reference": "StoreAll()",
             "compress": None if args.compress is None else _codec_name(args.compress),
+            "auto": _auto_json(getattr(args, "auto_choice", None)),
             "rows": [row.as_json() for row in rows],
             "skipped": plan.skipped,
             "notes": plan.notes,
@@ -755,6 +769,29 @@ def _report(
         print(textwrap.fill(note, width=110, subsequent_indent="  ", break_long_words=False), file=out)
     for note in plan.skipped:  # one line each, whole: easy to grep for
         print(note, file=out)
+
+
+def _auto_json(choice: Choice | None) -> dict[str, Any] | None:
+    if choice is None:
+        return None
+    return {
+        "picked": label(choice.strategy),
+        "max_bytes": choice.max_bytes,
+        "step_seconds": choice.step_seconds,
+        "write_seconds": choice.write_seconds,
+        "read_seconds": choice.read_seconds,
+        "candidates": [
+            {
+                "strategy": label(c.strategy),
+                "predicted_seconds": c.predicted_seconds,
+                "forward_steps": c.cost.forward_steps,
+                "disk_writes": c.cost.disk_writes,
+                "disk_reads": c.cost.disk_reads,
+                "peak_bytes": c.peak_bytes,
+            }
+            for c in choice.candidates
+        ],
+    }
 
 
 def _compress_codec(text: str) -> Any:
@@ -1203,6 +1240,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"refuse to start runs predicted to take longer: their forward steps times one step of f timed on "
         f"x_0 (default {COMPARE_MAX_SECONDS:.0f}, an hour)",
+    )
+    c.add_argument(
+        "--auto",
+        type=_int_at_least(1),
+        metavar="BYTES",
+        help="also run what revseq.choose picks for this recurrence with BYTES of checkpoint memory (and a disk "
+        "level under --disk-dir, if given), and print its measurements and each candidate's predicted time",
     )
     c.add_argument(
         "--compress",

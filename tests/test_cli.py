@@ -924,3 +924,31 @@ def test_compare_says_which_extra_compression_needs(capsys, monkeypatch):
     code, _, err = run(capsys, "compare", "--compress", "blosc")
     assert code == 2
     assert "pip install 'revseq[compress]'" in err
+
+
+# -- compare --auto ---------------------------------------------------------------------------------------
+
+
+def test_compare_runs_what_choose_picks_and_says_why(capsys, tmp_path):
+    doc = compare_json(capsys, "-n", "400", "--size", "500", "-s", "sqrt", "--auto", str(4000 * 8),
+                       "--disk-dir", str(tmp_path), "--no-progress")  # fmt: skip
+    auto = doc["auto"]
+    assert auto["max_bytes"] == 32000
+    names = {c["strategy"].split("(")[0] for c in auto["candidates"]}
+    assert names == {"BinomialCheckpointing", "MultistageCheckpointing"}  # 8 states of 4000 bytes, and a disk
+    assert auto["picked"] == auto["candidates"][0]["strategy"]
+    assert [c["predicted_seconds"] for c in auto["candidates"]] == sorted(
+        c["predicted_seconds"] for c in auto["candidates"]
+    )
+    rows = {r["strategy"]: r for r in doc["rows"]}
+    assert auto["picked"] in rows  # run beside the others
+    assert rows[auto["picked"]]["forward_steps"] == auto["candidates"][0]["forward_steps"]
+    assert rows[auto["picked"]]["max_gradient_deviation"] == 0.0
+    assert any(note.startswith("auto (--auto 32000 bytes): revseq.choose picked") for note in doc["notes"])
+    assert os.listdir(tmp_path) == []
+
+
+def test_compare_auto_without_room_for_a_state_is_refused(capsys):
+    code, _, err = run(capsys, "compare", "-n", "10", "--size", "100", "--auto", "10")
+    assert code == 2
+    assert "--auto: max_bytes=10 holds no state of 800 bytes" in err
