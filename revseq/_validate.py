@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import os
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,20 @@ def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise ParameterError(f"{name} must be a bool, got {value!r} ({type(value).__name__})")
     return bool(value)
+
+
+def check_directory(name: str, value: Any) -> Any:
+    """Return ``value`` if it is a path (``str`` or ``os.PathLike``) or None; raise otherwise.
+
+    For a directory under which a store makes its own private one; whether it
+    exists and is writable is the store's check (``revseq.disk``).
+    """
+    if value is None or isinstance(value, (str, os.PathLike)):
+        return value
+    raise ParameterError(
+        f"{name} must be a directory (a str or os.PathLike) under which a private one is made for the "
+        f"checkpoints, or None, got {value!r} ({type(value).__name__})"
+    )
 
 
 def int_at_least(minimum: int, *, optional: bool = False) -> Any:

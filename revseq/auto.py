@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 
 from revseq import _tree
-from revseq._validate import check_int
+from revseq._validate import check_directory, check_int
 from revseq.engine import _as_state
 from revseq.errors import ParameterError
 from revseq.recurrence import Recurrence
@@ -133,8 +133,7 @@ def choose(
     n = check_int("n", n, 1)
     max_bytes = check_int("max_bytes", max_bytes, 1)
     samples = check_int("samples", samples, 1)
-    if disk is not None and not isinstance(disk, (str, os.PathLike)):
-        raise ParameterError(f"disk must be a directory (str or os.PathLike) or None, got {disk!r}")
+    disk = check_directory("disk", disk)
     x0 = _as_state(x0)
     state_bytes = _tree.nbytes(x0)
     if state_bytes <= 0:

@@ -21,7 +21,7 @@ import attrs
 import numpy as np
 
 from revseq import _checks, _limits, _tree
-from revseq._validate import check_int
+from revseq._validate import check_bool, check_int
 from revseq.errors import ParameterError, RevseqError, ScheduleError, StepError
 from revseq.recurrence import Recurrence
 from revseq.schedule import (
@@ -1275,8 +1275,7 @@ def walk(
     recurrence = f if isinstance(f, Recurrence) else Recurrence(f)
     x0 = _as_state(x0)
     for name, flag in (("output", output), ("check_schedule", check_schedule)):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise ParameterError(f"{name} must be a bool, got {flag!r} ({type(flag).__name__})")
+        check_bool(name, flag)
     if disk is not None and disk is store:
         raise ParameterError(
             f"store and disk must be two different stores, got the same object twice ({store!r}): "

@@ -41,7 +41,7 @@ import attrs
 
 from revseq import _limits, _tree
 from revseq._adapter import Tally, strategy_or_default
-from revseq._validate import check_bool, check_int
+from revseq._validate import check_bool, check_directory, check_int
 from revseq.engine import Stats, Walk, walk
 from revseq.errors import ParameterError, StepError
 from revseq.recurrence import Recurrence
@@ -609,15 +609,6 @@ def _plain(spec: _Spec, h0: list[Tensor], inputs: list[Tensor]) -> list[Tensor]:
     return [*state, *(outputs.finish() if outputs is not None else [])]
 
 
-def _check_directory(disk: Any) -> Any:
-    if disk is None or isinstance(disk, (str, os.PathLike)):
-        return disk
-    raise ParameterError(
-        f"disk must be a directory (a str or os.PathLike) under which unroll makes its own private "
-        f"directory for the disk level, or None, got {disk!r} ({type(disk).__name__})"
-    )
-
-
 def _refuse_functorch() -> None:
     """Refuse to run under ``torch.func`` transforms, which would see neither the checkpoints nor the gradients.
 
@@ -763,7 +754,7 @@ def unroll(
         params=unique,
         tally=tally,
         preserve_rng_state=check_bool("preserve_rng_state", preserve_rng_state),
-        disk=_check_directory(disk),
+        disk=check_directory("disk", disk),
     )
     tensors = (*h0_leaves, *input_leaves, *unique)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
