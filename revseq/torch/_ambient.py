@@ -47,13 +47,15 @@ __all__ = ["Ambient", "Carry", "Snapshot", "autocast_state"]
 class Snapshot:
     """The generators' states and the buffers' values at one step; immutable once made."""
 
-    __slots__ = ("buffers", "devices", "nbytes", "rng")
+    __slots__ = ("buffers", "devices", "rng", "rng_bytes")
 
-    def __init__(self, rng: Tensor | None, devices: tuple[Tensor, ...], buffers: tuple[Tensor, ...]) -> None:
+    def __init__(
+        self, rng: Tensor | None, rng_bytes: bytes, devices: tuple[Tensor, ...], buffers: tuple[Tensor, ...]
+    ) -> None:
         self.rng = rng  # the CPU generator's state, or None when the generators are not replayed
+        self.rng_bytes = rng_bytes  # its bytes, to tell a later state from it (b"" without one)
         self.devices = devices  # one state per device in Ambient.device_ids
         self.buffers = buffers  # clones, in Ambient.buffers' order; later discovered ones are at their baseline
-        self.nbytes = sum(int(t.nbytes) for t in (*(() if rng is None else (rng,)), *devices, *buffers))
 
 
 class Carry:
@@ -121,7 +123,6 @@ class Ambient:
         self._found: set[int] = set()
         self._last: Snapshot | None = None  # the latest snapshot taken or restored, and the buffers' versions then
         self._last_versions: list[int] = []
-        self._last_rng_bytes = b""
         self.current: Carry | None = None  # the state whose snapshot the generators and buffers now hold
         # The generators before the first step, to tell after the forward pass whether any step drew from them.
         self._rng_before = torch.get_rng_state().numpy().tobytes()
@@ -158,13 +159,13 @@ class Ambient:
         """The generators and buffers now; shares the previous snapshot's tensors where nothing changed."""
         last = self._last
         rng: Tensor | None = None
+        raw = b""
         devices: tuple[Tensor, ...] = ()
         if self.replay_rng:
             rng = torch.get_rng_state()
             raw = rng.numpy().tobytes()
-            if last is not None and last.rng is not None and raw == self._last_rng_bytes:
-                rng = last.rng
-            self._last_rng_bytes = raw
+            if last is not None and last.rng is not None and raw == last.rng_bytes:
+                rng, raw = last.rng, last.rng_bytes
             devices = self._device_states()
         versions = [b._version for b in self.buffers]
         if last is not None and versions == self._last_versions:
@@ -174,7 +175,7 @@ class Ambient:
                 buffers = tuple(b.detach().clone() for b in self.buffers)
         if last is not None and rng is last.rng and buffers is last.buffers and not devices:
             return last  # device generators (16 bytes each) are not compared: a new snapshot
-        snapshot = Snapshot(rng, devices, buffers)
+        snapshot = Snapshot(rng, raw, devices, buffers)
         self._last, self._last_versions = snapshot, versions
         return snapshot
 
@@ -190,7 +191,6 @@ class Ambient:
             raise RuntimeError("revseq.torch: a state without a snapshot was resumed; please report this as a bug")
         if self.replay_rng and snapshot.rng is not None:
             torch.set_rng_state(snapshot.rng)
-            self._last_rng_bytes = snapshot.rng.numpy().tobytes()
             if self.device_kind is not None:
                 module = torch.get_device_module(self.device_kind)
                 for i, state in zip(self.device_ids, snapshot.devices, strict=True):

@@ -159,7 +159,8 @@ class Recurrent(torch.nn.Module):  # type: ignore[misc,unused-ignore]  # Any whe
         if packed is not None:  # packed as the input was: its batch sizes and its sorting, as rnn's output is
             order = packed.sorted_indices
             ranked = outputs if order is None else outputs.index_select(1, order)
-            data = pack_padded_sequence(ranked, packed.batch_sizes.new_tensor(_lengths(packed)), enforce_sorted=True)
+            ranks = lengths.cpu() if order is None else lengths.cpu()[order.cpu()]  # longest first, as packed
+            data = pack_padded_sequence(ranked, ranks, enforce_sorted=True)
             outputs = PackedSequence(data.data, packed.batch_sizes, order, packed.unsorted_indices)
         elif unbatched:
             outputs, h_n = outputs.squeeze(1), h_n.squeeze(1)
@@ -190,9 +191,3 @@ class Recurrent(torch.nn.Module):  # type: ignore[misc,unused-ignore]  # Any whe
         if lstm:
             return tuple(t for layer in range(layers) for t in (parts[0][layer], parts[1][layer]))
         return tuple(parts[0][layer] for layer in range(layers))
-
-
-def _lengths(packed: PackedSequence) -> list[int]:
-    """The lengths of a packed batch's sequences, longest first (the packed order)."""
-    sizes = packed.batch_sizes.tolist()
-    return [sum(1 for size in sizes if size > rank) for rank in range(sizes[0])]
