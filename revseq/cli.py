@@ -587,6 +587,7 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     plan = _compare_plan(args, parser)
     strategies, skipped = plan.strategies, plan.skipped
     work = _load(args, parser)
+    picked: Choice | None = None
     if args.auto is not None:  # what revseq.choose picks for this workload, run beside the others, and why
         try:
             picked = choose(work.recurrence, work.x0, n, max_bytes=args.auto, disk=args.disk_dir)
@@ -596,7 +597,6 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             strategies.append(picked.strategy)
         plan.notes.append(f"auto (--auto {args.auto} bytes): revseq.choose picked {label(picked.strategy)}")
         plan.notes.extend("  " + line for line in picked.explain().splitlines())
-        args.auto_choice = picked
     reference = next((s for s in strategies if type(s) is StoreAll), StoreAll())
     # StoreAll runs first: it is the gradient reference. Recompute, if only defaulted to, runs last,
     # priced by the fastest time per step seen so far.
@@ -674,12 +674,19 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 compression_ratio=stats.compression_ratio,
             )
     shown = [rows[id(s)] for s in strategies if id(s) in rows]
-    _report(args, work, shown, _Plan(strategies, skipped, plan.notes), shown_reference=reference in strategies)
+    shown_plan = _Plan(strategies, skipped, plan.notes)
+    _report(args, work, shown, shown_plan, shown_reference=reference in strategies, auto=picked)
     return 0
 
 
 def _report(
-    args: argparse.Namespace, work: _builtin.Workload, rows: list[_Row], plan: _Plan, *, shown_reference: bool
+    args: argparse.Namespace,
+    work: _builtin.Workload,
+    rows: list[_Row],
+    plan: _Plan,
+    *,
+    shown_reference: bool,
+    auto: Choice | None = None,
 ) -> None:
     n = args.n
     out = sys.stdout
@@ -693,7 +700,7 @@ def _report(
             "objective": objective,
             "reference": "StoreAll()",
             "compress": None if args.compress is None else _codec_name(args.compress),
-            "auto": _auto_json(getattr(args, "auto_choice", None)),
+            "auto": _auto_json(auto),
             "rows": [row.as_json() for row in rows],
             "skipped": plan.skipped,
             "notes": plan.notes,
