@@ -31,12 +31,18 @@ class Tally:
         The engine's :class:`revseq.Stats` for the latest walk (its
         ``as_cost()`` is comparable with ``strategy.cost(n)``); None until a
         walk has run, and always None for revseq.jax, whose compiled loops
-        have no engine.
+        have no engine. With tapes (revseq.torch), the walk is over
+        segments: its steps are segments.
+    plan:
+        The plan with tapes revseq.torch chose for the latest call (segment
+        length, checkpoints, predicted calls and bytes: a
+        ``revseq.torch.TapePlan``); None when no plan was made.
     """
 
     forward_steps: int = 0
     vjp_steps: int = 0
     stats: Stats | None = None
+    plan: Any = None
 
     @property
     def step_calls(self) -> int:

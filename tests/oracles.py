@@ -234,6 +234,44 @@ def segment_peak(n: int, k: int) -> int:
     return max(tail, earlier)
 
 
+# -- the mixed hidden-state / tape model (THEORY 5.2) ------------------------------
+
+
+def mixed_optimum(n: int, units: int, alpha: int) -> int:
+    """The fewest forward evaluations reversing ``n`` steps in ``units`` of memory (THEORY 5.2, ``C0(n, M)``).
+
+    A stored state costs 1 unit, a stored tape (a step's graph) ``alpha``;
+    the adjoint of a step is free from its tape, else it costs one
+    evaluation from its working state. Every evaluation, taped or not,
+    counts 1. ``math.inf`` (as a huge int) when nothing fits.
+    """
+    big = 10**18
+
+    @functools.cache
+    def stored(k: int, m: int) -> int:  # C(k, m): x_0 stored, counting 1 of m units
+        if k <= 1:
+            return k
+        best = big
+        for j in range(1, k):  # advance j, store x_j, recurse right, then the left part
+            best = min(best, j + free(k - j, m - 1) + free(j, m))
+        for j in range(1, k + 1):  # tape step j, keep its tape, recurse right, then the left part
+            best = min(best, j + free(k - j, m - 1 - alpha) + free(j - 1, m))
+        return best
+
+    @functools.cache
+    def free(k: int, u: int) -> int:  # C0(k, u): x_0 working, not stored, u units free
+        if u < 0:
+            return big
+        if k <= 1:
+            return k
+        best = stored(k, u) if u >= 1 else big
+        if u >= alpha:
+            best = min(best, 1 + free(k - 1, u - alpha))
+        return best
+
+    return free(n, units)
+
+
 # -- reference recurrences (plain loops) -----------------------------------------
 
 

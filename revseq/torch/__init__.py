@@ -39,10 +39,10 @@ except ModuleNotFoundError as error:  # only a missing torch; a broken install k
 
 import attrs
 
-from revseq import _limits, _tree
+from revseq import _limits, _tapes, _tree
 from revseq._adapter import Tally, strategy_or_default
 from revseq._validate import check_bool, check_directory, check_int
-from revseq.engine import Stats, Walk, walk
+from revseq.engine import DEFAULT_STRATEGY, Stats, Walk, walk
 from revseq.errors import ParameterError, StepError
 from revseq.recurrence import Recurrence
 from revseq.strategies.base import ReversalStrategy
@@ -227,7 +227,7 @@ class _Spec:
 
     cell: Callable[..., Any]
     output: Callable[[Any], Any] | None
-    strategy: ReversalStrategy
+    strategy: ReversalStrategy | None  # None: planned with tapes
     n: int
     state_skeleton: Any
     has_inputs: bool
@@ -238,11 +238,31 @@ class _Spec:
     tally: Tally | None
     preserve_rng_state: bool
     disk: Any  # the directory for the disk level (None: the system's temporary directory)
+    tape: int | None = None  # steps per taped segment, if given
+    max_bytes: int | None = None  # the budget of a plan with tapes, if given
     output_skeleton: Any = _UNKNOWN  # known after the first call of `output`
 
     @property
     def single(self) -> bool:
         return _tree.is_leaf(self.state_skeleton)
+
+    @property
+    def tapes(self) -> bool:
+        """Whether segments of steps are re-run together, their graphs kept (else each step alone)."""
+        return self.strategy is None or self.tape is not None
+
+    def plan_tapes(self, state_bytes: int, tape_bytes: int) -> tuple[int, bool, ReversalStrategy]:
+        """``(segment length, keep the first step's graph, the walk's strategy)``, from the measured sizes."""
+        if self.tape is not None and self.max_bytes is None:  # segments of the user's length, reversed by
+            strategy = self.strategy if self.strategy is not None else DEFAULT_STRATEGY  # the user's strategy
+            return min(self.tape, max(1, self.n - 1)), True, strategy
+        budget = self.max_bytes
+        if budget is None:
+            budget = _tapes.default_budget(self.n, state_bytes, tape_bytes)
+        chosen = _tapes.plan(self.n, state_bytes, tape_bytes, budget, segment=self.tape)
+        if self.tally is not None:
+            self.tally.plan = chosen
+        return chosen.segment, chosen.keep_first, chosen.strategy
 
     def call(self, leaves: Sequence[Tensor], u: Sequence[Tensor] | None, t: int) -> tuple[Any, list[Tensor]]:
         """Run step ``t`` on a state and an input given by their leaves: ``(h_{t+1}, its leaves)``."""
@@ -280,12 +300,30 @@ class _Spec:
 
 
 class _Paused:
-    """A walk stopped at ``(n, h_n)`` between the forward and the backward pass; resumable once."""
+    """What the backward pass resumes: a walk stopped at the final state, and the graphs kept from the forward pass.
 
-    def __init__(self, pairs: Walk, store: _SavedStore, counted: int) -> None:
-        self.pairs: Walk | None = pairs
+    The walk resumes once; a second backward (``retain_graph=True``)
+    replays it from ``start`` with a fresh store, and re-runs the steps the
+    kept graphs covered.
+    """
+
+    def __init__(
+        self,
+        pairs: Walk | None,
+        store: _SavedStore,
+        start: Carry,
+        layout: _Layout,
+        strategy: ReversalStrategy,
+        head: _Segment | None,
+        tail: list[_Segment],
+    ) -> None:
+        self.pairs = pairs
         self.store = store
-        self.counted = counted  # engine calls already added to the tally
+        self.start = start  # the walk's first state: h_0, or h_1 when the first step is taped
+        self.layout = layout
+        self.strategy = strategy  # the walk's: over steps, or over segments
+        self.head = head  # the first step's graph, from the forward pass (a taped plan that keeps it)
+        self.tail = tail  # the last segment's graph, from the forward pass (a taped plan)
 
 
 class _Outputs:
@@ -305,10 +343,10 @@ class _Outputs:
         self.buffers: list[Tensor] = []
         self.first: list[Tensor] = []  # y_0's leaves, for the check a plain loop makes on its first step
 
-    def record(self, t: int, h1: Any) -> bool:
-        """Record ``y_t`` if it is the next to record; whether it was."""
+    def record(self, t: int, h1: Any) -> list[Tensor] | None:
+        """Record ``y_t`` if it is the next to record: its leaves (None if it was not recorded)."""
         if t != self.next:
-            return False
+            return None
         leaves = self.spec.outputs_of(h1)
         if not t:
             self.first = leaves
@@ -325,7 +363,7 @@ class _Outputs:
             with torch.no_grad():
                 buffer[t].copy_(leaf)
         self.next = t + 1
-        return True
+        return leaves
 
     def finish(self) -> list[Tensor]:
         """The outputs, stacked along a new first dimension; recording stops."""
@@ -335,43 +373,80 @@ class _Outputs:
         return buffers
 
 
-def _step_function(spec: _Spec, inputs: list[Tensor] | None, outputs: _Outputs | None, ambient: Ambient) -> Any:
-    """The engine's step ``(carry, t) -> carry``, recording the outputs ``y_t`` if asked.
+def _step_function(
+    spec: _Spec,
+    inputs: list[Tensor] | None,
+    outputs: _Outputs | None,
+    ambient: Ambient,
+    layout: _Layout,
+    tail: list[_Segment] | None = None,
+) -> Any:
+    """The engine's step ``(carry, i) -> carry``: step ``i``, or segment ``i`` of ``layout``.
 
-    A step resumed from a state other than the one just computed first gets
-    that state's generators and buffers back (:meth:`Ambient.resume`), and
-    runs under the caller's autocast. Where those matter (a step draws random
-    numbers, or a module it calls has buffers), a recomputed step runs
-    ``output`` too, as the first sweep did, so that what ``output`` draws or
-    updates is replayed in order. ``x_{n-1}`` and ``x_n`` keep their
-    snapshots: the engine holds them outside the store (``x_{n-1}`` is
-    reversed after ``x_n`` is made from it).
+    Recording the outputs ``y_t`` if asked. A step resumed from a state
+    other than the one just computed first gets that state's generators and
+    buffers back (:meth:`Ambient.resume`), and runs under the caller's
+    autocast. Where those matter (a step draws random numbers, or a module
+    it calls has buffers), a recomputed step runs ``output`` too, as the
+    first sweep did, so that what ``output`` draws or updates is replayed in
+    order. The last segment's first state and the final state keep their
+    snapshots: the engine holds them outside the store (the last segment is
+    reversed after the final state is made from it). With ``tail``, the
+    last segment runs with gradients and its graph goes to ``tail``, for
+    the backward pass to start from.
     """
-    last = spec.n - 1
+    last = layout.count - 1
     params = spec.params
 
-    def step(carry: Carry, t: int) -> Carry:
-        if t == last:
+    def step(carry: Carry, i: int) -> Carry:
+        if i == last:
             ambient.keep(carry)
         ambient.resume(carry)
-        leaves = carry.leaves
-        versions = [leaf._version for leaf in (*leaves, *params)]
-        # No graph for any step here, also when the walk advances inside the backward pass.
-        with torch.no_grad(), ambient.autocast_context():
-            h1, new = spec.call(leaves, None if inputs is None else [v[t] for v in inputs], t)
-            if outputs is not None and outputs.record(t, h1):
-                pass
-            elif spec.output is not None and ambient.active:
-                spec.output(h1)  # what it draws or updates is part of the step: recomputed steps replay it too
-        if versions != [leaf._version for leaf in (*leaves, *params)]:
-            _raise_in_place(spec, leaves, versions, t)
-        result = Carry(tuple(new))
+        start, stop = layout.steps(i)
+        if tail is not None and i == last:
+            segment = _tape(spec, ambient, carry.leaves, inputs, start, stop, (True, layout.need_u), outputs)
+            tail.append(segment)
+            result = Carry(segment.final)
+        else:
+            state = carry.leaves
+            # No graph for any step here, also when the walk advances inside the backward pass.
+            with torch.no_grad(), ambient.autocast_context():
+                for t in range(start, stop):
+                    versions = [leaf._version for leaf in (*state, *params)]
+                    h1, new = spec.call(state, None if inputs is None else [v[t] for v in inputs], t)
+                    if outputs is not None and outputs.record(t, h1) is not None:
+                        pass
+                    elif spec.output is not None and ambient.active:
+                        spec.output(h1)  # what it draws or updates is part of the step: recomputed steps replay it
+                    if versions != [leaf._version for leaf in (*state, *params)]:
+                        _raise_in_place(spec, state, versions, t)
+                    state = tuple(new)
+            spec.count(forward=stop - start)
+            result = Carry(state)
         ambient.current = result
-        if t == last:
+        if i == last:
             ambient.keep(result)
         return result
 
     return step
+
+
+@attrs.frozen
+class _Layout:
+    """Which steps the engine's step ``i`` makes: ``first + i * length`` up to ``length`` of them, before ``n``."""
+
+    n: int
+    first: int = 0
+    length: int = 1
+    need_u: tuple[bool, ...] = ()  # whether each input's gradient is wanted (for a segment taped in the forward pass)
+
+    @property
+    def count(self) -> int:
+        return -(-(self.n - self.first) // self.length)
+
+    def steps(self, i: int) -> tuple[int, int]:
+        start = self.first + i * self.length
+        return start, min(self.n, start + self.length)
 
 
 def _raise_in_place(spec: _Spec, leaves: tuple[Tensor, ...], versions: list[int], t: int) -> None:
@@ -392,28 +467,60 @@ class _Unroll(torch.autograd.Function):  # type: ignore[misc,unused-ignore]  # A
     def forward(ctx: Any, spec: _Spec, *tensors: Tensor) -> tuple[Tensor, ...]:
         k, m = spec.num_state, spec.num_inputs
         h0, inputs = list(tensors[:k]), list(tensors[k : k + m])
+        feed = inputs if spec.has_inputs else None
+        need_u = tuple(ctx.needs_input_grad[1 + k : 1 + k + m])
         ambient = Ambient(spec.preserve_rng_state, tensors)
         ambient.enter_phase()
         outputs = _Outputs(spec) if spec.output is not None else None
-        step = _step_function(spec, inputs if spec.has_inputs else None, outputs, ambient)
         store = _SavedStore(k, ambient)
-        start = Carry(tuple(h0), ambient.start)
-        disk = _DiskStore(spec.disk, ambient)
-        pairs = walk(Recurrence(step, indexed=True), start, spec.n, spec.strategy, store=store, disk=disk)
+        head: _Segment | None = None
+        tail: list[_Segment] = []
+        pairs: Walk | None = None
         try:
             with ambient.discovering():  # the buffers of the modules the cell calls
-                _, final = next(pairs)  # the forward sweep: (n, h_n) comes first
+                if spec.tapes:
+                    # The first step runs with gradients: autograd's saved-tensor hook measures its graph
+                    # (for the plan), and the graph is kept for the backward pass if the plan keeps it.
+                    meter = _Meter([*spec.params, *inputs])
+                    with torch.autograd.graph.saved_tensors_hooks(meter.pack, _unpack):
+                        head = _tape(
+                            spec, ambient, h0, feed, 0, 1, (any(ctx.needs_input_grad[1 : 1 + k]), need_u), outputs
+                        )
+                    length, keep_first, strategy = spec.plan_tapes(
+                        sum(int(leaf.nbytes) for leaf in h0), max(1, meter.nbytes)
+                    )
+                    layout = _Layout(spec.n, 1, length, need_u)
+                    start = Carry(head.final)
+                    ambient.current = start
+                    if not keep_first:
+                        head = None
+                else:
+                    assert spec.strategy is not None  # no tapes: the user's strategy, step by step
+                    layout, strategy, start = _Layout(spec.n), spec.strategy, Carry(tuple(h0), ambient.start)
+                final = start
+                if layout.count:
+                    step = _step_function(spec, feed, outputs, ambient, layout, tail if spec.tapes else None)
+                    pairs = walk(
+                        Recurrence(step, indexed=True),
+                        start,
+                        layout.count,
+                        strategy,
+                        store=store,
+                        disk=_DiskStore(spec.disk, ambient),
+                    )
+                    _, final = next(pairs)  # the forward sweep: (count, final state) comes first
             if ambient.current is not final:  # the generators and buffers as the plain loop leaves them
                 ambient.restore(final.snapshot)
             ambient.end_forward()
         except BaseException:
-            pairs.close()
+            if pairs is not None:
+                pairs.close()
             raise
-        stats = pairs.stats
-        spec.count(forward=stats.forward_steps, stats=stats)
+        if pairs is not None:
+            spec.count(stats=pairs.stats)
         ctx.spec = spec
         ctx.ambient = ambient
-        ctx.paused = _Paused(pairs, store, stats.forward_steps)
+        ctx.paused = _Paused(pairs, store, start, layout, strategy, head, tail)
         # h0, the inputs and the parameters are saved for a replay (a second backward), and so that autograd
         # checks none of them is modified in place before the backward pass; the checkpoints so that autograd,
         # and its saved-tensor hooks, hold them.
@@ -438,39 +545,152 @@ class _Unroll(torch.autograd.Function):  # type: ignore[misc,unused-ignore]  # A
         saved = ctx.saved_tensors  # raises PyTorch's own error on a second backward without retain_graph
         k, m, p = spec.num_state, spec.num_inputs, len(spec.params)
         h0, inputs = saved[:k], list(saved[k : k + m])
+        feed = inputs if spec.has_inputs else None
         paused: _Paused = ctx.paused
-        pairs, counted = paused.pairs, paused.counted
-        if pairs is None:
+        layout, pairs, tail = paused.layout, paused.pairs, paused.tail
+        if pairs is None and layout.count:
             # A second backward (retain_graph=True): the first one consumed the
-            # walk, so replay it from h0 with a fresh store; the same cost again.
-            step = _step_function(spec, inputs if spec.has_inputs else None, None, ambient)
-            start = Carry(tuple(h0), ambient.start)
+            # walk, so replay it with a fresh store; the same cost again.
+            step = _step_function(spec, feed, None, ambient, layout, tail if spec.tapes else None)
+            start = paused.start if spec.tapes else Carry(tuple(h0), ambient.start)
             store, disk = _SavedStore(k, ambient), _DiskStore(spec.disk, ambient)
-            pairs = walk(Recurrence(step, indexed=True), start, spec.n, spec.strategy, store=store, disk=disk)
-            counted = 0
-        else:
-            paused.pairs = None
+            pairs = walk(Recurrence(step, indexed=True), start, layout.count, paused.strategy, store=store, disk=disk)
+        elif pairs is not None:
             paused.store.unseal(saved[k + m + p :])
+        paused.pairs = None
         # Like torch.utils.checkpoint, the backward pass leaves the generators and buffers as it found them.
         outer = ambient.capture() if ambient.active else None
         ambient.current = None
         ambient.enter_phase()
         sweep = _AdjointSweep(spec, ambient, inputs, ctx.needs_input_grad[1:], grads)
         try:
-            with pairs:
-                for t, carry in pairs:
-                    if t < spec.n:  # (n, h_n) comes first on a replay: its adjoint is the incoming gradient
-                        sweep.step(t, carry)
-                spec.count(forward=pairs.stats.forward_steps - counted, stats=pairs.stats)
+            if pairs is not None:
+                with pairs:
+                    # The last segment's graph, from the first sweep, is applied before the walk moves on: the
+                    # walk may recompute (and put buffers back) on its way to the last segment's first state.
+                    applied = bool(tail)
+                    if applied:
+                        sweep.apply(tail.pop())
+                    for i, carry in pairs:
+                        if i == layout.count:  # (count, final state) comes first on a replay, after its first sweep
+                            applied = bool(tail)
+                            if applied:
+                                sweep.apply(tail.pop())
+                        elif not (applied and i == layout.count - 1):
+                            sweep.apply(sweep.rerun(*layout.steps(i), carry))
+                    spec.count(stats=pairs.stats)
+            if spec.tapes:
+                head, paused.head = paused.head, None
+                sweep.apply(head if head is not None else sweep.rerun(0, 1, Carry(tuple(h0), ambient.start)))
         finally:
+            tail.clear()
             if outer is not None:
                 ambient.restore(outer)
             ambient.current = None
         return (None, *sweep.gradients())
 
 
+class _Meter:
+    """A saved-tensor hook's pack that adds up the bytes of the storages autograd saves, each once.
+
+    The parameters' and the inputs' storages are left out: they exist
+    whatever is saved. What remains is what a step's graph adds.
+    """
+
+    def __init__(self, existing: Iterable[Tensor]) -> None:
+        self.seen = {t.untyped_storage().data_ptr() for t in existing}
+        self.nbytes = 0
+
+    def pack(self, tensor: Tensor) -> Tensor:
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr()
+        if key not in self.seen:
+            self.seen.add(key)
+            self.nbytes += storage.nbytes()
+        return tensor
+
+
+def _unpack(tensor: Tensor) -> Tensor:
+    return tensor
+
+
+class _Segment:
+    """Steps ``start .. stop-1`` run with gradients from one state: their graph, until :meth:`_AdjointSweep.apply`."""
+
+    __slots__ = ("aliases", "final", "inputs", "outs", "start", "stop", "x")
+
+    def __init__(
+        self,
+        start: int,
+        stop: int,
+        x: list[Tensor],
+        inputs: list[Tensor] | None,
+        outs: list[Tensor],
+        aliases: list[Tensor | None] | None = None,
+    ) -> None:
+        self.start, self.stop = start, stop
+        self.x = x  # the first state's leaves (requiring grad where its adjoint is wanted)
+        self.inputs = inputs  # the segment's slices of the inputs, or None without inputs
+        self.outs = outs  # the last state's leaves, then each step's output leaves, step by step
+        self.final = tuple(leaf.detach() for leaf in outs[: len(x)])
+        self.aliases = aliases  # per wanted parameter, the output its running gradient sum seeds (see apply)
+
+
+def _tape(
+    spec: _Spec,
+    ambient: Ambient,
+    leaves: Sequence[Tensor],
+    inputs: list[Tensor] | None,
+    start: int,
+    stop: int,
+    need: tuple[bool, tuple[bool, ...]],
+    outputs: _Outputs | None = None,
+    aliases: Callable[[int], list[Tensor | None]] | None = None,
+) -> _Segment:
+    """Run steps ``start .. stop-1`` from ``leaves`` with gradients enabled, keeping their graph.
+
+    ``need`` says whether the first state's and the inputs' gradients are
+    wanted. The generators and buffers must already be those of the first
+    state; the steps run under the call's autocast, entered once for the
+    segment (so autocast casts a weight once per segment, as the plain loop
+    does once). ``outputs`` records the ``y_t`` the first sweep has not
+    recorded yet; ``aliases(steps)``, called under the same autocast once
+    the steps have run, makes the outputs that seed the parameters' running
+    gradient sums (:meth:`_AdjointSweep.apply`).
+    """
+    need_x, need_u = need
+    x = [leaf.detach().requires_grad_(need_x) for leaf in leaves]
+    u = None
+    if inputs is not None:
+        u = [
+            v[start:stop].detach().requires_grad_() if wanted else v[start:stop]
+            for v, wanted in zip(inputs, need_u, strict=True)
+        ]
+    params = spec.params
+    versions = [leaf._version for leaf in (*leaves, *params)]
+    ys: list[Tensor] = []
+    state: Sequence[Tensor] = x
+    try:
+        with torch.enable_grad(), ambient.autocast_context():
+            for t in range(start, stop):
+                h1, state = spec.call(state, None if u is None else [v[t - start] for v in u], t)
+                if spec.output is not None:
+                    recorded = None if outputs is None else outputs.record(t, h1)
+                    ys += spec.outputs_of(h1) if recorded is None else recorded
+            seeds = None if aliases is None else aliases(stop - start)
+    except RuntimeError as error:  # autograd refuses an in-place write into a leaf that requires grad
+        if "leaf Variable that requires grad" not in str(error):
+            raise
+        _raise_in_place(spec, tuple(leaves), [-1] * len(leaves), start)
+    if versions != [leaf._version for leaf in (*leaves, *params)]:
+        _raise_in_place(spec, tuple(leaves), versions, start)
+    ambient.current = None  # the steps drew from the generators and updated the buffers
+    spec.count(vjp=stop - start)
+    return _Segment(start, stop, x, u, [*state, *ys], seeds)
+
+
 class _AdjointSweep:
-    """One backward pass: the VJP of each step by autograd, at ``h_t`` for ``t = n-1 .. 0``, accumulated."""
+    """One backward pass: the VJP of each step (or segment of steps) by autograd, from the last to the first."""
 
     def __init__(
         self, spec: _Spec, ambient: Ambient, inputs: list[Tensor], needs: tuple[bool, ...], grads: tuple[Tensor, ...]
@@ -479,7 +699,8 @@ class _AdjointSweep:
         self.spec = spec
         self.ambient = ambient
         self.inputs = inputs
-        self.need_h0, self.need_u, self.need_p = needs[:k], needs[k : k + m], needs[k + m :]
+        self.need_h0, self.need_u = needs[:k], tuple(needs[k : k + m])
+        self.need_p = needs[k + m :]
         self.adjoint: list[Tensor] = list(grads[:k])  # d loss / d h_{t+1}; h_n's is the incoming gradient
         self.g_outputs = grads[k:]  # d loss / d y_t, stacked
         self.g_inputs = [torch.zeros_like(u) if need else None for u, need in zip(inputs, self.need_u, strict=True)]
@@ -488,58 +709,103 @@ class _AdjointSweep:
         self.sum_dtypes: list[torch.dtype | None] = [None] * len(self.wanted)
         self.checked = False
 
+    def need(self, start: int) -> tuple[bool, tuple[bool, ...]]:
+        """Whether a segment starting at ``start`` needs its first state's gradient, and the inputs'."""
+        return (start > 0 or any(self.need_h0)), self.need_u
+
     def step(self, t: int, carry: Carry) -> None:
-        spec, ambient = self.spec, self.ambient
+        """Re-run step ``t`` from ``h_t`` with gradients and apply its VJP."""
+        self.apply(self.rerun(t, t + 1, carry))
+
+    def rerun(self, start: int, stop: int, carry: Carry) -> _Segment:
+        """Steps ``start .. stop-1`` from ``carry`` with gradients, after its generators and buffers are put back."""
+        ambient = self.ambient
         if carry is ambient.current:
             ambient.keep(carry)  # the re-run below moves the generators on: keep what x_t saw
         else:
             ambient.resume(carry)  # x_t's generators and buffers, as the first sweep had them
-        need_x = t > 0 or any(self.need_h0)
-        x = [leaf.detach().requires_grad_(need_x) for leaf in carry.leaves]
-        u = None
-        if spec.has_inputs:
-            u = [
-                v[t].detach().requires_grad_() if need else v[t]
-                for v, need in zip(self.inputs, self.need_u, strict=True)
-            ]
-        # The step, re-run with gradients: its graph lives until the grad below.
-        with torch.enable_grad(), ambient.autocast_context():
-            h1, outs = spec.call(x, u, t)
-            if spec.output is not None:
-                outs = outs + spec.outputs_of(h1)
-        ambient.current = None  # the re-run drew from the generators and updated the buffers
-        spec.count(vjp=1)
-        cotangents = list(self.adjoint)
-        if spec.output is not None:
-            cotangents += [g[t] for g in self.g_outputs]
+        inputs = self.inputs if self.spec.has_inputs else None
+        return _tape(self.spec, ambient, carry.leaves, inputs, start, stop, self.need(start), aliases=self.aliases)
+
+    def aliases(self, steps: int) -> list[Tensor | None]:
+        """For each wanted parameter with a running sum, an output whose gradient is that sum (see :meth:`apply`).
+
+        Made after a segment's steps: autograd runs the latest node first,
+        so the sum reaches the parameter (or the cast autocast made of it
+        for the segment) before the segment's own terms, which autograd then
+        adds one by one, latest step first: the additions the unrolled loop
+        makes, in its order. A parameter that autocast casts (and caches) is
+        seeded through the cast, as a product with the identity (exact, in
+        the cast's precision), for segments of more than one step; a single
+        step's gradient is added to the sum in that precision instead.
+        """
+        made: list[Tensor | None] = []
+        for p, total, dtype in zip(self.wanted, self.g_params, self.sum_dtypes, strict=True):
+            if total is None:
+                made.append(None)
+            elif dtype is None:
+                made.append(p.view_as(p))
+            elif steps > 1 and p.dim() in (1, 2):
+                eye = torch.eye(p.shape[-1], dtype=dtype, device=p.device)
+                made.append(torch.matmul(p, eye))  # autocast casts p, from its cache: the segment's cast
+            else:
+                made.append(None)
+        return made
+
+    def apply(self, segment: _Segment) -> None:
+        """Propagate the adjoint through ``segment``'s graph and add its parameter gradients, then drop it."""
+        spec = self.spec
+        start, stop, x, u = segment.start, segment.stop, segment.x, segment.inputs
+        outs = segment.outs
+        cotangents = list(self.adjoint) + [g[t] for t in range(start, stop) for g in self.g_outputs]
         if not self.checked:
             parents = _check_captured(outs, {id(v) for v in (*x, *(u or ()), *spec.params)})
             # Where autocast casts a parameter (and caches the cast: one cast for the whole loop), plain
             # autograd sums its per-step gradients in the cast's precision: so does this sweep, to agree.
             self.sum_dtypes = [
-                ambient.cached_cast_dtype(p) if parents.get(id(p)) == {"ToCopyBackward0"} else None for p in self.wanted
+                self.ambient.cached_cast_dtype(p) if parents.get(id(p)) == {"ToCopyBackward0"} else None
+                for p in self.wanted
             ]
             self.checked = True
-        u_wanted = [] if u is None else [v for v, need in zip(u, self.need_u, strict=True) if need]
+        # A parameter's running sum goes in first, as the gradient of an alias made after the segment (see
+        # aliases): the same additions as through the unrolled loop, in the same order.
+        aliases = segment.aliases
+        if aliases is None:  # a segment from the forward pass: its aliases are made now, but not through casts
+            with torch.enable_grad():
+                aliases = self.aliases(1)
+        seeded: set[int] = set()
+        for i, alias in enumerate(aliases):
+            total = self.g_params[i]
+            if alias is not None and total is not None:
+                outs = [*outs, alias]
+                cotangents.append(total.to(alias.dtype).view_as(alias))
+                seeded.add(i)
+        segment.aliases = None
+        need_x, need_u = self.need(start)
+        u_wanted = [] if u is None else [v for v, wanted in zip(u, need_u, strict=True) if wanted]
         targets = (x if need_x else []) + u_wanted + self.wanted
         live = [(o, c) for o, c in zip(outs, cotangents, strict=True) if o.requires_grad]
         found: tuple[Tensor | None, ...] = (None,) * len(targets)
         if live and targets:
             found = torch.autograd.grad([o for o, _ in live], targets, [c for _, c in live], allow_unused=True)
+        segment.outs = []
         if need_x:
             self.adjoint = [torch.zeros_like(v) if g is None else g for v, g in zip(x, found[: len(x)], strict=True)]
         found = found[len(x) if need_x else 0 :]
         slots = iter(found[: len(u_wanted)])
-        for g_u, need in zip(self.g_inputs, self.need_u, strict=True):
-            g = next(slots) if need else None
+        for g_u, wanted in zip(self.g_inputs, need_u, strict=True):
+            g = next(slots) if wanted else None
             if g_u is not None and g is not None:
-                g_u[t] = g
+                g_u[start:stop] = g
         for i, g in enumerate(found[len(u_wanted) :]):
-            if g is not None:
-                total, dtype = self.g_params[i], self.sum_dtypes[i]
-                if dtype is not None:
-                    g = g.to(dtype)  # exact: the gradient came through a cast from this precision
-                self.g_params[i] = g if total is None else total + g  # not in place: g may alias a cotangent
+            if g is None:
+                continue
+            total, dtype = self.g_params[i], self.sum_dtypes[i]
+            if dtype is not None:
+                g = g.to(dtype)  # exact: the gradient came through a cast from this precision
+            if total is not None and i not in seeded:
+                g = total + g  # not in place: g may alias a cotangent
+            self.g_params[i] = g  # seeded: the running sum plus this segment's terms
 
     def gradients(self) -> list[Tensor | None]:
         """The gradients for (h0 leaves, input leaves, params), None where none was asked for."""
@@ -641,6 +907,8 @@ def unroll(
     tally: Tally | None = None,
     preserve_rng_state: bool = True,
     disk: str | os.PathLike[str] | None = None,
+    tape: int | None = None,
+    max_bytes: int | None = None,
 ) -> Any:
     """Run ``h_{t+1} = cell(h_t, u_t)`` for ``t < n`` and return ``h_n`` (and the outputs), differentiably.
 
@@ -744,7 +1012,7 @@ def unroll(
     spec = _Spec(
         cell=cell,
         output=output,
-        strategy=strategy_or_default(strategy),
+        strategy=None if strategy is None else strategy_or_default(strategy),
         n=n,
         state_skeleton=state_skeleton,
         has_inputs=inputs is not None,
@@ -755,7 +1023,14 @@ def unroll(
         tally=tally,
         preserve_rng_state=check_bool("preserve_rng_state", preserve_rng_state),
         disk=check_directory("disk", disk),
+        tape=None if tape is None else check_int("tape", tape, 1),
+        max_bytes=None if max_bytes is None else check_int("max_bytes", max_bytes, 1),
     )
+    if strategy is not None and max_bytes is not None:
+        raise ParameterError(
+            f"max_bytes plans the checkpoints with tapes, and strategy={strategy!r} already decides them: "
+            f"give one of the two (a strategy's own budget: e.g. BinomialCheckpointing(max_bytes=...))"
+        )
     tensors = (*h0_leaves, *input_leaves, *unique)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         flat = _Unroll.apply(spec, *tensors)  # type: ignore[no-untyped-call,unused-ignore]

@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from revseq._adapter import Tally, strategy_or_default
+from revseq._validate import check_int
 from revseq.errors import ParameterError
 from revseq.strategies.base import ReversalStrategy
 
@@ -38,10 +39,11 @@ class Recurrent(torch.nn.Module):  # type: ignore[misc,unused-ignore]  # Any whe
     ``batch_first``, unbatched inputs, ``num_layers``, dropout between
     layers and ``PackedSequence`` inputs (or ``lengths=`` with a padded
     batch) as ``rnn`` takes them; the gradients are those of the unrolled
-    cells. Memory: the strategy's checkpoints of all layers' states, plus the
-    output (``n`` last-layer states, which the caller keeps). Time: the
-    strategy's recomputations plus one re-run of each step under autograd
-    (see docs/autodiff.md).
+    cells. Memory and time are those of :func:`revseq.torch.unroll` with the
+    same ``strategy``, ``tape`` and ``max_bytes`` (by default a plan with
+    tapes: each step made twice, about ``2 sqrt(n)`` steps' graphs and states
+    held), plus the output (``n`` last-layer states, which the caller keeps;
+    see docs/autodiff.md).
 
     Parameters
     ----------
@@ -50,8 +52,8 @@ class Recurrent(torch.nn.Module):  # type: ignore[misc,unused-ignore]  # Any whe
         owner of its parameters: ``Recurrent(rnn).state_dict()`` holds them
         under ``rnn.``). ``bidirectional`` and an LSTM's ``proj_size`` are
         refused.
-    strategy:
-        A :class:`revseq.ReversalStrategy`; default :data:`revseq.DEFAULT_STRATEGY`.
+    strategy, tape, max_bytes:
+        As for :func:`revseq.torch.unroll`.
     tally:
         A :class:`revseq.torch.Tally` counting the cell's calls (all layers at one step count once).
 
@@ -66,7 +68,13 @@ class Recurrent(torch.nn.Module):  # type: ignore[misc,unused-ignore]  # Any whe
     """
 
     def __init__(
-        self, rnn: torch.nn.RNNBase, *, strategy: ReversalStrategy | None = None, tally: Tally | None = None
+        self,
+        rnn: torch.nn.RNNBase,
+        *,
+        strategy: ReversalStrategy | None = None,
+        tally: Tally | None = None,
+        tape: int | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(rnn, torch.nn.RNNBase) or rnn.mode not in _CELLS:
@@ -82,9 +90,11 @@ class Recurrent(torch.nn.Module):  # type: ignore[misc,unused-ignore]  # Any whe
         self.rnn = rnn
         self.strategy = None if strategy is None else strategy_or_default(strategy)  # checked now, not at the call
         self.tally = tally
+        self.tape = None if tape is None else check_int("tape", tape, 1)
+        self.max_bytes = None if max_bytes is None else check_int("max_bytes", max_bytes, 1)
 
     def extra_repr(self) -> str:
-        return f"strategy={self.strategy!r}"
+        return f"strategy={self.strategy!r}, tape={self.tape!r}, max_bytes={self.max_bytes!r}"
 
     def forward(self, input: Any, hx: Any = None, *, lengths: Any = None) -> tuple[Any, Any]:
         from revseq.torch import unroll  # the package imports this module
@@ -151,6 +161,8 @@ class Recurrent(torch.nn.Module):  # type: ignore[misc,unused-ignore]  # Any whe
             output=lambda state: state[top],
             params=rnn.parameters(),
             tally=self.tally,
+            tape=self.tape,
+            max_bytes=self.max_bytes,
         )
         if alive is not None:
             outputs = outputs * alive
