@@ -22,7 +22,7 @@ import numpy as np
 
 from revseq.recurrence import Recurrence
 
-__all__ = ["LoadError", "Workload", "builtin", "load"]
+__all__ = ["LoadError", "Workload", "builtin", "load", "resolve"]
 
 
 @attrs.frozen
@@ -110,12 +110,10 @@ def _takes_no_arguments(fn: Any) -> bool:
     return True
 
 
-def load(spec: str, size: int, seed: int = 0) -> Workload:
-    """Load ``module:object`` (or ``path/to/file.py:object``); ``object`` may be dotted.
+def resolve(spec: str) -> Any:
+    """The object ``module:object`` (or ``path/to/file.py:object``; ``object`` may be dotted) names.
 
-    The object is a :class:`~revseq.Recurrence`, run from ``size`` floats drawn
-    uniformly from [-1, 1), or a callable of no arguments returning
-    ``(recurrence, x0)``. Raises :class:`LoadError` with the reason otherwise.
+    Raises :class:`LoadError` saying why it cannot be found.
     """
     module, sep, name = spec.rpartition(":")
     if not sep or not module or not name:
@@ -126,6 +124,17 @@ def load(spec: str, size: int, seed: int = 0) -> Workload:
             target = getattr(target, part)
         except AttributeError:
             raise LoadError(f"{module!r} has no attribute {name!r}") from None
+    return target
+
+
+def load(spec: str, size: int, seed: int = 0) -> Workload:
+    """Load ``module:object`` (or ``path/to/file.py:object``); ``object`` may be dotted.
+
+    The object is a :class:`~revseq.Recurrence`, run from ``size`` floats drawn
+    uniformly from [-1, 1), or a callable of no arguments returning
+    ``(recurrence, x0)``. Raises :class:`LoadError` with the reason otherwise.
+    """
+    target = resolve(spec)
     if isinstance(target, Recurrence):
         return Workload(target, _random_state(size, seed), f"{spec}, x_0: {size} float64 drawn from U[-1, 1)")
     if not callable(target):

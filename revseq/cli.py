@@ -9,6 +9,10 @@
 Strategies by short name: storeall, recompute, halving, sqrt, binomial, online
 (checkpoints placed without knowing n) and multistage (checkpoints in memory
 and on disk; ``compare`` runs it only when asked for, since it writes to disk).
+Your own strategy goes beside them as ``-s module:object`` (or
+``path/to/file.py:object``): a ReversalStrategy instance, or a function of n
+returning one. Its schedule is simulated and checked before anything else
+(an illegal one is a usage error naming -s), and run checked.
 
 ``revseq <command> --help`` lists the options; docs/cli.md shows real runs.
 Exit status: 0 on success, 2 for a usage error (a bad option value, an unknown
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import inspect
 import json
 import math
 import os
@@ -44,11 +49,12 @@ import numpy as np
 
 from revseq import _builtin, _limits, _tree
 from revseq.auto import Choice, choose
+from revseq.benchmarking import describe
 from revseq.compressed import CompressedStore, _numcodecs
 from revseq.disk import DiskStore
 from revseq.engine import Result, backprop
 from revseq.errors import ParameterError, RevseqError
-from revseq.plot import MISSING_MATPLOTLIB, label
+from revseq.plot import MISSING_MATPLOTLIB
 from revseq.recurrence import Recurrence
 from revseq.schedule import Cost
 from revseq.strategies import (
@@ -66,7 +72,7 @@ from revseq.strategies import (
 )
 from revseq.strategies.base import OnlineStrategy, ReversalStrategy
 
-__all__ = ["STRATEGIES", "main"]
+__all__ = ["STRATEGIES", "load_strategy", "main"]
 
 STRATEGIES: dict[str, type[ReversalStrategy]] = {
     "storeall": StoreAll,
@@ -199,17 +205,86 @@ def _budgets(text: str) -> list[int | None]:
     return out
 
 
-def _strategy_name(text: str) -> str:
+@attrs.frozen
+class _Yours:
+    """A strategy of the user's, named on the command line as ``module:object``; loaded once n is known."""
+
+    spec: str
+
+    def __str__(self) -> str:
+        return self.spec
+
+
+def _strategy_name(text: str) -> str | _Yours:
+    """A built-in's short name (from its short or class name, any case), or ``module:object`` as :class:`_Yours`."""
     name = _ALIASES.get(text.strip().lower())
-    if name is None:
-        choices = ", ".join(STRATEGIES)
-        classes = ", ".join(cls.__name__ for cls in STRATEGIES.values())
-        raise argparse.ArgumentTypeError(f"unknown strategy {text!r}; choose from {choices} (or {classes})")
-    return name
+    if name is not None:
+        return name
+    if ":" in text:
+        return _Yours(text.strip())
+    choices = ", ".join(STRATEGIES)
+    classes = ", ".join(cls.__name__ for cls in STRATEGIES.values())
+    raise argparse.ArgumentTypeError(
+        f"unknown strategy {text!r}; choose from {choices} (or {classes}), "
+        f"or name your own as module:object or path/to/file.py:object"
+    )
 
 
-def _strategy_names(text: str) -> list[str]:
+def _strategy_names(text: str) -> list[str | _Yours]:
     return [_strategy_name(part) for part in text.split(",") if part.strip()]
+
+
+def load_strategy(spec: str, n: int) -> ReversalStrategy:
+    """Load ``module:object`` (or ``path/to/file.py:object``; ``object`` may be dotted) as a strategy for ``n`` steps.
+
+    The object is a :class:`~revseq.ReversalStrategy` instance, or a callable
+    taking ``n`` and returning one. Module and attribute are found as
+    ``--recurrence`` finds them (the same loader); anything else raises
+    :class:`revseq._builtin.LoadError` saying why, in one line.
+    """
+    target: Any = _builtin.resolve(spec)
+    module = spec.rpartition(":")[0]
+    if isinstance(target, ReversalStrategy):
+        return target
+    wanted = "a revseq.ReversalStrategy instance or a function of n returning one"
+    if isinstance(target, type) and issubclass(target, ReversalStrategy):
+        raise _builtin.LoadError(
+            f"{spec} must be {wanted}, got the class {target.__name__}; make one in {module} "
+            f"(my_strategy = {target.__name__}(...)) and name that"
+        )
+    if isinstance(target, type) or not callable(target):
+        raise _builtin.LoadError(f"{spec} must be {wanted}, got {_what(target)}")
+    if not _takes_one_argument(target):
+        raise _builtin.LoadError(f"{spec} must be {wanted}, but it cannot be called with one argument, n")
+    try:
+        made = target(n)
+    except Exception as exc:  # the user's factory failed
+        raise _builtin.LoadError(f"calling {spec}({n}) raised {_builtin._summary(exc)}") from exc
+    if not isinstance(made, ReversalStrategy):
+        is_class = isinstance(made, type) and issubclass(made, ReversalStrategy)
+        hint = f"; did you mean {made.__name__}()?" if is_class else ""
+        raise _builtin.LoadError(f"{spec}({n}) must return a revseq.ReversalStrategy, got {_what(made)}{hint}")
+    return made
+
+
+def _what(value: Any) -> str:
+    """``value`` for an error message: its repr, cut to 80 characters, and its type."""
+    if isinstance(value, type):
+        return f"the class {value.__name__}"
+    text = repr(value)
+    return f"{text if len(text) <= 80 else text[:77] + '...'} ({type(value).__name__})"
+
+
+def _takes_one_argument(fn: Any) -> bool:
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # no signature to read (some builtins): let the call decide
+        return True
+    try:
+        signature.bind(0)
+    except TypeError:
+        return False
+    return True
 
 
 def _small_budget(n: int) -> int:
@@ -252,16 +327,27 @@ def _refuse(parser: argparse.ArgumentParser, message: str, status: int = 2) -> N
     raise SystemExit(status)
 
 
-def _cost_of(strategy: ReversalStrategy, n: int, parser: argparse.ArgumentParser) -> Cost:
-    """``strategy.cost(n)``; a plan too large to make (multistage's limit) is a usage error naming -n."""
+def _cost_of(strategy: ReversalStrategy, n: int, parser: argparse.ArgumentParser, option: str) -> Cost:
+    """``strategy.cost(n)``; a plan too large to make (multistage's limit) is a usage error naming -n.
+
+    A strategy of the user's is costed by simulating its schedule, which checks every action against the
+    rules and the strategy's own bounds: an illegal schedule is a usage error naming ``option``, the
+    strategy option.
+    """
     try:
         return strategy.cost(n)
     except ParameterError as exc:
-        _refuse(parser, f"argument -n: {exc}")
+        if _is_builtin(strategy):
+            _refuse(parser, f"argument -n: {exc}")
+        _refuse(parser, f"argument {option}: {describe(strategy)} for n = {n}: {exc}")
+    except RevseqError as exc:  # a ScheduleError: only a strategy that is not revseq's own can make one
+        _refuse(parser, f"argument {option}: {describe(strategy)} makes an illegal schedule for n = {n}: {exc}")
 
 
 def _predicted_how(strategy: ReversalStrategy) -> str:
     """How ``cost()`` finds its numbers: no built-in strategy walks its schedule, a user's strategy does."""
+    if not _is_builtin(strategy):
+        return "by simulating its schedule, which checks every action"
     if isinstance(strategy, OnlineStrategy):
         return "from the checkpoints its forward sweep places"
     if isinstance(strategy, MultistageCheckpointing):
@@ -362,7 +448,7 @@ class _Row:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "strategy": label(self.strategy),
+            "strategy": describe(self.strategy),
             "name": self.name,
             "checkpoints": self.checkpoints,
             "forward_steps": self.forward_steps,
@@ -384,11 +470,35 @@ class _Row:
         }
 
 
-def _name_of(strategy: ReversalStrategy) -> str:
+def _name_of(strategy: ReversalStrategy, yours: dict[int, str]) -> str:
+    """The short name of a built-in, or the module:object a strategy of the user's was loaded from."""
+    if id(strategy) in yours:
+        return yours[id(strategy)]
     for name, cls in STRATEGIES.items():
         if type(strategy) is cls:
             return name
-    return type(strategy).__name__  # pragma: no cover - compare only builds the built-ins
+    return type(strategy).__name__  # pragma: no cover - the rest come from the user (above) or --auto
+
+
+def _is_builtin(strategy: ReversalStrategy) -> bool:
+    """Whether ``strategy`` is exactly one of revseq's classes: its schedules are proven legal by the tests."""
+    return type(strategy) in STRATEGIES.values()
+
+
+def _load_yours(yours: _Yours, n: int, parser: argparse.ArgumentParser, option: str) -> ReversalStrategy:
+    """The user's strategy for ``n`` steps; a usage error naming ``option`` if it cannot be loaded."""
+    try:
+        return load_strategy(yours.spec, n)
+    except _builtin.LoadError as exc:
+        _refuse(parser, f"argument {option}: {exc}")
+
+
+def _yours_note(strategies: list[ReversalStrategy], yours: dict[int, str]) -> str:
+    named = ", ".join(f"{describe(s)} ({yours[id(s)]})" for s in strategies if id(s) in yours)
+    return (
+        f"yours: {named}; each schedule was simulated and checked before the runs, and the engine checks every "
+        f"action as it runs, as it does for any strategy not revseq's own"
+    )
 
 
 @attrs.frozen
@@ -398,6 +508,7 @@ class _Plan:
     strategies: list[ReversalStrategy]
     skipped: list[str]  # one line for each strategy left out, and why
     notes: list[str]  # how a strategy was run
+    yours: dict[int, str] = attrs.Factory(dict)  # id of a strategy of the user's -> the module:object it came from
 
 
 def _compare_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> _Plan:
@@ -411,6 +522,8 @@ def _compare_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     disk_options = [option for option, _ in _given(args, _DISK_OPTIONS)]
     if args.disk_dir and getattr(args, "auto", None) is None:  # with --auto, --disk-dir gives it a disk level
         disk_options.append("--disk-dir")
+    if disk_options == ["--disk-dir"] and any(isinstance(name, _Yours) for name in names):
+        disk_options = []  # a strategy of the user's may store on disk too
     if disk_options and "multistage" not in names:
         parser.error(
             f"{disk_options[0]} configures multistage, but --strategies does not include it "
@@ -421,8 +534,13 @@ def _compare_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     chosen: list[ReversalStrategy] = []
     skipped: list[str] = []
     notes: list[str] = []
+    yours: dict[int, str] = {}
     for name in names:
-        if name == "binomial":
+        if isinstance(name, _Yours):
+            strategy = _load_yours(name, n, parser, "-s/--strategies")
+            chosen.append(strategy)
+            yours[id(strategy)] = name.spec
+        elif name == "binomial":
             budgets = args.checkpoints or [None, small]  # the default, and ceil(log2 n) + 1
             binomial = [BinomialCheckpointing(checkpoints=c) for c in budgets]
             by_budget = {s.budget(n): s for s in reversed(binomial)}  # two spellings of one budget: the first
@@ -442,7 +560,7 @@ def _compare_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             chosen.append(strategy)
             where = args.disk_dir or tempfile.gettempdir()
             notes.append(
-                f"{label(strategy)} writes its disk checkpoints to a private directory (revseq-XXXXXXXX, mode "
+                f"{describe(strategy)} writes its disk checkpoints to a private directory (revseq-XXXXXXXX, mode "
                 f"0700) under {where}, made for each run and removed when the run ends"
                 + ("" if args.disk_dir else "; --disk-dir chooses where")
             )
@@ -452,7 +570,9 @@ def _compare_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             skipped.append(_recompute_note(n, f"n > {RECOMPUTE_MAX_N}"))
         else:
             chosen.append(STRATEGIES[name]())
-    return _Plan(chosen, skipped, notes)
+    if yours:
+        notes.append(_yours_note(chosen, yours))
+    return _Plan(chosen, skipped, notes, yours)
 
 
 def _recompute_note(n: int, why: str) -> str:
@@ -519,6 +639,7 @@ def _check_fits_here(
     work: _builtin.Workload,
     runs: list[ReversalStrategy],
     reference: ReversalStrategy,
+    cost_of: Callable[[ReversalStrategy], Cost],
 ) -> None:
     """Refuse, naming -n, runs whose checkpoints cannot fit in this machine's memory; before anything runs.
 
@@ -533,13 +654,13 @@ def _check_fits_here(
         elif isinstance(strategy, MultistageCheckpointing):
             held = min(strategy.budget(), n - 1)  # in memory; the rest goes to disk
         else:
-            held = strategy.cost(n).peak_checkpoints  # closed form: instant for any n
+            held = cost_of(strategy).peak_checkpoints  # closed form (instant for any n), or yours simulated
         role = " (run as the gradient reference)" if strategy is reference else ""
         try:
             _limits.check_fits(
                 "argument -n",
                 held * (state + _limits.STORED_STATE_BYTES) + 3 * state,
-                f"{label(strategy)}{role} for n = {n} holds {held} checkpoints of {_limits.format_bytes(state)}",
+                f"{describe(strategy)}{role} for n = {n} holds {held} checkpoints of {_limits.format_bytes(state)}",
                 hint="compare runs every strategy for real; `revseq plan` predicts any n without running it",
             )
         except ParameterError as exc:
@@ -552,6 +673,7 @@ def _check_time(
     work: _builtin.Workload,
     runs: list[ReversalStrategy],
     optional: ReversalStrategy | None,
+    cost_of: Callable[[ReversalStrategy], Cost],
 ) -> None:
     """Refuse, naming -n, runs predicted to take longer than --max-seconds; before anything runs.
 
@@ -568,7 +690,7 @@ def _check_time(
         elif isinstance(strategy, MultistageCheckpointing):
             steps += n
         else:
-            steps += strategy.cost(n).forward_steps
+            steps += cost_of(strategy).forward_steps
     steps *= 2 if args.trace_memory else 1
     per_step = _limits.time_per_call(work.recurrence.step_at(), work.x0, 0)
     seconds = steps * per_step
@@ -595,16 +717,23 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(f"--auto: {error}")
         if picked.strategy not in strategies:
             strategies.append(picked.strategy)
-        plan.notes.append(f"auto (--auto {args.auto} bytes): revseq.choose picked {label(picked.strategy)}")
+        plan.notes.append(f"auto (--auto {args.auto} bytes): revseq.choose picked {describe(picked.strategy)}")
         plan.notes.extend("  " + line for line in picked.explain().splitlines())
     reference = next((s for s in strategies if type(s) is StoreAll), StoreAll())
     # StoreAll runs first: it is the gradient reference. Recompute, if only defaulted to, runs last,
     # priced by the fastest time per step seen so far.
     runs = [reference, *(s for s in strategies if s is not reference)]
     optional = None if args.strategies is not None else next((s for s in runs if type(s) is Recompute), None)
-    _check_fits_here(args, parser, work, runs, reference)  # what cannot run is refused before anything runs
-    _check_time(args, parser, work, runs, optional)
-    predicted = {id(s): _cost_of(s, n, parser) for s in runs}
+    costs: dict[int, Cost] = {}
+
+    def cost_of(strategy: ReversalStrategy) -> Cost:  # once each: a strategy of the user's is simulated
+        if id(strategy) not in costs:
+            costs[id(strategy)] = _cost_of(strategy, n, parser, "-s/--strategies")
+        return costs[id(strategy)]
+
+    _check_fits_here(args, parser, work, runs, reference, cost_of)  # what cannot run is refused before it runs
+    _check_time(args, parser, work, runs, optional, cost_of)
+    predicted = {id(s): cost_of(s) for s in runs}
 
     passes = 2 if args.trace_memory else 1
 
@@ -612,8 +741,10 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return passes * sum(c.forward_steps for s, c in zip(runs, predicted.values(), strict=True) if s is not optional)
 
     def disk_store(strategy: ReversalStrategy) -> DiskStore | None:
-        # Only multistage stores on disk; its store makes its private directory on the first write.
-        return DiskStore(args.disk_dir) if isinstance(strategy, MultistageCheckpointing) else None
+        # Multistage stores on disk, and a strategy of the user's whose schedule does; the store makes its
+        # private directory on the first write.
+        uses_disk = isinstance(strategy, MultistageCheckpointing) or predicted[id(strategy)].peak_disk > 0
+        return DiskStore(args.disk_dir) if uses_disk else None
 
     def memory_store(strategy: ReversalStrategy) -> CompressedStore | None:
         # With --compress, every run but the reference keeps its checkpoints compressed (a fresh store each).
@@ -632,7 +763,7 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 continue
             if strategy is optional:
                 progress.extend(passes * expected.forward_steps)
-            progress.stage(label(strategy))
+            progress.stage(describe(strategy))
             disk = disk_store(strategy)
             store = memory_store(strategy)
             start = time.perf_counter()
@@ -646,18 +777,18 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             assert ref_result is not None
             traced = None
             if args.trace_memory:  # a separate pass, so tracing does not slow the timed run
-                progress.stage(f"{label(strategy)} (tracemalloc)")
+                progress.stage(f"{describe(strategy)} (tracemalloc)")
                 traced = _traced_peak(recurrence, work.x0, n, strategy, disk_store(strategy), memory_store(strategy))
                 progress.flush()
             stats = result.stats
             if stats.as_cost() != expected:
                 print(
-                    f"revseq compare: warning: {label(strategy)} measured {stats.as_cost()}, predicted {expected}",
+                    f"revseq compare: warning: {describe(strategy)} measured {stats.as_cost()}, predicted {expected}",
                     file=sys.stderr,
                 )
             rows[id(strategy)] = _Row(
                 strategy=strategy,
-                name=_name_of(strategy),
+                name=_name_of(strategy, plan.yours),
                 checkpoints=stats.peak_checkpoints,
                 forward_steps=stats.forward_steps,
                 recompute_factor=stats.recompute_factor,
@@ -729,7 +860,7 @@ def _report(
     table = []
     for row in rows:
         cells = [
-            label(row.strategy),
+            describe(row.strategy),
             str(row.checkpoints),
             str(row.forward_steps),
             f"{row.recompute_factor:.2f}",
@@ -782,14 +913,14 @@ def _auto_json(choice: Choice | None) -> dict[str, Any] | None:
     if choice is None:
         return None
     return {
-        "picked": label(choice.strategy),
+        "picked": describe(choice.strategy),
         "max_bytes": choice.max_bytes,
         "step_seconds": choice.step_seconds,
         "write_seconds": choice.write_seconds,
         "read_seconds": choice.read_seconds,
         "candidates": [
             {
-                "strategy": label(c.strategy),
+                "strategy": describe(c.strategy),
                 "predicted_seconds": c.predicted_seconds,
                 "forward_steps": c.cost.forward_steps,
                 "disk_writes": c.cost.disk_writes,
@@ -855,6 +986,8 @@ def _single(
     for option, owners in _given(args, _BUDGET_OPTIONS + _DISK_OPTIONS):
         if name not in owners:
             parser.error(f"argument {option}: applies to {' and '.join(owners)} only, not {name}")
+    if isinstance(name, _Yours):
+        return _load_yours(name, n, parser, "-s/--strategy")
     if name == "binomial":
         return BinomialCheckpointing(checkpoints=args.checkpoints)
     if name == "online":
@@ -940,7 +1073,7 @@ def _multistage_lines(strategy: MultistageCheckpointing, n: int, cost: Cost) -> 
     predicted = strategy.predicted_time(n)
     if costs.time(cost) != predicted:  # the schedule should take exactly the programme's optimum
         print(
-            f"revseq plan: warning: {label(strategy)} simulated time {costs.time(cost)}, predicted {predicted}",
+            f"revseq plan: warning: {describe(strategy)} simulated time {costs.time(cost)}, predicted {predicted}",
             file=sys.stderr,
         )
     terms = (
@@ -964,10 +1097,10 @@ def _multistage_lines(strategy: MultistageCheckpointing, n: int, cost: Cost) -> 
         steps = binomial.cost(n).forward_steps
         time_alone = costs.step * steps
         lines.append(
-            f"  memory alone      {label(binomial)}: {steps} forward steps, time {_number(time_alone)} "
+            f"  memory alone      {describe(binomial)}: {steps} forward steps, time {_number(time_alone)} "
             f"({time_alone / predicted:.2f}x as long)"
         )
-        alone = {"strategy": label(binomial), "forward_steps": steps, "time": time_alone}
+        alone = {"strategy": describe(binomial), "forward_steps": steps, "time": time_alone}
     else:
         lines.append("  memory alone      impossible: --ram 0 keeps every checkpoint on disk")
     doc = {
@@ -983,6 +1116,9 @@ def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     n = args.n
     strategy = _single(args, parser, n)
     out = sys.stdout
+    yours = args.strategy if isinstance(args.strategy, _Yours) else None
+    if yours is not None and args.actions:  # a strategy of the user's: its schedule is checked before it is listed
+        _cost_of(strategy, n, parser, "-s/--strategy")
     if args.actions and not args.json:  # streams: `| head` works for any n, and nothing is costed
         try:
             for action in strategy.schedule(n):
@@ -990,7 +1126,7 @@ def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         except ParameterError as exc:  # multistage's plan too large to make, before any action
             _refuse(parser, f"argument -n: {exc}")
         return 0
-    cost = _cost_of(strategy, n, parser)
+    cost = _cost_of(strategy, n, parser, "-s/--strategy")
     bounds = strategy.bounds(n)
     held = max(cost.peak_checkpoints, 1)
     best = optimal_forward_steps(n, held)
@@ -1002,7 +1138,8 @@ def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         extra, extra_doc = _multistage_lines(strategy, n, cost)
     if args.json:
         doc: dict[str, Any] = {
-            "strategy": label(strategy),
+            "strategy": describe(strategy),
+            **({"from": yours.spec} if yours is not None else {}),
             "n": n,
             **{k: v for k, v in attrs.asdict(cost).items() if k != "n"},
             "recompute_factor": cost.recompute_factor,
@@ -1016,7 +1153,8 @@ def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         promises = [(bounds.checkpoints, "checkpoints in memory"), (bounds.disk_checkpoints, "on disk")]
     promise = ", ".join(f"at most {value} {what}" for value, what in promises if value is not None)
     lines = [
-        f"{label(strategy)}, n = {n}: predicted {_predicted_how(strategy)} (nothing is run)",
+        f"{describe(strategy)}{f' (yours, from {yours})' if yours else ''}, n = {n}: "
+        f"predicted {_predicted_how(strategy)} (nothing is run)",
         f"  forward steps     {cost.forward_steps}  ({cost.recompute_factor:.2f} x n)",
     ]
     if isinstance(strategy, MultistageCheckpointing):
@@ -1064,10 +1202,12 @@ def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.output is not None and not args.kind:
         parser.error("argument -o/--output: names one file; choose diagram or frontier")
     configured = [option for option, _ in _given(args, _BUDGET_OPTIONS + _DISK_OPTIONS)]
-    if args.kind == "frontier" and (args.strategy or configured):
+    yours = args.strategy if isinstance(args.strategy, _Yours) else None
+    if args.kind == "frontier" and ((args.strategy and not yours) or configured):
         parser.error(
             f"the frontier draws each strategy over its own range of budgets: "
-            f"{'--strategy' if args.strategy else configured[0]} does not apply"
+            f"{configured[0] if configured else '--strategy'} does not apply (a strategy of yours, "
+            f"-s module:object, is drawn as one point on it)"
         )
     jobs: list[tuple[Callable[[], Any], Path]] = []
     for kind in kinds:
@@ -1084,6 +1224,8 @@ def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     f"argument -n: the diagram is drawn for n <= {plot.MAX_DIAGRAM_N}, got {n}; "
                     f"for large n see `revseq plot frontier`, or `revseq plan --actions`",
                 )
+            if yours is not None:  # checked against its own bounds before it is drawn
+                _cost_of(strategy, n, parser, "-s/--strategy")
             jobs.append((functools.partial(plot.draw_diagram, strategy, n), Path(args.output or "revseq-diagram.png")))
         else:
             n = args.n if args.n is not None else 1000
@@ -1096,7 +1238,11 @@ def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     f"and online checkpointing costed at nine), got {n}; for large n, `revseq plan` costs "
                     f"one strategy at a time",
                 )
-            jobs.append((functools.partial(plot.draw_frontier, n), Path(args.output or "revseq-frontier.png")))
+            draw: Callable[[], Any] = functools.partial(plot.draw_frontier, n)
+            if yours is not None:
+                mine = _load_yours(yours, n, parser, "-s/--strategy")
+                draw = functools.partial(_frontier_with, n, mine, _frontier_cost(mine, n, parser))
+            jobs.append((draw, Path(args.output or "revseq-frontier.png")))
     for _, path in jobs:
         _check_writable(path, parser)
     plot.require_matplotlib()  # before drawing anything; main() turns its error into the message
@@ -1110,6 +1256,39 @@ def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             _refuse(parser, f"argument -o/--output: cannot write {str(path)!r}: {exc.strerror or exc}", status=1)
         print(_written(path, existed))
     return 0
+
+
+def _frontier_cost(strategy: ReversalStrategy, n: int, parser: argparse.ArgumentParser) -> Cost:
+    """The cost of the user's ``strategy``, checked, for its point on the frontier; refused if it uses the disk."""
+    cost = _cost_of(strategy, n, parser, "-s/--strategy")
+    if cost.peak_disk:
+        _refuse(
+            parser,
+            f"argument -s/--strategy: {describe(strategy)} keeps checkpoints on disk ({cost.peak_disk} at most), and "
+            f"the frontier has one axis, memory; draw it with `revseq plot diagram`, or cost it with `revseq plan`",
+        )
+    return cost
+
+
+def _frontier_with(n: int, strategy: ReversalStrategy, cost: Cost) -> Any:
+    """The frontier for ``n`` steps with the user's ``strategy`` as one more point, a red triangle."""
+    from revseq import plot
+
+    fig = plot.draw_frontier(n)
+    ax = fig.axes[0]
+    ax.scatter(
+        [cost.peak_checkpoints],
+        [cost.forward_steps],
+        s=150,
+        marker="v",
+        color="#d62728",
+        edgecolors=plot.INK,
+        linewidths=0.7,
+        zorder=8,
+        label=f"{describe(strategy)}: yours",
+    )
+    ax.legend(loc="upper right", fontsize=8, framealpha=0.95)  # as draw_frontier places it, now with yours
+    return fig
 
 
 def _check_writable(path: Path, parser: argparse.ArgumentParser) -> None:
@@ -1136,7 +1315,8 @@ def _add_single_strategy(p: argparse.ArgumentParser, default_note: str, ram_defa
         "--strategy",
         type=_strategy_name,
         metavar="NAME",
-        help=f"one of {', '.join(STRATEGIES)} (or the class name); {default_note}",
+        help=f"one of {', '.join(STRATEGIES)} (or the class name), or your own as module:object (or "
+        f"path/to/file.py:object): a revseq.ReversalStrategy, or a function of n returning one; {default_note}",
     )
     p.add_argument(
         "--checkpoints",
@@ -1209,8 +1389,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=_strategy_names,
         action="extend",
         metavar="NAMES",
-        help=f"comma-separated, from {', '.join(STRATEGIES)} (default: all but multistage, which writes to "
-        f"disk, and recompute only if n <= {RECOMPUTE_MAX_N} and it would take <= {RECOMPUTE_MAX_SECONDS:.0f} s)",
+        help=f"comma-separated, from {', '.join(STRATEGIES)}, and your own as module:object (or "
+        f"path/to/file.py:object): a revseq.ReversalStrategy, or a function of n returning one (default: all "
+        f"but multistage, which writes to disk, and recompute only if n <= {RECOMPUTE_MAX_N} and it would take "
+        f"<= {RECOMPUTE_MAX_SECONDS:.0f} s)",
     )
     c.add_argument(
         "--checkpoints",

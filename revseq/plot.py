@@ -226,7 +226,8 @@ def label(strategy: Any) -> str:
     """
     cls = type(strategy)
     if not attrs.has(cls):
-        return repr(strategy)
+        text = repr(strategy)  # Python's default repr names the class and an address: the class alone
+        return cls.__name__ if text.startswith("<") and " object at 0x" in text else text
     parts = []
     for field in attrs.fields(cls):
         value = getattr(strategy, field.name)
