@@ -24,7 +24,8 @@ simulate(actions, n), validate(...)      cost and legality, without running f
 Cost, Bounds, Schedule                   what they return / promise / wrap
 
 Also: optimal_forward_steps, repetition_number, MemoryStore, DiskStore,
-CompressedStore (needs the compress extra when made), CheckpointStore (the store protocol),
+CompressedStore (needs the compress extra when made), FsspecStore (any fsspec URL: s3://, gs://, ...;
+the remote extra), CheckpointStore (the store protocol),
 Result, Stats, Reversal, the errors in revseq.errors, and revseq.testing for
 checking a strategy of your own.
 """
@@ -34,6 +35,7 @@ from revseq.compressed import CompressedStore
 from revseq.disk import DiskStore
 from revseq.engine import DEFAULT_STRATEGY, Result, Reversal, Stats, Walk, backprop, reverse, walk
 from revseq.errors import ParameterError, RevseqError, ScheduleError, StepError, StoreError
+from revseq.fsspec_store import FsspecStore
 from revseq.recurrence import Recurrence
 from revseq.schedule import (
     Action,
@@ -81,6 +83,7 @@ __all__ = [
     "DiskCosts",
     "DiskStore",
     "Free",
+    "FsspecStore",
     "MemoryStore",
     "MultistageCheckpointing",
     "OnlineCheckpointing",

@@ -30,6 +30,7 @@ from revseq.engine import _as_state
 from revseq.errors import ParameterError
 from revseq.recurrence import Recurrence
 from revseq.schedule import Cost
+from revseq.store import Store as StoreProtocol
 from revseq.strategies import BinomialCheckpointing, DiskCosts, MultistageCheckpointing, StoreAll
 from revseq.strategies.base import ReversalStrategy
 
@@ -95,7 +96,7 @@ def choose(
     n: int,
     *,
     max_bytes: int,
-    disk: str | os.PathLike[str] | None = None,
+    disk: str | os.PathLike[str] | StoreProtocol | None = None,
     samples: int = 5,
 ) -> Choice:
     """The strategy with the least predicted time for ``n`` steps of ``f`` from ``x0`` within ``max_bytes``.
@@ -111,10 +112,13 @@ def choose(
     max_bytes:
         The memory the checkpoints may take, in bytes (the states' ``nbytes``).
     disk:
-        A directory for a disk level: if given, a write and a read of ``x0``
-        are timed there (in a private directory, removed after) and
+        A directory for a disk level, or a store such as
+        :class:`~revseq.FsspecStore` (object storage): if given, a write and
+        a read of ``x0`` are timed there (in a private directory, removed
+        after; through the store, left empty) and
         :class:`~revseq.MultistageCheckpointing` with the measured costs is a
-        candidate. ``None``: memory only.
+        candidate; pass the same ``disk`` to ``backprop``. ``None``: memory
+        only.
     samples:
         Steps timed (from ``x0`` on), and writes and reads; medians are used.
 
@@ -133,7 +137,8 @@ def choose(
     n = check_int("n", n, 1)
     max_bytes = check_int("max_bytes", max_bytes, 1)
     samples = check_int("samples", samples, 1)
-    disk = check_directory("disk", disk)
+    if not _is_store(disk):
+        disk = check_directory("disk", disk)
     x0 = _as_state(x0)
     state_bytes = _tree.nbytes(x0)
     if state_bytes <= 0:
@@ -179,11 +184,18 @@ def _time_steps(recurrence: Recurrence, x0: Any, samples: int) -> float:
     return max(statistics.median(times), 1e-9)  # a step's cost must be > 0 (DiskCosts)
 
 
-def _time_disk(x0: Any, directory: str | os.PathLike[str], samples: int) -> tuple[float, float]:
-    """Median wall times of writing and reading ``x0`` through a DiskStore under ``directory``; nothing left."""
+def _is_store(disk: Any) -> bool:
+    return all(callable(getattr(disk, name, None)) for name in ("put", "get", "clear"))
+
+
+def _time_disk(x0: Any, disk: Any, samples: int) -> tuple[float, float]:
+    """Median wall times of writing and reading ``x0`` through ``disk`` (a store, or a DiskStore under a directory).
+
+    Nothing is left behind: the store is cleared.
+    """
     from revseq.disk import DiskStore
 
-    store = DiskStore(directory)
+    store = disk if _is_store(disk) else DiskStore(disk)
     writes, reads = [], []
     try:
         for key in range(samples):

@@ -431,10 +431,14 @@ def _preallocate(fh: Any, offset: int, length: int) -> None:
     """
     if length < _PREALLOCATE_FROM:
         return
+    try:
+        fd = fh.fileno()
+    except (AttributeError, OSError, ValueError):  # no file behind fh: an in-memory buffer (revseq.fsspec_store)
+        return
     fallocate = _fallocate()
     if fallocate is None:
         return
-    code = fallocate(fh.fileno(), offset, length)
+    code = fallocate(fd, offset, length)
     if code in _NO_SPACE:
         raise OSError(code, os.strerror(code))
 
@@ -619,22 +623,30 @@ def _store_error(message: str, exc: Exception) -> StoreError:
     return error
 
 
-def _flatten(key: int, state: Any) -> tuple[list[tuple[np.ndarray[Any, Any], _Layout]], Any, int]:
-    """The arrays to write with their layouts, the structure (None for a single leaf), the single leaf's kind."""
+def _flatten(
+    key: int, state: Any, owner: str = "DiskStore"
+) -> tuple[list[tuple[np.ndarray[Any, Any], _Layout]], Any, int]:
+    """The arrays to write with their layouts, the structure (None for a single leaf), the single leaf's kind.
+
+    ``owner`` names the store in the error for a leaf that cannot be stored
+    (revseq.fsspec_store writes the same ``.npy`` bytes).
+    """
     if _tree.is_leaf(state):
-        array, layout, kind = _as_array(key, state, 0, state)
+        array, layout, kind = _as_array(key, state, 0, state, owner)
         return [(array, layout)], None, kind
     leaves: list[tuple[np.ndarray[Any, Any], _Layout]] = []
 
     def slot(leaf: Any) -> _Slot:
-        array, layout, kind = _as_array(key, leaf, len(leaves), state)
+        array, layout, kind = _as_array(key, leaf, len(leaves), state, owner)
         leaves.append((array, layout))
         return _Slot(len(leaves) - 1, kind)
 
     return leaves, _tree.tree_map(slot, state), _ARRAY
 
 
-def _as_array(key: int, leaf: Any, index: int, state: Any) -> tuple[np.ndarray[Any, Any], _Layout, int]:
+def _as_array(
+    key: int, leaf: Any, index: int, state: Any, owner: str = "DiskStore"
+) -> tuple[np.ndarray[Any, Any], _Layout, int]:
     if isinstance(leaf, np.ndarray) and (type(leaf) is np.ndarray or isinstance(leaf, np.memmap)):
         array, kind = leaf, _ARRAY
     elif isinstance(leaf, np.generic):
@@ -645,21 +657,21 @@ def _as_array(key: int, leaf: Any, index: int, state: Any) -> tuple[np.ndarray[A
         what = type(leaf).__module__ + "." + type(leaf).__qualname__
         if isinstance(leaf, np.ndarray):
             what += ", an ndarray subclass that would come back as a plain ndarray"
-        raise _leaf_error(key, index, state, what)
+        raise _leaf_error(key, index, state, what, owner)
     if array.dtype.hasobject:
-        raise _leaf_error(key, index, state, f"an array of dtype {array.dtype}")
+        raise _leaf_error(key, index, state, f"an array of dtype {array.dtype}", owner)
     try:
         layout = _Layout(array)
     except UnicodeEncodeError:
         what = f"an array of dtype {array.dtype}, whose field names are not Latin-1 (.npy format 3.0)"
-        raise _leaf_error(key, index, state, what) from None
+        raise _leaf_error(key, index, state, what, owner) from None
     return array, layout, kind
 
 
-def _leaf_error(key: int, index: int, state: Any, what: str) -> ParameterError:
+def _leaf_error(key: int, index: int, state: Any, what: str, owner: str = "DiskStore") -> ParameterError:
     where = next(itertools.islice(_leaf_paths(state, "state"), index, None))
     return ParameterError(
-        f"DiskStore stores numpy arrays and numbers, without pickling: {where} of checkpoint x_{key} is {what}; "
+        f"{owner} stores numpy arrays and numbers, without pickling: {where} of checkpoint x_{key} is {what}; "
         f"convert it to an array with a numeric dtype, or use MemoryStore"
     )
 

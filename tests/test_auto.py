@@ -85,3 +85,16 @@ def test_measures_for_real_and_leaves_no_file(tmp_path):
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(revseq.ParameterError, match=message):
         revseq.choose(np.sin, np.zeros(1000), 100, **kwargs)
+
+
+def test_a_store_as_disk_is_timed_through_itself_and_left_empty():
+    pytest.importorskip("fsspec")
+    store = revseq.FsspecStore("memory://revseq-auto-test")
+    choice = revseq.choose(np.sin, np.zeros(1000), 2000, max_bytes=8000 * 10, disk=store, samples=3)
+    assert store.bytes_written >= 3 * 8000  # three timed writes of x0 went through it
+    assert choice.write_seconds > 0
+    assert choice.read_seconds > 0
+    assert revseq.MultistageCheckpointing in {type(c.strategy) for c in choice.candidates}
+    assert len(store) == 0
+    out = revseq.backprop(revseq.Recurrence(np.sin, np.cos), np.zeros(1000), 2000, choice.strategy, disk=store)
+    assert out.stats.as_cost() == choice.candidates[0].cost

@@ -17,6 +17,7 @@ EXPECTED = [
     "CompressedStore",
     "Cost",
     "DiskStore",
+    "FsspecStore",
     "DEFAULT_STRATEGY",
     "Free",
     "MemoryStore",
