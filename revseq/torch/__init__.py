@@ -1,11 +1,12 @@
 """PyTorch adapter: backpropagate through ``h_{t+1} = cell(h_t, u_t)`` under a revseq schedule.
 
-PyTorch differentiates one step; revseq decides which states to keep. The
-forward pass runs the cell without building a graph, holding only the
-strategy's checkpoints; the backward pass walks the states back, re-runs the
-cell with gradients enabled at each ``h_t`` and asks autograd for that one
-step's vector-Jacobian product. Gradients reach ``h0``, the inputs and every
-parameter of the cell exactly as they would through the unrolled loop.
+PyTorch differentiates the steps; revseq decides which states to keep. The
+forward pass runs the cell without building a graph, holding only
+checkpoints; the backward pass walks the states back, re-runs the cell with
+gradients enabled from them and asks autograd for the vector-Jacobian
+products. Gradients reach ``h0``, the inputs and every parameter of the cell
+exactly as they would through the unrolled loop. With a strategy, each step
+is re-run and differentiated alone:
 
 >>> import torch, revseq
 >>> import revseq.torch as rt
@@ -19,6 +20,18 @@ parameter of the cell exactly as they would through the unrolled loop.
 >>> h.sum().backward()                                # fills cell.weight_hh.grad, ...
 >>> tally.forward_steps, tally.vjp_steps, tally.stats.peak_checkpoints
 (317, 100, 5)
+
+By default, segments of steps are re-run together, their graphs ("tapes")
+kept until one backward call per segment, as planned from the measured
+sizes of a state and of a step's graph: here 9 segments of 11 steps after
+the first, 9 states and 11 steps' graphs held at most, and each step made
+about twice (the first step's graph, measured, is dropped and it is re-run).
+
+>>> tally = rt.Tally()
+>>> h = rt.unroll(lambda h, u_t: cell(u_t, h), torch.zeros(2, 8), u, params=cell.parameters(), tally=tally)
+>>> h.sum().backward()
+>>> tally.forward_steps, tally.vjp_steps, (tally.plan.segment, tally.plan.checkpoints)
+(88, 101, (11, 9))
 
 See docs/autodiff.md for the design, the counting convention and measured memory.
 """
@@ -41,6 +54,7 @@ import attrs
 
 from revseq import _limits, _tapes, _tree
 from revseq._adapter import Tally, strategy_or_default
+from revseq._tapes import TapePlan
 from revseq._validate import check_bool, check_directory, check_int
 from revseq.engine import DEFAULT_STRATEGY, Stats, Walk, walk
 from revseq.errors import ParameterError, StepError
@@ -48,7 +62,7 @@ from revseq.recurrence import Recurrence
 from revseq.strategies.base import ReversalStrategy
 from revseq.torch._ambient import Ambient, Carry
 
-__all__ = ["Recurrent", "Tally", "unroll"]
+__all__ = ["Recurrent", "Tally", "TapePlan", "unroll"]
 
 
 # -- trees of tensors -------------------------------------------------------
@@ -912,16 +926,24 @@ def unroll(
 ) -> Any:
     """Run ``h_{t+1} = cell(h_t, u_t)`` for ``t < n`` and return ``h_n`` (and the outputs), differentiably.
 
-    The backward pass follows ``strategy``'s schedule: the forward pass keeps
-    only its checkpoints (held by autograd as saved tensors), and each step
-    is re-run with gradients enabled when its adjoint is needed. Gradients
-    reach ``h0``, ``inputs`` and ``params`` exactly as through the unrolled
-    loop. A recomputed step reproduces the first one: random numbers
-    (dropout in training mode) are replayed, the buffers of the modules the
-    cell calls (``BatchNorm``'s running statistics) are put back before
-    each recomputation and end as the plain loop leaves them, and the steps
-    run under the autocast state of the call. A cell writing into its
-    argument ``h`` or into a parameter in place is refused.
+    The forward pass keeps only checkpoints (held by autograd as saved
+    tensors); the backward pass re-runs steps with gradients enabled from
+    them and asks autograd for their vector-Jacobian products. By default
+    the steps are re-run in segments: a segment's steps run together and
+    their graphs (tapes) are kept until one backward call through the whole
+    segment, with checkpoints at segment starts, as planned from the sizes of
+    a state and of one step's graph (measured on the first step, which runs
+    with gradients: see ``tape`` and ``max_bytes``). Given a ``strategy``
+    alone, its schedule is followed step by step, one re-run and one
+    backward call per step. Gradients reach ``h0``, ``inputs`` and
+    ``params`` exactly as through the unrolled loop (to the bit on the CPU:
+    parameter gradients are summed in the loop's order). A recomputed step
+    reproduces the first one: random numbers (dropout in training mode) are
+    replayed, the buffers of the modules the cell calls (``BatchNorm``'s
+    running statistics) are put back before each recomputation and end as
+    the plain loop leaves them, and the steps run under the autocast state
+    of the call. A cell writing into its argument ``h`` or into a parameter
+    in place is refused.
 
     Parameters
     ----------
@@ -939,7 +961,10 @@ def unroll(
     steps:
         ``n``, required without inputs (and checked against them otherwise).
     strategy:
-        A :class:`revseq.ReversalStrategy`; default :data:`revseq.DEFAULT_STRATEGY`.
+        A :class:`revseq.ReversalStrategy`: alone, it reverses the ``n``
+        steps one by one (``strategy.cost(n).forward_steps`` calls without
+        gradients, then one re-run per step); with ``tape``, it reverses the
+        segments. Default: a plan with tapes (``max_bytes``).
     output:
         ``output(h_{t+1}) -> y_t``: if given, ``unroll`` returns
         ``(h_n, ys)`` with the ``y_t`` stacked along a new first dimension
@@ -961,6 +986,25 @@ def unroll(
         the generators' state of its step (5 KB on the CPU; shared while no
         random number is drawn). With ``False``, a cell that draws random
         numbers is refused (``StepError``) at the end of the forward pass.
+
+    disk:
+        A directory for the disk level of a :class:`revseq.MultistageCheckpointing` strategy.
+    tape:
+        Steps per segment re-run together: after the first step (run with
+        gradients in the forward pass, its graph kept), the ``n - 1`` others
+        are cut into segments of ``tape`` steps, reversed by ``strategy``
+        (default :data:`revseq.DEFAULT_STRATEGY`), or planned under
+        ``max_bytes`` if given. The last segment runs with gradients in the
+        forward pass too, its graph kept for the backward pass.
+    max_bytes:
+        The bytes a plan with tapes may hold: checkpoints of states, and the
+        graphs of one segment and of the first step (autograd's saved
+        tensors, less the parameters and inputs, which exist anyway). The
+        plan (:func:`revseq._tapes.plan`, reported in ``tally.plan``) takes
+        the fewest calls of the cell that fit, longer segments on ties.
+        Default: ``ceil(sqrt(n))`` steps' graphs and as many states (each
+        step is then made twice: once without, once with gradients). Not
+        with ``strategy``, whose own budget decides.
 
     Returns
     -------

@@ -1,0 +1,161 @@
+"""revseq.torch's plans with tapes against plain autograd and torch.utils.checkpoint (issue 13, item 6).
+
+The GRU case of torch_tapes_cases.py (``GRUCell(64, 256)``, batch 16, a
+``Linear(256, 1)`` readout per step, float32, one thread). Two tests:
+
+- ``test_default_against_plain_autograd``: n = 10^4 (``REVSEQ_BENCH_N``),
+  time per forward and backward pass in interleaved rounds (CPU time, ratios
+  to plain autograd round by round): the default plan, the per-step
+  ``BinomialCheckpointing()`` it replaces as the default, segments of
+  ``ceil(sqrt(n))`` steps through ``torch.utils.checkpoint`` (as
+  ``checkpoint_sequential``), and the same with a selective policy saving
+  the matrix products.
+- ``test_time_memory_frontier``: n = 2000, the same contenders at several
+  sizes (budgets for revseq, segment lengths for checkpoint), time as above
+  and peak RSS growth in a fresh process per configuration; the frontier is
+  drawn to docs/img/torch_frontier.png.
+
+Gradients are checked against plain autograd's before anything is timed.
+Run: ``python -m pytest benchmarks/test_torch_tapes.py --benchmark-only -s``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+from _common import interleaved, ratios
+
+torch = pytest.importorskip("torch")
+
+import revseq.torch as rt  # noqa: E402
+from torch_tapes_cases import make, problem  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPT = os.path.join(HERE, "torch_tapes_cases.py")
+
+
+def _check_gradients(n: int, contenders: list[tuple[str, str]]) -> dict[str, float]:
+    """Assert each contender's gradients equal plain autograd's, but the selective policy's: its error, returned.
+
+    ``torch.utils.checkpoint`` with a selective policy that saves the matrix
+    products gives GRUCell wrong gradients, silently: the cell writes into
+    the products' chunks in place (``sigmoid_``, ``tanh_``), and the saved
+    products are those chunks (pytorch/pytorch#113737, #119590).
+    """
+    built = problem(n)
+    cell, readout = built[0], built[1]
+    params = [built[3], *cell.parameters(), *readout.parameters()]
+
+    def grads(kind: str, param: str) -> list:
+        for p in params:
+            p.grad = None
+        make(kind, param, n, built)()
+        return [p.grad.clone() for p in params]
+
+    expected = grads("plain", "-")
+    errors = {}
+    for kind, param in contenders:
+        got = grads(kind, param)
+        if kind == "selective":
+            errors[f"{kind} {param}"] = max(
+                float((g - e).norm() / e.norm()) for g, e in zip(got, expected, strict=True)
+            )
+            continue
+        for g, e in zip(got, expected, strict=True):
+            torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+    return errors
+
+
+def _rss(kind: str, param: str, n: int) -> float:
+    command = [sys.executable, SCRIPT, kind, param, str(n)]
+    return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)["growth_mb"]
+
+
+def test_default_against_plain_autograd(benchmark):
+    torch.set_num_threads(1)
+    n = int(os.environ.get("REVSEQ_BENCH_N", 10_000))
+    root = str(math.isqrt(n - 1) + 1)
+    configurations = {
+        "plain autograd": ("plain", "-"),
+        "revseq default (tapes)": ("revseq", "default"),
+        "revseq BinomialCheckpointing(), per step": ("binomial", "default"),
+        f"torch.utils.checkpoint, segments of {root}": ("segments", root),
+        f"torch.utils.checkpoint, selective, segments of {root}": ("selective", root),
+    }
+    errors = _check_gradients(min(n, 300), [c for c in configurations.values() if c[0] != "plain"])
+    benchmark.extra_info["selective policy: relative gradient error"] = errors
+    print(f"\nselective policy, relative gradient error (n = {min(n, 300)}): {errors}")
+    built = problem(n)
+    contenders = {name: make(kind, param, n, built) for name, (kind, param) in configurations.items()}
+    tally = rt.Tally()
+    cell, readout, u, h0 = built
+    h, ys = rt.unroll(lambda h, x: cell(x, h), h0, u, output=readout, params=cell.parameters(), tally=tally)
+    (h.sum() + ys.sum()).backward()
+    benchmark.extra_info["plan"] = repr(tally.plan)
+    times = benchmark.pedantic(lambda: interleaved(contenders, 3, warmup=0), rounds=1, iterations=1)
+    print(f"\nn = {n}; the default plan: {tally.plan}")
+    for name, (kind, param) in configurations.items():
+        summary = ratios(times, name, "plain autograd")
+        rss = _rss(kind, param, n)
+        benchmark.extra_info[name] = {**summary, "rss_growth_mb": rss}
+        print(f"{name:>55}: {summary['median']:.2f}x plain autograd (range {summary['range']}), "
+              f"peak RSS growth {rss:.1f} MB")  # fmt: skip
+
+
+def test_time_memory_frontier(benchmark):
+    torch.set_num_threads(1)
+    n = 2000
+    built = problem(n)
+    plain_mb = _rss("plain", "-", n)
+    configurations: dict[str, tuple[str, str]] = {"plain autograd": ("plain", "-")}
+    for fraction in (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5):
+        configurations[f"revseq, max_bytes {fraction:g} of plain"] = ("revseq", str(int(fraction * plain_mb * 2**20)))
+    configurations["revseq default"] = ("revseq", "default")
+    for c in ("default", "20"):
+        configurations[f"revseq per step, binomial c={c}"] = ("binomial", c)
+    for length in (10, 45, 200, 500):
+        configurations[f"checkpoint, segments of {length}"] = ("segments", str(length))
+    for length in (45, 500):
+        configurations[f"checkpoint selective, segments of {length}"] = ("selective", str(length))
+    _check_gradients(300, [c for c in configurations.values() if c[0] != "plain"][:3])  # the selective: above
+    contenders = {name: make(kind, param, n, built) for name, (kind, param) in configurations.items()}
+    times = benchmark.pedantic(lambda: interleaved(contenders, 3, warmup=0), rounds=1, iterations=1)
+    points = {}
+    for name, (kind, param) in configurations.items():
+        summary = ratios(times, name, "plain autograd")
+        rss = plain_mb if kind == "plain" else _rss(kind, param, n)
+        points[name] = (rss, summary["median"], summary["range"])
+        benchmark.extra_info[name] = {**summary, "rss_growth_mb": rss}
+        print(f"{name:>45}: {summary['median']:.2f}x (range {summary['range']}), peak RSS growth {rss:.1f} MB")
+    _draw(points, n)
+
+
+def _draw(points: dict[str, tuple[float, float, list[float]]], n: int) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ModuleNotFoundError:
+        return
+    families = {"revseq, max": "revseq, plans with tapes (max_bytes)", "revseq default": "revseq default",
+                "revseq per": "revseq, one re-run per step", "checkpoint, ": "torch.utils.checkpoint segments",
+                "checkpoint selective": "checkpoint, selective policy", "plain": "plain autograd"}  # fmt: skip
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for prefix, label in families.items():
+        chosen = sorted((mb, t) for name, (mb, t, _) in points.items() if name.startswith(prefix))
+        if chosen:
+            ax.plot([p[0] for p in chosen], [p[1] for p in chosen], "o-" if len(chosen) > 1 else "o", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("peak RSS growth, MB (fresh process)")
+    ax.set_ylabel("time / plain autograd (CPU, median of 3)")
+    ax.set_title(f"GRUCell(64, 256), batch 16, n = {n}: time against memory")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(HERE, "..", "docs", "img", "torch_frontier.png"), dpi=110)
