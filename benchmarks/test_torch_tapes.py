@@ -32,8 +32,9 @@ from _common import interleaved, ratios
 
 torch = pytest.importorskip("torch")
 
-import revseq.torch as rt  # noqa: E402
 from torch_tapes_cases import make, problem  # noqa: E402
+
+import revseq.torch as rt  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "torch_tapes_cases.py")

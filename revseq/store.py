@@ -27,7 +27,11 @@ class Store(Protocol):
     ``copies`` attribute: true if ``put`` keeps a copy and ``get`` hands out
     a fresh one, so that a step modifying its argument in place cannot
     change a checkpoint. The engine allows such steps only where every store
-    copies; without the attribute a store is taken to keep references.
+    copies; without the attribute a store is taken to keep references. A
+    store may also have a ``settle(value)`` method, for lazy states (dask
+    arrays: :class:`revseq.dask.ClusterStore`): the engine then settles
+    ``x0``, each state ``f`` returns and ``backprop``'s sums after each
+    reversed step, and uses what it returns.
     """
 
     def put(self, key: int, state: Any) -> None: ...

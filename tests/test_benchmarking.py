@@ -148,7 +148,10 @@ def pytest_run(tmp_path, *options: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "pytest.ini").write_text("[pytest]\n")  # not the repository's addopts
     (tmp_path / "conftest.py").write_text(FAST_JSON)
     # Only pytest-benchmark among the installed plugins: jaxtyping's alone would import jax (seconds).
-    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    # And none of this run's pytest variables (pytest -n sets PYTEST_XDIST_WORKER, which the inner run would
+    # take as being a worker of its own and write no JSON).
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "pytest_benchmark.plugin", "-p", "no:cacheprovider", *options]
     return subprocess.run([*argv, "test_user.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
