@@ -26,16 +26,26 @@ sweep, is OnlineCheckpointing's reversal.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from revseq._microcode import ADVANCE, DONE, FORWARD, RESTORE, REVERSE, STORE, binomial_table
+from revseq._microcode import ADVANCE, DONE, FORWARD, IDLE, RESTORE, REVERSE, STORE, _Slots, binomial_table
+from revseq.errors import ParameterError
+from revseq.schedule import Advance, Free, Restore, Reverse, Store
 
 KEEP, SWEEP, SPLIT = 0, 1, 2
+
+# The disk level's micro-operations (revseq.jax with disk=), after revseq._microcode's. Each is one host
+# callback; the step it names is a program row's first argument.
+DISK_STORE = IDLE + 1  # write the live state, x_step, to the disk store
+DISK_READ = IDLE + 2  # the live state becomes x_step, read from disk
+DISK_TAKE = IDLE + 3  # the same, then the file is deleted: the schedule reads it no more
+DISK_FREE = IDLE + 4  # delete x_step's file, which the schedule released without reading it again
+DISK_OPS = (DISK_STORE, DISK_READ, DISK_TAKE, DISK_FREE)
 
 _i32 = jnp.int32
 
@@ -206,10 +216,14 @@ class Stack:
 
 
 class Program:
-    """A host-made program (revseq._microcode.program) read row by row."""
+    """A host-made program (revseq._microcode.program, or :func:`disk_program`) read row by row.
 
-    def __init__(self, rows: np.ndarray, capacity: int) -> None:
-        self.rows, self.capacity = rows, max(capacity, 1)
+    ``disk`` says whether its rows hold the disk level's operations (:data:`DISK_OPS`); a program without
+    them compiles to the same code as before the disk level existed.
+    """
+
+    def __init__(self, rows: np.ndarray, capacity: int, *, disk: bool = False) -> None:
+        self.rows, self.capacity, self.disk = rows, max(capacity, 1), disk
 
     def init(self, n: int) -> dict[str, Any]:
         return {"index": jnp.asarray(0, _i32), "stop": jnp.asarray(-1, _i32)}
@@ -225,11 +239,110 @@ class Program:
         slot = jnp.where(
             pending | advance, -1, jnp.where((kind == FORWARD) | (kind == STORE) | (kind == RESTORE), a, -1)
         )
-        new = {
-            "index": index + (read & (kind != DONE)).astype(_i32),
-            "stop": jnp.where(read, jnp.where(advance, a, -1), st["stop"]).astype(_i32),
-        }
-        return op, slot.astype(_i32), jnp.where(op == RESTORE, b, -1).astype(_i32), new
+        new = dict(st)  # entries of the executor's own (the disk level's run) travel along
+        new["index"] = index + (read & (kind != DONE)).astype(_i32)
+        new["stop"] = jnp.where(read, jnp.where(advance, a, -1), st["stop"]).astype(_i32)
+        pos = jnp.where(op == RESTORE, b, -1)
+        if self.disk:  # a disk operation's step is its row's first argument
+            pos = jnp.where(op >= DISK_STORE, a, pos)
+        return op, slot.astype(_i32), pos.astype(_i32), new
 
 
-__all__ = ["KEEP", "REVERSE", "SPLIT", "SWEEP", "Program", "Stack", "binomial_rule", "halving_rule", "interval_rule"]
+def disk_program(actions: Iterable[object], n: int, what: str) -> tuple[np.ndarray, int, int]:
+    """A checked schedule with disk checkpoints as ``(rows, slots, disk_rows)``, for :class:`Program`.
+
+    As :func:`revseq._microcode.program`, whose rows and conventions it
+    keeps, plus the disk level's: ``(DISK_STORE, step, 0)`` for
+    ``Store(step, disk=True)``; a ``Restore`` of a state held on disk only
+    (the memory copy is read when there is one, as the engine does), or a
+    state a ``Reverse`` reads from disk, is ``(DISK_READ, step, 0)``. When
+    the schedule releases a disk checkpoint (``Free``, or the ``Reverse``
+    that makes it useless), its last read since it was stored becomes
+    ``DISK_TAKE`` (read, then delete the file: nothing reads it between the
+    two), or, if it was not read since, a ``(DISK_FREE, step, 0)`` row
+    deletes it there. So files are deleted when the schedule releases them
+    or earlier, never later, and the disk holds at most the schedule's
+    ``peak_disk`` checkpoints. ``disk_rows`` counts the disk rows (0: the
+    schedule never uses the disk). A store at a storage level past the
+    first disk level is refused, naming ``what`` (the strategy).
+    """
+    rows: list[tuple[int, int, int]] = []
+    slots = _Slots()
+    on_disk: dict[int, int | None] = {}  # step -> the row of its last read since it was stored (None: unread)
+    live = 0
+
+    def restore(t: int) -> None:
+        if t in slots.of:
+            rows.append((RESTORE, slots.of[t], t))
+        else:
+            on_disk[t] = len(rows)
+            rows.append((DISK_READ, t, 0))
+
+    def release_disk(start: int, stop: int) -> None:
+        for t in sorted(t for t in on_disk if start <= t < stop):
+            last = on_disk.pop(t)
+            if last is None:
+                rows.append((DISK_FREE, t, 0))
+            else:
+                rows[last] = (DISK_TAKE, t, 0)
+
+    for action in actions:
+        if isinstance(action, Advance):
+            stop = min(action.stop, n - 1)
+            if action.keep:  # x_{start+1} .. x_{stop-1} kept; x_{n-1} too when the advance went on to x_n
+                for t in range(action.start + 1, stop + (action.stop == n)):
+                    rows.append((FORWARD, slots.take(t), 0))
+                    live = t
+            if stop > live:
+                rows.append((ADVANCE, stop, 0))
+            live = max(live, stop)
+        elif isinstance(action, Store):
+            if action.disk:
+                level = getattr(action, "level", 1)
+                if level != 1:  # a schedule over several storage levels (Store(t, level=k), k >= 2)
+                    raise ParameterError(
+                        f"{what} stores x_{action.step} at storage level {level}: revseq.jax has memory and one "
+                        f"disk level (level 1); plan for two levels (MultistageCheckpointing)"
+                    )
+                on_disk[action.step] = None
+                rows.append((DISK_STORE, action.step, 0))
+            else:
+                rows.append((STORE, slots.take(action.step), 0))
+        elif isinstance(action, Restore):
+            restore(action.step)
+            live = action.step
+        elif isinstance(action, Free):
+            slots.release(action.start, action.stop)
+            release_disk(action.start, action.stop)
+        elif isinstance(action, Reverse):
+            for t in range(action.stop - 1, action.start - 1, -1):
+                if t != live:
+                    restore(t)
+                    live = t
+                rows.append((REVERSE, 0, 0))
+            slots.release(action.start, n)
+            release_disk(action.start, n)
+        else:  # pragma: no cover - a checked schedule holds nothing else
+            raise AssertionError(action)
+    rows.append((DONE, 0, 0))
+    table = np.array(rows, dtype=np.int32).reshape(-1, 3)
+    return table, slots.size, int(np.isin(table[:, 0], DISK_OPS).sum())
+
+
+__all__ = [
+    "DISK_FREE",
+    "DISK_OPS",
+    "DISK_READ",
+    "DISK_STORE",
+    "DISK_TAKE",
+    "KEEP",
+    "REVERSE",
+    "SPLIT",
+    "SWEEP",
+    "Program",
+    "Stack",
+    "binomial_rule",
+    "disk_program",
+    "halving_rule",
+    "interval_rule",
+]

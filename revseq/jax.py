@@ -11,6 +11,13 @@ performs it under ``lax.switch``. Everything is traceable: ``jax.jit``,
 nesting inside another scan. Program size and compile time do not depend on
 ``n``.
 
+A strategy with a disk level (:class:`~revseq.MultistageCheckpointing`)
+runs with ``scan(..., disk=directory)``: its memory checkpoints stay in the
+compiled buffer, its disk checkpoints go to a :class:`revseq.DiskStore` per
+forward pass through ordered host callbacks, one per disk write, read or
+deletion (never per step), and the backward pass removes the files when it
+ends (not under ``jax.vmap``; see :func:`scan` and docs/autodiff.md).
+
 >>> import jax, jax.numpy as jnp, numpy as np, revseq
 >>> import revseq.jax as rj
 >>> def step(h, x):
@@ -36,6 +43,9 @@ and what was measured.
 from __future__ import annotations
 
 import functools
+import itertools
+import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -47,16 +57,18 @@ except ModuleNotFoundError as error:  # only a missing jax; a broken install kee
     raise ModuleNotFoundError("revseq.jax needs JAX: pip install 'revseq[jax]'", name=error.name) from None
 
 import attrs
+import jax.custom_batching
 import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
+from jax.experimental import io_callback
 
 from revseq import _jaxplan, _microcode
 from revseq._adapter import Tally, strategy_or_default
 from revseq._microcode import DONE, FORWARD, IDLE, RESTORE, REVERSE, STORE
-from revseq._validate import check_int
-from revseq.errors import ParameterError
+from revseq._validate import check_directory, check_int
+from revseq.errors import ParameterError, StoreError
 from revseq.strategies.base import ReversalStrategy
 from revseq.strategies.basic import Recompute, StoreAll
 from revseq.strategies.binomial import BinomialCheckpointing
@@ -64,7 +76,7 @@ from revseq.strategies.halving import RecursiveHalving
 from revseq.strategies.online import OnlineCheckpointing
 from revseq.strategies.sqrt import SqrtCheckpointing
 
-__all__ = ["Tally", "plan", "scan", "while_loop"]
+__all__ = ["Tally", "plan", "remove_disk_checkpoints", "scan", "while_loop"]
 
 _i32 = jnp.int32
 _tree = jax.tree_util
@@ -77,7 +89,9 @@ def _state_nbytes(init: Any) -> int:
     return sum(int(np.prod(np.shape(leaf))) * jnp.result_type(leaf).itemsize for leaf in _tree.tree_leaves(init))
 
 
-def plan(strategy: ReversalStrategy | None, n: int, state_nbytes: int = 0) -> _jaxplan.Stack | _jaxplan.Program:
+def plan(
+    strategy: ReversalStrategy | None, n: int, state_nbytes: int = 0, *, disk: bool = False
+) -> _jaxplan.Stack | _jaxplan.Program:
     """The on-device plan :func:`scan` runs for ``strategy`` over ``n`` steps.
 
     The built-in offline strategies (:class:`~revseq.StoreAll`,
@@ -88,7 +102,9 @@ def plan(strategy: ReversalStrategy | None, n: int, state_nbytes: int = 0) -> _j
     binomial coefficients). Any other strategy's checked schedule is
     compiled to a :class:`~revseq._jaxplan.Program` of int32 rows (12 bytes
     per action, per state kept and per step reversed). ``state_nbytes``
-    sizes a ``max_bytes=`` budget.
+    sizes a ``max_bytes=`` budget. With ``disk``, a schedule may store on
+    disk (:func:`revseq._jaxplan.disk_program`: the program's disk rows are
+    host callbacks); without, such a schedule is refused.
     """
     strategy = strategy_or_default(strategy).sized(state_nbytes)
     kind = type(strategy)
@@ -104,7 +120,18 @@ def plan(strategy: ReversalStrategy | None, n: int, state_nbytes: int = 0) -> _j
     if kind is SqrtCheckpointing:
         k = strategy._interval(n)  # type: ignore[attr-defined]
         return _jaxplan.Stack(_jaxplan.interval_rule(k), strategy.bounds(n).checkpoints or 0, 0)
-    rows, slots = _microcode.program(strategy.schedule(n), n, repr(strategy))
+    if disk:
+        rows, slots, disk_rows = _jaxplan.disk_program(strategy.schedule(n), n, repr(strategy))
+        return _jaxplan.Program(rows, slots, disk=disk_rows > 0)
+    try:
+        rows, slots = _microcode.program(strategy.schedule(n), n, repr(strategy))
+    except ParameterError as error:
+        if " on disk: " not in str(error):
+            raise
+        raise ParameterError(
+            f"{error}; or pass disk= a directory for its disk checkpoints, written and read by host "
+            f"callbacks: revseq.jax.scan(..., strategy=strategy, disk=tempfile.gettempdir())"
+        ) from None
     return _jaxplan.Program(rows, slots)
 
 
@@ -277,6 +304,199 @@ def _partial_vjp(fn: Callable[..., Any], consts: tuple[Any, ...], wanted: list[b
     return jax.vjp(partial, *args, *[consts[i] for i in chosen])  # type: ignore[no-any-return]
 
 
+# ---------------------------------------------------------------- the disk level
+
+
+class _Run:
+    """One forward pass's disk checkpoints: a :class:`revseq.DiskStore`, and whether a backward pass took it."""
+
+    __slots__ = ("claimed", "store")
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.claimed = False
+
+
+_runs: dict[int, _Run] = {}  # open runs by id: made by a forward pass, removed by its backward pass
+_run_ids = itertools.count(1)
+_runs_lock = threading.Lock()  # callbacks of two computations may run at once, on XLA's threads
+
+
+def _run(run: Any) -> _Run:
+    with _runs_lock:
+        found = _runs.get(int(run))
+    if found is None:  # only remove_disk_checkpoints() removes a run while a backward pass reads it
+        raise StoreError(
+            f"the disk checkpoints of revseq.jax.scan's run {int(run)} were removed while its backward pass "
+            f"ran (by revseq.jax.remove_disk_checkpoints()?)"
+        )
+    return found
+
+
+def _discard(run: Any) -> None:
+    """Removes run ``run``'s files and forgets it (nothing if it is gone)."""
+    with _runs_lock:
+        found = _runs.pop(int(run), None)
+    if found is not None:
+        found.store.clear()
+
+
+def remove_disk_checkpoints() -> int:
+    """Removes the disk checkpoints of every forward pass whose backward pass has not run; returns how many.
+
+    :func:`scan` with ``disk=`` removes a forward pass's files when its
+    backward pass ends (or fails in revseq's own disk operations). Files
+    are left when the backward pass never runs: the VJP of a forward pass
+    is never applied (``jax.vjp`` whose function is dropped, a gradient
+    whose computation stops half-way, when the step raises from a callback
+    of its own), because compiled code cannot know that it will not run.
+    They go at the latest when the interpreter exits; call this to remove
+    them sooner. A backward pass that starts later finds its forward pass's
+    files gone and sweeps forward again to make them; one already running
+    fails with a :class:`~revseq.errors.StoreError`.
+    """
+    with _runs_lock:
+        runs = list(_runs.values())
+        _runs.clear()
+    for found in runs:
+        found.store.clear()
+    return len(runs)
+
+
+def _to_host(leaf: Any) -> np.ndarray:
+    """A leaf as numpy saves it: a dtype numpy does not know (bfloat16, float8) as unsigned ints of its size."""
+    array = np.asarray(leaf)
+    return array.view(f"u{array.dtype.itemsize}") if array.dtype.kind == "V" else array
+
+
+def _unbatched(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, refusing ``jax.vmap`` with a revseq error where JAX's would say less.
+
+    JAX runs no host callback in a batched ``lax.cond``/``switch`` ("IO
+    effect not supported in vmap-of-cond") nor an ordered one in a batched
+    ``while_loop`` or alone ("Cannot `vmap` ordered IO callback"), and the
+    disk operations are both. Every input of a pass reaches its first
+    callback (see :class:`_DiskLevel`), so a batched pass meets this first.
+    """
+    wrapped = jax.custom_batching.custom_vmap(fn)
+
+    def refuse(axis_size: int, in_batched: Any, *args: Any) -> Any:
+        raise ParameterError(
+            "revseq.jax.scan with disk checkpoints (disk=) does not run under jax.vmap: its disk operations are "
+            "host callbacks, which JAX does not batch inside loops and branches. Batch inside the step instead "
+            "(a carry with a leading batch dimension), or leave disk= out and use a memory-only strategy"
+        )
+
+    wrapped.def_vmap(refuse)
+    return wrapped  # type: ignore[no-any-return]
+
+
+@attrs.frozen(eq=False)
+class _DiskLevel:
+    """The disk level of one :func:`scan`: host callbacks that write and read the carry's leaves as files.
+
+    Each forward pass opens a *run*, a :class:`revseq.DiskStore` (one
+    ``.npy`` file per leaf and checkpoint, in a private directory made under
+    ``directory`` at the first write), and passes its id, an int32, to
+    every later operation; the backward pass closes it, removing the
+    directory. Every callback is an ordered ``io_callback`` (JAX runs them
+    in program order, also inside loops and branches) and takes the run id,
+    which is made from one element of each input of the forward pass (and,
+    when resumed, of the cotangents): so no callback depends on constants
+    alone, which JAX's partial evaluation would hoist out of an enclosing
+    loop and run once, or run twice (JAX does so with effects in ``scan``
+    and ``while_loop``; see docs). A callback that fails removes the run's
+    files before raising.
+
+    A backward pass *claims* its run (:meth:`resume`); if the run is gone
+    or claimed (a second backward pass from the same forward pass, or a
+    forward pass JAX hoisted out of a loop and ran once for several backward
+    passes), the backward pass sweeps forward again into a new run.
+    """
+
+    directory: str
+    leaves: tuple[Any, ...]  # the carry's leaves, as jax.ShapeDtypeStruct
+
+    def _call(self, fn: Callable[..., Any], shapes: Any, *args: Any) -> Any:
+        return io_callback(fn, shapes, *args, ordered=True)
+
+    def _first(self, fn: Callable[..., Any], shapes: Any, *args: Any) -> Any:
+        """The first callback of a pass, refusing ``jax.vmap`` with a message of revseq's (see :func:`_unbatched`)."""
+        return _unbatched(lambda *args: self._call(fn, shapes, *args))(*args)
+
+    def open(self, *inputs: Any) -> Any:
+        salt = [jnp.ravel(a)[:1] for a in _tree.tree_leaves(inputs) if np.size(a)]
+
+        def open_run(*_: Any) -> np.ndarray:
+            from revseq.disk import DiskStore  # only the disk level needs it
+
+            store = DiskStore(self.directory)
+            with _runs_lock:
+                run = next(_run_ids)
+                _runs[run] = _Run(store)
+            return np.asarray(run, np.int32)
+
+        return self._first(open_run, jax.ShapeDtypeStruct((), _i32), *salt)
+
+    def resume(self, run: Any, *inputs: Any) -> tuple[Any, Any]:
+        """``(run, held)``: ``held`` if the run's files are there for this backward pass, which claims them."""
+        salt = [jnp.ravel(a)[:1] for a in _tree.tree_leaves(inputs) if np.size(a)]
+
+        def claim(run: Any, *_: Any) -> tuple[np.ndarray, np.ndarray]:
+            with _runs_lock:
+                found = _runs.get(int(run))
+                held = found is not None and not found.claimed
+                if held:
+                    found.claimed = True  # type: ignore[union-attr]
+            return np.asarray(run, np.int32), np.asarray(held)
+
+        shapes = (jax.ShapeDtypeStruct((), _i32), jax.ShapeDtypeStruct((), jnp.bool_))
+        return self._first(claim, shapes, run, *salt)  # type: ignore[no-any-return]
+
+    def store(self, run: Any, step: Any, x: list[Any]) -> Any:
+        def write(run: Any, step: Any, *leaves: Any) -> np.ndarray:
+            try:
+                _run(run).store.put(int(step), tuple(_to_host(leaf) for leaf in leaves))
+            except BaseException:
+                _discard(run)
+                raise
+            return np.asarray(run, np.int32)
+
+        return self._call(write, jax.ShapeDtypeStruct((), _i32), run, step, *x)
+
+    def read(self, run: Any, step: Any, take: Any) -> list[Any]:
+        def get(run: Any, step: Any, take: Any) -> list[np.ndarray]:
+            try:
+                found = _run(run)
+                arrays = found.store.get(int(step))
+                if take:
+                    found.store.delete(int(step))
+            except BaseException:
+                _discard(run)
+                raise
+            return [a.view(s.dtype) for a, s in zip(arrays, self.leaves, strict=True)]
+
+        return self._call(get, list(self.leaves), run, step, take)  # type: ignore[no-any-return]
+
+    def free(self, run: Any, step: Any) -> Any:
+        def delete(run: Any, step: Any) -> np.ndarray:
+            try:
+                _run(run).store.delete(int(step))
+            except BaseException:
+                _discard(run)
+                raise
+            return np.asarray(run, np.int32)
+
+        return self._call(delete, jax.ShapeDtypeStruct((), _i32), run, step)
+
+    def close(self, run: Any) -> Any:
+        def close_run(run: Any) -> np.ndarray:
+            _discard(run)
+            return np.asarray(run, np.int32)
+
+        return self._call(close_run, jax.ShapeDtypeStruct((), _i32), run)
+
+
 # ---------------------------------------------------------------- the executor
 
 
@@ -296,16 +516,27 @@ class _Loop:
     n: int
     plan: Any
     output_index: Callable[[Any], Any] = lambda t: t  # where y_t goes in ys (reversed scans: n - 1 - t)
+    disk: _DiskLevel | None = None  # the disk level, when the plan has disk operations; its run is st["run"]
+
+    def _restores(self, op: Any) -> Any:
+        """Whether ``op`` makes the live state a stored one (from the slots, or from disk)."""
+        if self.disk is None:
+            return op == RESTORE
+        return (op == RESTORE) | (op == _jaxplan.DISK_READ) | (op == _jaxplan.DISK_TAKE)
 
     def _settle(self, op: Any, slot: Any, pos: Any, live: Any, new: Any, buffer: Any) -> tuple[Any, Any]:
         """After ``op`` made the live state ``new``: its step, and the slots with ``new`` stored if op stores."""
         buffer = _write(buffer, jnp.maximum(slot, 0), new, (op == STORE) | ((op == FORWARD) & (slot >= 0)))
-        return jnp.where(op == FORWARD, live + 1, jnp.where(op == RESTORE, pos, live)), buffer
+        return jnp.where(op == FORWARD, live + 1, jnp.where(self._restores(op), pos, live)), buffer
 
     def _restore(self, buffer: Any, slot: Any, x: Any) -> Any:
         # Read inside a branch of the switch: a read of the slots outside it, next to the write after it,
         # makes XLA copy the whole buffer on every iteration.
-        return _tree.tree_map(lambda a, b: b.astype(a.dtype), x, _at(buffer, slot))
+        return self._cast(_at(buffer, slot), x)
+
+    @staticmethod
+    def _cast(value: Any, x: Any) -> Any:
+        return _tree.tree_map(lambda a, b: b.astype(a.dtype), x, value)
 
     def _run(self, carry: tuple[Any, ...], ys: Any, stop: Callable[[Any, Any], Any]) -> tuple[Any, ...]:
         """Advances, stores and restores until ``stop(op, top)``; records ``ys`` if given.
@@ -320,16 +551,29 @@ class _Loop:
         def advance(loop: tuple[Any, ...]) -> tuple[Any, ...]:
             (x, live, top, buffer, st, op, slot, pos, count), ys = loop
             branch = jnp.where(op == FORWARD, 0, jnp.where(op == RESTORE, 1, 2))
-            x, y = jax.lax.switch(
-                branch,
-                [
-                    lambda x, buffer: self._step(x, live) if ys is not None else (self._step(x, live)[0], None),
-                    lambda x, buffer: (self._restore(buffer, slot, x), y_zero),
-                    lambda x, buffer: (x, y_zero),
-                ],
-                x,
-                buffer,
-            )
+            branches = [
+                lambda x, buffer: self._step(x, live) if ys is not None else (self._step(x, live)[0], None),
+                lambda x, buffer: (self._restore(buffer, slot, x), y_zero),
+                lambda x, buffer: (x, y_zero),
+            ]
+            if self.disk is None:
+                x, y = jax.lax.switch(branch, branches, x, buffer)
+            else:  # the disk operations: one host callback each, the run id carried in the plan's state
+                disk, run = self.disk, st["run"]
+                branch = jnp.where(op == _jaxplan.DISK_STORE, 3, jnp.where(op == _jaxplan.DISK_FREE, 4, branch))
+                branch = jnp.where((op == _jaxplan.DISK_READ) | (op == _jaxplan.DISK_TAKE), 5, branch)
+                x, y, run = jax.lax.switch(
+                    branch,
+                    [
+                        *[lambda x, buffer, fn=fn: (*fn(x, buffer), run) for fn in branches],
+                        lambda x, buffer: (x, y_zero, disk.store(run, pos, x)),
+                        lambda x, buffer: (x, y_zero, disk.free(run, pos)),
+                        lambda x, buffer: (self._cast(disk.read(run, pos, op == _jaxplan.DISK_TAKE), x), y_zero, run),
+                    ],
+                    x,
+                    buffer,
+                )
+                st = st | {"run": run}
             if ys is not None:
                 ys = _write(ys, self.output_index(live), y, op == FORWARD)
             live, buffer = self._settle(op, slot, pos, live, x, buffer)
@@ -340,15 +584,19 @@ class _Loop:
         out, ys = jax.lax.while_loop(lambda loop: ~stop(loop[0][5], loop[0][2]), advance, (carry, ys))
         return out, ys
 
-    def forward(self, x0: Any, ys: Any) -> tuple[Any, ...]:
+    def forward(self, x0: Any, ys: Any, st: Any = None) -> tuple[Any, ...]:
         """The first sweep: from x_0 until the schedule turns back at x_{n-1}; records ``ys`` if given.
 
+        ``st`` is the plan's state to start from (default ``plan.init(n)``).
         Returns ``(x, live, top, buffer, st, op, slot, pos, count)`` and ``ys``.
         """
         plan, n = self.plan, self.n
         zero, idle = jnp.asarray(0, _i32), jnp.asarray(IDLE, _i32)
-        carry = (x0, zero, zero, _slots(x0, plan.capacity), plan.init(n), idle, -idle, -idle, zero)
-        return self._run(carry, ys, lambda op, top: (top == n - 1) & ((op == REVERSE) | (op == RESTORE) | (op == DONE)))
+        st = plan.init(n) if st is None else st
+        carry = (x0, zero, zero, _slots(x0, plan.capacity), st, idle, -idle, -idle, zero)
+        return self._run(
+            carry, ys, lambda op, top: (top == n - 1) & ((op == REVERSE) | self._restores(op) | (op == DONE))
+        )
 
     def _step(self, x: Any, t: Any) -> tuple[Any, Any]:
         new, y = self.step(x, t)
@@ -365,8 +613,8 @@ class _Loop:
         ``small`` are the cotangents carried (the carry's, the sums over
         steps), ``row`` what goes into row ``output_index(t)`` of each of the
         buffers ``rows`` (the cotangents of ``xs``). Returns ``small``,
-        ``rows`` and the counts. Each outer iteration ends at a reversal,
-        the last at the schedule's end.
+        ``rows``, the counts and the plan's last state. Each outer iteration
+        ends at a reversal, the last at the schedule's end.
         """
         x, live, buffer, st, op, slot, pos = state
         row_zero = _tree.tree_map(lambda a: jnp.zeros(a.shape[1:], a.dtype), rows)
@@ -391,7 +639,7 @@ class _Loop:
         zero = jnp.asarray(0, _i32)
         loop = ((x, live, live, buffer, st, op, slot, pos, zero), small, rows, zero)
         carry, small, rows, vjps = jax.lax.while_loop(lambda loop: loop[0][5] != DONE, back, loop)
-        return small, rows, carry[8], vjps
+        return small, rows, carry[8], vjps, carry[4]
 
 
 def _tell(tally: Tally | None, forward: Any, vjps: Any) -> None:
@@ -423,11 +671,16 @@ class _ScanSpec:
         return self.n - 1 - t if self.reverse else t
 
     state_nbytes: int  # sizes a max_bytes= budget
+    disk: str | None  # the directory the disk level's runs are made under (checked); None: no disk level
 
     @functools.cached_property
     def plan(self) -> _jaxplan.Stack | _jaxplan.Program:
         """Made once, when the forward pass is first traced, and shared with the backward pass."""
-        return plan(self.strategy, self.n, self.state_nbytes)
+        return plan(self.strategy, self.n, self.state_nbytes, disk=self.disk is not None)
+
+    @property
+    def uses_disk(self) -> bool:
+        return isinstance(self.plan, _jaxplan.Program) and self.plan.disk
 
 
 def _scan_loop(spec: _ScanSpec, init: Any, xs: Any, consts: Any) -> _Loop:
@@ -437,7 +690,12 @@ def _scan_loop(spec: _ScanSpec, init: Any, xs: Any, consts: Any) -> _Loop:
         carry, y = spec.fn(treedef.unflatten(x), None if xs is None else _at(xs, spec.index(t)), *consts)
         return _tree.tree_leaves(carry), y
 
-    return _Loop(step=step, n=spec.n, plan=spec.plan, output_index=spec.index)
+    disk = None
+    if spec.uses_disk:
+        assert spec.disk is not None
+        leaves = tuple(jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)) for a in _tree.tree_leaves(init))
+        disk = _DiskLevel(spec.disk, leaves)
+    return _Loop(step=step, n=spec.n, plan=spec.plan, output_index=spec.index, disk=disk)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -454,7 +712,10 @@ def _scan_fwd(spec: _ScanSpec, init: Any, xs: Any, consts: Any) -> Any:
     _, y_shape = jax.eval_shape(lambda c, x, k: spec.fn(c, x, *k), init, x_example, consts)
     ys = _tree.tree_map(lambda s: jnp.zeros((spec.n, *s.shape), s.dtype), y_shape)
     loop = _scan_loop(spec, init, xs, consts)
-    (x, live, _, buffer, st, op, slot, pos, count), ys = loop.forward(leaves, ys)
+    st = None
+    if loop.disk is not None:  # a run per execution of the forward pass, named from all its inputs (_DiskLevel)
+        st = spec.plan.init(spec.n) | {"run": loop.disk.open(init, xs, consts)}
+    (x, live, _, buffer, st, op, slot, pos, count), ys = loop.forward(leaves, ys, st)
     final, y = loop.step(x, live)  # x_n from x_{n-1}: the output, computed once
     ys = _put(ys, spec.index(live), y)
     _tell(spec.tally, count + 1, 0)
@@ -489,7 +750,11 @@ def _scan_bwd(spec: _ScanSpec, residuals: Any, cotangents: Any) -> Any:
         return (carry_g.pick(g_c), g_k), ([] if xs is None else xs_g.pick(g_x))
 
     rows = [] if xs is None else [jnp.zeros_like(a) for a in xs_g.pick(xs)]
-    (g, g_k), g_xs, count, vjps = loop.backward(state, (carry_g.pick(g_carry), consts_g.zeros()), rows, reverse)
+    if loop.disk is not None:
+        state = _claim(spec, loop, state, init, xs, consts, (carry_g.pick(g_carry), ys_given))
+    (g, g_k), g_xs, count, vjps, st = loop.backward(state, (carry_g.pick(g_carry), consts_g.zeros()), rows, reverse)
+    if loop.disk is not None:
+        loop.disk.close(st["run"])
     _tell(spec.tally, count, vjps)
     g_init = carry_g.full(g)
     g_xs_tree = None if xs is None else xs_g.full(g_xs)
@@ -497,6 +762,33 @@ def _scan_bwd(spec: _ScanSpec, residuals: Any, cotangents: Any) -> Any:
 
 
 _scan.defvjp(_scan_fwd, _scan_bwd, symbolic_zeros=True)
+
+
+def _claim(
+    spec: _ScanSpec, loop: _Loop, state: tuple[Any, ...], init: Any, xs: Any, consts: Any, cotangents: Any
+) -> tuple[Any, ...]:
+    """The forward pass's state with its disk run claimed, or a state that sweeps forward again.
+
+    The backward pass claims the run the forward pass left (named from the
+    cotangents as well, so that it is never hoisted). If it is gone or
+    already claimed, which happens when JAX runs one forward pass for several
+    backward passes (a VJP applied twice; a forward pass that depends on
+    nothing an enclosing loop changes, which JAX hoists out of the loop), the
+    backward pass starts from x_0 with a new run instead: its first run of
+    the schedule is the first sweep again, in the same loop (no second copy
+    of the loop's code), and its steps are counted with the others. The
+    slots are not selected: that sweep writes each before it reads it.
+    """
+    assert loop.disk is not None
+    disk, plan = loop.disk, spec.plan
+    x, live, buffer, st, op, slot, pos = state
+    run, held = disk.resume(st["run"], cotangents)
+    run = jax.lax.cond(held, lambda: run, lambda: disk.open(run, init, xs, consts))
+    idle = jnp.asarray(IDLE, _i32)
+    kept = (x, live, st | {"run": run}, op, slot, pos)
+    fresh = (_tree.tree_leaves(init), jnp.asarray(0, _i32), plan.init(spec.n) | {"run": run}, idle, -idle, -idle)
+    x, live, st, op, slot, pos = _tree.tree_map(lambda a, b: jnp.where(held, a, b), kept, fresh)
+    return x, live, buffer, st, op, slot, pos
 
 
 def scan(
@@ -508,6 +800,7 @@ def scan(
     *,
     strategy: ReversalStrategy | None = None,
     tally: Tally | None = None,
+    disk: str | os.PathLike[str] | None = None,
 ) -> tuple[Any, Any]:
     """``jax.lax.scan(f, init, xs, length, reverse)``, differentiated under a revseq schedule, compiled.
 
@@ -538,12 +831,25 @@ def scan(
     strategy:
         A :class:`revseq.ReversalStrategy`; default :data:`revseq.DEFAULT_STRATEGY`.
         Built-in offline strategies plan on device; any other is compiled to
-        a table (:func:`plan`). A strategy storing on disk is refused.
+        a table (:func:`plan`). A strategy storing on disk
+        (:class:`~revseq.MultistageCheckpointing`) needs ``disk``.
     tally:
         A :class:`Tally` the counts are added to after each pass (by one host
         callback per pass, not per step): ``forward_steps``, the schedule's
         calls of ``f``, equal to ``strategy.cost(n).forward_steps`` for a
         forward and a backward pass; ``vjp_steps``, one per step.
+    disk:
+        The directory (existing, writable) under which each forward pass
+        makes a private directory for the strategy's disk checkpoints, one
+        ``.npy`` file per carry leaf and checkpoint (a
+        :class:`revseq.DiskStore`), written and read by ordered host
+        callbacks (``jax.experimental.io_callback``) while the memory
+        checkpoints stay in the compiled buffer; the backward pass removes
+        it when it ends. Default None: no disk level. Not under
+        ``jax.vmap``; one backward pass per forward pass; if the backward
+        pass never runs, the files stay until
+        :func:`remove_disk_checkpoints` or the interpreter's exit
+        (docs/autodiff.md).
 
     Notes
     -----
@@ -576,6 +882,7 @@ def scan(
         raise ParameterError(f"tally must be a revseq.jax.Tally, got {tally!r}")
     if not isinstance(reverse, bool):
         raise ParameterError(f"reverse must be a bool, got {reverse!r}")
+    directory = None if check_directory("disk", disk) is None else _disk_parent(disk)
     init = _tree.tree_map(jnp.asarray, init)
     x_example = None if xs is None else _tree.tree_map(lambda a: a[0], xs)
     fn, consts, (carry_out, _) = _hoisted(f, init, x_example)
@@ -587,8 +894,19 @@ def scan(
         reverse=reverse,
         tally=tally,
         state_nbytes=_state_nbytes(init),
+        disk=directory,
     )
     return _scan(spec, init, xs, tuple(consts))  # type: ignore[no-any-return]
+
+
+def _disk_parent(disk: Any) -> str:
+    """``disk`` as an absolute path, if it is an existing, writable directory (nothing is created)."""
+    from revseq.disk import DiskStore  # only the disk level needs it
+
+    try:
+        return DiskStore(disk).directory
+    except StoreError as error:
+        raise StoreError(f"disk: {error}") from error
 
 
 # ---------------------------------------------------------------- while_loop
@@ -671,7 +989,7 @@ def _while_bwd(spec: _WhileSpec, residuals: Any, g_final: Any) -> Any:
     idle = jnp.asarray(IDLE, _i32)
     loop = _Loop(step=step, n=spec.max_steps, plan=stack)
     small = (carry_g.pick(_materialize(g_final)), consts_g.zeros())
-    (g, g_k), _, count, vjps = loop.backward((x, n, buffer, st, idle, -idle, -idle), small, [], reverse)
+    (g, g_k), _, count, vjps, _ = loop.backward((x, n, buffer, st, idle, -idle, -idle), small, [], reverse)
     _tell(spec.tally, count, vjps)
     cond_zero = _Grads(cond_consts, [False] * len(cond_consts)).full([])
     return carry_g.full(g), consts_g.full(g_k), cond_zero
