@@ -5,7 +5,14 @@ For c = 10, 100, 1000 and n = 10^4, 10^5, 10^6, no f run at all:
 - sweep: the forward sweep as an online run pulls it (the engine's ``n=None``
   path iterates ``strategy.forward()`` until the run stops), drained up to
   ``x_n`` (``deque(islice(forward(), count))``, ``count`` the actions before
-  the cut, counted once beforehand); what planning adds to each step of a run;
+  the cut, counted once beforehand); what planning adds to each step of a run.
+  The adaptive rule's placements are kept in a table shared by every sweep
+  with the same budget, so this is every run but the first;
+- cold sweep: the same with that table emptied first, as the first run with
+  a given budget in a process pays it;
+- sweep before, schedule before: the same with revseq as it was at commit
+  ``85095c0`` (loaded beside the current package, ``_revision.py``), before
+  the table;
 - schedule: ``deque(OnlineCheckpointing(c).schedule(n), maxlen=0)``, the whole
   known-n schedule (the sweep cut at ``x_n`` by ``OnlineStrategy.actions``,
   then the reversal, Revolve on each segment);
@@ -37,9 +44,13 @@ from typing import Any
 import numpy as np
 import pytest
 from _common import interleaved, label, ratios
+from _revision import revision_or_skip
 
 import revseq
 from revseq import Advance, Free, Reverse, Store
+from revseq.strategies import online
+
+BEFORE = "85095c0"  # the commit before the shared table of placements
 
 CASES = [
     pytest.param(n, c, rounds, id=label(n, c))
@@ -100,17 +111,29 @@ def sine_steps(n: int) -> None:
 
 @pytest.mark.parametrize(("n", "c", "rounds"), CASES)
 def test_online_planning(benchmark, timings, n, c, rounds):
+    old = revision_or_skip(BEFORE)
     strategy = revseq.OnlineCheckpointing(checkpoints=c)
+    before = old.OnlineCheckpointing(checkpoints=c)
     schedule = strategy.schedule(n)
     cost = strategy.cost(n)
     assert (cost.forward_steps, cost.peak_checkpoints, cost.writes, cost.reads) == walk(schedule, n)
     if n <= (c + 1) * (c + 2) // 2 - 1:
         assert cost.forward_steps == (n if n <= c else 2 * n - c)
     count = actions_before(strategy, n)
+    plain = lambda actions: [(type(a).__name__, *a) for a in itertools.islice(actions, count)]  # noqa: E731
+    assert plain(before.forward()) == plain(strategy.forward())  # the old package's action classes are its own
     binomial = revseq.BinomialCheckpointing(checkpoints=c).schedule(n)
+
+    def cold() -> None:
+        online._TABLES.pop(c, None)  # the first run with this budget in the process
+        collections.deque(itertools.islice(strategy.forward(), count), maxlen=0)
+
     contenders = {
         "sweep": lambda: collections.deque(itertools.islice(strategy.forward(), count), maxlen=0),
+        "cold sweep": cold,
+        "sweep before": lambda: collections.deque(itertools.islice(before.forward(), count), maxlen=0),
         "schedule": lambda: collections.deque(schedule, maxlen=0),
+        "schedule before": lambda: collections.deque(before.schedule(n), maxlen=0),
         "cost": lambda: strategy.cost(n),
         "binomial": lambda: collections.deque(binomial, maxlen=0),
         "step": lambda: sine_steps(n),
@@ -120,6 +143,10 @@ def test_online_planning(benchmark, timings, n, c, rounds):
     per_step = {name: round(statistics.median(cpu) / n * 1e6, 3) for name, (cpu, _) in times.items()}
     found = {
         "sweep / step": (ratios(times, "sweep", "step"), "<= 1"),
+        "cold sweep / step": (ratios(times, "cold sweep", "step"), "<= 1"),
+        "sweep / sweep before": (ratios(times, "sweep", "sweep before"), ""),
+        "cold sweep / sweep before": (ratios(times, "cold sweep", "sweep before"), ""),
+        "schedule / schedule before": (ratios(times, "schedule", "schedule before"), ""),
         "schedule / step": (ratios(times, "schedule", "step"), "<= 1"),
         "schedule / binomial": (ratios(times, "schedule", "binomial"), ""),
         "cost / schedule": (ratios(times, "cost", "schedule"), "<= 1.3"),
@@ -134,7 +161,12 @@ def test_online_planning(benchmark, timings, n, c, rounds):
     )
     for key, (value, target) in found.items():
         name, baseline = key.split(" / ")
-        timings.add(f"online {name} {label(n, c)}", f"{baseline}, median of {rounds}", value["median"], target=target)
+        timings.add(
+            f"online {name} / {baseline} {label(n, c)}",
+            f"{baseline}, median of {rounds}",
+            value["median"],
+            target=target,
+        )
     print(f"\n{label(n, c)}: us per step (median) {per_step}")
     for key, (value, _) in found.items():
         print(f"  {key}: median {value['median']}, quartiles {value['quartiles']}, range {value['range']}")

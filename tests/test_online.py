@@ -461,3 +461,93 @@ def test_docs_examples():
     )
     assert result.attempted > 0
     assert result.failed == 0
+
+
+# -- the shared table of the adaptive rule's placements ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("c", [3, 6])
+def test_placements_from_a_small_shared_table_follow_the_rule(c, monkeypatch):
+    # Every sweep reads the adaptive rule's placements from a table shared by budget. With room for only a few,
+    # made and read a few at a time, sweeps must still follow the rule (the plain-rule oracle): the first one past
+    # the full table's end takes the table's rule over, later ones start a fresh rule and skip what it holds.
+    monkeypatch.setattr(online, "_TABLES", {})
+    monkeypatch.setattr(online, "_TABLE_KEPT", 20)
+    monkeypatch.setattr(online, "_GROW", 7)
+    monkeypatch.setattr(online, "_READ", 5)
+    nmax = optimal_range(c) + 600
+    expected = dict(online_oracles.adaptive_positions(c, nmax))
+    strategy = OnlineCheckpointing(checkpoints=c)
+    assert held_by_n(strategy, nmax) == expected  # fills the table, then takes its rule
+    assert len(online._TABLES[c].steps) == 20
+    assert online._TABLES[c].rule is None
+    assert held_by_n(strategy, nmax) == expected  # a fresh rule past the table's end
+    for n in (optimal_range(c) + 1, optimal_range(c) + 150, nmax):
+        stored: list[int] = []
+        assert list(strategy._forward_to(n, stored)) == list(base._cut_forward(strategy.forward(), n, []))
+        assert tuple(stored) == expected[n]
+        assert strategy.cost(n).forward_steps == online_oracles.reversal_cost(expected[n], n, c)
+
+
+def test_a_table_needing_room_drops_the_others(monkeypatch):
+    monkeypatch.setattr(online, "_TABLES", {})
+    monkeypatch.setattr(online, "_TABLE_KEPT", 30)
+    first = list(itertools.islice(OnlineCheckpointing(checkpoints=4).forward(), 200))
+    assert list(online._TABLES) == [4]
+    list(itertools.islice(OnlineCheckpointing(checkpoints=5).forward(), 200))  # 16 more would pass 30: 4's goes
+    assert list(online._TABLES) == [5]
+    assert list(itertools.islice(OnlineCheckpointing(checkpoints=4).forward(), 200)) == first  # made again
+    assert list(online._TABLES) == [4]
+    monkeypatch.setattr(online, "_TABLE_KEPT", 1000)
+    monkeypatch.setattr(online, "_TABLES_BUDGETS", 3)  # and at most this many budgets, the least recently used going
+    for c in (5, 6, 4, 7):
+        list(itertools.islice(OnlineCheckpointing(checkpoints=c).forward(), 400))
+    assert list(online._TABLES) == [6, 4, 7]
+
+
+def test_an_interrupted_table_stops_growing(monkeypatch):
+    # A sweep interrupted while the table's rule runs loses what the rule made: the table must not go on from
+    # there (it would skip placements), and later sweeps past its end start a fresh rule.
+    monkeypatch.setattr(online, "_TABLES", {})
+    c, nmax = 5, 300
+    expected = dict(online_oracles.adaptive_positions(c, nmax))
+    table = online._table(c)
+    rule = table.rule
+    assert rule is not None
+
+    def interrupted():
+        yield next(rule)
+        raise KeyboardInterrupt
+
+    table.rule = interrupted()
+    with pytest.raises(KeyboardInterrupt):
+        list(itertools.islice(OnlineCheckpointing(checkpoints=c).forward(), 100))
+    assert table.rule is None
+    assert len(table.steps) == 0
+    assert held_by_n(OnlineCheckpointing(checkpoints=c), nmax) == expected
+
+
+def test_sweeps_in_threads_share_one_table(monkeypatch):
+    # Sweeps with the same budget in several threads read and grow one table under its lock: each must still
+    # follow the rule.
+    import threading
+
+    monkeypatch.setattr(online, "_TABLES", {})
+    c, nmax = 4, 1500
+    expected = dict(online_oracles.adaptive_positions(c, nmax))
+    found: list[bool] = []
+
+    def sweep() -> None:
+        found.append(held_by_n(OnlineCheckpointing(checkpoints=c), nmax) == expected)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=sweep) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert found == [True] * 4

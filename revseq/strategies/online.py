@@ -32,13 +32,15 @@ The reversal
 
 from __future__ import annotations
 
+import array
 import functools
 import itertools
 import math
 import operator
 import sys
-from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator
+import threading
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import final
 
 import attrs
@@ -59,7 +61,9 @@ MAX_COST_STEPS = 10**7
 Within that range the cost takes O(c), for any n; past it, O(1) amortised
 per checkpoint the adaptive rule places (one every 4 to 20 steps for c = 10
 to 1000 near n = 10^6), measured at 0.25 to 1.5 us per step on the 2-core
-machine of docs/benchmarks.md: at most half a minute or so here.
+machine of docs/benchmarks.md where no sweep with the same c has placed
+them yet (:class:`_Table`), 0.02 to 0.15 us where one has: at most half a
+minute or so here.
 """
 
 
@@ -408,9 +412,122 @@ def _adaptive(c: int, held: list[int]) -> Iterator[tuple[int, int]]:
         t += 1
 
 
+class _Table:
+    """The adaptive rule's placements for one budget ``c``: made on demand, once, and shared by every sweep.
+
+    The rule never looks at ``n`` or at the states: every sweep with ``c``
+    checkpoints places the same states at the same steps. So the placements
+    (step, evicted) are kept here as they are made, in two ``array('q')``
+    (16 bytes a placement), and a sweep reads them back in slices; only
+    steps no earlier sweep (or :meth:`OnlineCheckpointing.cost`) has reached
+    cost the rule's own time, 3 to 10 us a placement here. All tables together
+    hold at most ``_TABLE_KEPT`` placements: a table that needs more room
+    drops the others, and one that alone fills it stops growing (a sweep past
+    its end goes on with the rule itself, :func:`_placement_chunks`). At
+    most ``_TABLES_BUDGETS`` budgets have one, the least recently used going.
+    """
+
+    __slots__ = ("evicted", "lock", "rule", "steps")
+
+    def __init__(self, c: int) -> None:
+        self.lock = threading.Lock()
+        self.rule: Iterator[tuple[int, int]] | None = _adaptive(c, _stumm_walther_held(c, _optimal_range(c))[0])
+        self.steps = array.array("q")
+        self.evicted = array.array("q")
+
+    def grow(self, count: int) -> int:
+        """Make placements until there are ``count`` (fewer if the room runs out); return how many there are."""
+        with self.lock:
+            have = len(self.steps)
+            if have < count and self.rule is not None:
+                with _TABLES_LOCK:
+                    held = sum(len(table.steps) for table in _TABLES.values() if table is not self)
+                    if held + count > _TABLE_KEPT:  # room for this one first: the others go
+                        for c in [c for c, table in _TABLES.items() if table is not self]:
+                            del _TABLES[c]
+                more = min(count, _TABLE_KEPT) - have
+                if more > 0:
+                    try:
+                        steps, evicted = _take(self.rule, more)
+                    except BaseException:  # interrupted half-way: what the rule made is lost, so it must not go on
+                        self.rule = None
+                        raise
+                    self.steps.extend(steps)
+                    self.evicted.extend(evicted)
+            return len(self.steps)
+
+    def take_rule(self) -> Iterator[tuple[int, int]] | None:
+        """The rule itself, at the table's end, for a sweep going on past a full table (the first to ask)."""
+        with self.lock:
+            rule, self.rule = self.rule, None
+            return rule
+
+
+_TABLES: dict[int, _Table] = {}
+_TABLES_LOCK = threading.Lock()
+_TABLE_KEPT = 1 << 20
+"""The most placements :class:`_Table` keeps over all budgets: 16 MiB."""
+_TABLES_BUDGETS = 8
+"""The most budgets with a table: each also keeps its rule's state, a few MB at most (its memo, bounded)."""
+_GROW = 256  # the most placements made at a time: a run that stops pays for at most this many it did not reach
+_READ = 1 << 14  # placements read from a table at a time
+
+
+def _table(c: int) -> _Table:
+    """The shared table for ``c``, made if need be; the least recently used goes past ``_TABLES_BUDGETS`` tables."""
+    with _TABLES_LOCK:
+        table = _TABLES.pop(c, None)
+        if table is None:
+            table = _Table(c)
+            while len(_TABLES) >= _TABLES_BUDGETS:
+                del _TABLES[next(iter(_TABLES))]
+        _TABLES[c] = table  # the most recently used last
+        return table
+
+
+def _placement_chunks(c: int) -> Iterator[tuple[Sequence[int], Sequence[int]]]:
+    """The adaptive rule's placements (c >= 2) as ``(steps, evicted)`` slices, in order, from the shared table.
+
+    Past the end of a table that cannot grow (:data:`_TABLE_KEPT`), the
+    rule goes on by itself: the table's own, if no other sweep has taken it,
+    else a fresh one that first makes again the placements already read.
+    """
+    table = _table(c)
+    done = 0
+    while True:
+        have = len(table.steps)
+        if done >= have:  # a sixteenth more, so that a run that stops soon after pays little for what it left
+            have = table.grow(done + max(16, min(_GROW, done // 16)))
+            if done >= have:
+                break
+        top = min(have, done + _READ)
+        yield table.steps[done:top], table.evicted[done:top]
+        done = top
+    rule = table.take_rule()
+    if rule is None:
+        rule = itertools.islice(_adaptive(c, _stumm_walther_held(c, _optimal_range(c))[0]), done, None)
+    while True:
+        yield _take(rule, _GROW)
+
+
+def _take(rule: Iterator[tuple[int, int]], count: int) -> tuple[array.array[int], array.array[int]]:
+    """The next ``count`` placements of ``rule`` as ``(steps, evicted)``.
+
+    Read through a flat ``array``, so that each placement's tuple is freed as
+    soon as it is read: held all at once (``zip(*...)``), they would set off
+    the garbage collector's young-generation passes over the rule's own
+    objects, 1 to 2 us a placement more, measured.
+    """
+    flat = array.array("q", itertools.chain.from_iterable(itertools.islice(rule, count)))
+    return flat[0::2], flat[1::2]
+
+
 def _placements(c: int) -> Iterator[tuple[int, int | None]]:
     """``(step, evicted)`` for every state the forward sweep stores; ``evicted`` is the key it replaces."""
-    return itertools.chain(_stumm_walther(c), _adaptive(c, _stumm_walther_held(c, _optimal_range(c))[0]))
+    if c < 2:
+        return _stumm_walther(c)
+    adaptive = itertools.chain.from_iterable(itertools.starmap(zip, _placement_chunks(c)))
+    return itertools.chain(_stumm_walther(c), adaptive)
 
 
 def _stumm_walther_sweep(c: int) -> Iterator[Iterable[Action]]:
@@ -470,18 +587,19 @@ def _sweep(
 
     The same as, for each ``(step, evicted)``: ``Advance(live, step)``
     (unless ``step`` is live), ``Free(evicted, evicted + 1)`` (if any),
-    ``Store(step)``. Stumm & Walther's phases are regular, so their actions
-    are made by ``map`` and ``zip`` over ranges (:func:`_stumm_walther_sweep`);
-    the adaptive rule's by one resumption per placement. Actions are built
-    as :mod:`~revseq.strategies._patterns` builds them (``tuple.__new__``,
-    equal to ``Advance(a, b)`` and the others). ``budget`` is asked when the
-    sweep begins, as a generator body would.
+    ``Store(step)``. Made by ``map`` and ``zip``, with no Python frame per
+    action or per placement: over ranges in Stumm & Walther's phases
+    (:func:`_stumm_walther_sweep`), over slices of the shared table of the
+    adaptive rule's placements past them (:func:`_placement_chunks`).
+    Actions are built as :mod:`~revseq.strategies._patterns` builds them
+    (``tuple.__new__``, equal to ``Advance(a, b)`` and the others).
+    ``budget`` is asked when the sweep begins, as a generator body would.
 
     With ``stop``, the sweep as far as ``x_stop`` only, as
     :func:`~revseq.strategies.base._cut_forward` cuts any sweep (the actions
     before the ``Advance`` that reaches it, then that one ending there), and
     ``stored`` gets the checkpoints held there, sorted; but the phases are
-    cut by ``islice``, still with no Python frame per action.
+    cut by ``islice``, and the table by ``bisect``.
     """
     c = budget()
     new = tuple.__new__
@@ -496,33 +614,55 @@ def _sweep(
     yield from _stumm_walther_sweep(c)
     end = sys.maxsize if stop is None else stop
     live = reach
-    held = _stumm_walther_held(c, reach + 2)[0]
-    for step, evicted in _adaptive(c, held):
-        if step >= end:
-            break
-        yield new(Advance, (live, step, False)), new(Free, (evicted, evicted + 1)), new(Store, (step, False))
-        live = step
-    # With one checkpoint the placements end: x_0 is kept, and the run goes on until it stops (or to x_stop).
+    held = set(_stumm_walther_held(c, reach + 2)[0])
+    if c > 1:  # with one checkpoint the placements end: x_0 is kept, and the run goes on until it stops
+        repeat, add = itertools.repeat, operator.add
+        advances, frees, stores, no, one = repeat(Advance), repeat(Free), repeat(Store), repeat(False), repeat(1)
+        for steps, evicted in _placement_chunks(c):
+            last = steps[-1] >= end
+            if last:
+                cut = bisect_left(steps, end)
+                steps, evicted = steps[:cut], evicted[:cut]
+            yield itertools.chain.from_iterable(
+                zip(
+                    map(new, advances, zip(itertools.chain((live,), steps), steps, no, strict=False)),
+                    map(new, frees, zip(evicted, map(add, evicted, one), strict=True)),
+                    map(new, stores, zip(steps, no, strict=False)),
+                    strict=True,
+                )
+            )
+            if stored is not None:
+                held.update(steps)  # a step is stored once, and evicted only after it
+                held.difference_update(evicted)
+            if steps:
+                live = steps[-1]
+            if last:
+                break
     yield (new(Advance, (live, end, False)),)
     if stored is not None:
-        stored[:] = held
+        stored[:] = sorted(held)
 
 
 def _held_at(c: int, n: int) -> tuple[list[int], int]:
     """The checkpoints the forward sweep holds on reaching ``x_n``, sorted, and how many states it stored.
 
     Stumm & Walther's part in O(c) (:func:`_stumm_walther_held`); then the
-    adaptive rule's placements one by one, each found without walking steps.
+    adaptive rule's placements before ``n``, read from the shared table
+    (made there first where no sweep has made them).
     """
     end = _optimal_range(c)
     if n <= end or c == 1:
         return _stumm_walther_held(c, min(n, end))
-    held, stores = _stumm_walther_held(c, end)
-    for step, _ in _adaptive(c, held):  # held: what is held before the placement at `step`
-        if step >= n:
+    initial, stores = _stumm_walther_held(c, end)
+    held = set(initial)
+    for steps, evicted in _placement_chunks(c):
+        cut = bisect_left(steps, n)
+        held.update(steps[:cut])
+        held.difference_update(evicted[:cut])
+        stores += cut
+        if cut < len(steps):
             break
-        stores += 1
-    return held, stores
+    return sorted(held), stores
 
 
 @final
@@ -547,10 +687,15 @@ class OnlineCheckpointing(OnlineStrategy):
     it makes fewer steps than equinox's rule. Pick ``c`` from a bound on
     ``n`` with :meth:`for_max_steps`. :meth:`cost` does not walk the
     schedule: it finds the checkpoints held at ``x_n`` (in O(c) within the
-    optimal range, then placement by placement, about 1 us a step past it)
-    and adds Revolve's closed-form costs per segment; the tests check it
-    against the simulator. Planning takes about 0.9 to 4 us a step (the
-    forward sweep, as a run pulls it, 0.3 to 2.2 us; docs/online.md).
+    optimal range, then placement by placement) and adds Revolve's
+    closed-form costs per segment; the tests check it against the simulator.
+
+    Planning: the adaptive rule's placements depend on ``c`` alone, so they
+    are made once per process and budget and kept (16 bytes each, at most
+    16 MiB over all budgets). The forward sweep, as a run pulls it, then
+    costs 0.05 to 0.9 us a step (building three action objects a stored
+    step), and the first run with a given ``c`` 0.4 to 2.3 us, the rule's
+    own decisions (docs/benchmarks.md, 7.5).
 
     The forward sweep is Stumm & Walther's Algorithm I, then an adaptive rule
     that weighs each state against the checkpoints it could replace; the
