@@ -99,7 +99,7 @@ _BUDGET_OPTIONS: list[_Option] = [
 ]
 _DISK_OPTIONS: list[_Option] = [
     (f"--{dest.replace('_', '-')}", dest, ("multistage",))
-    for dest in ("ram", "disk", "step_cost", "write_cost", "read_cost")
+    for dest in ("ram", "disk", "level", "step_cost", "write_cost", "read_cost")
 ]
 
 _ALIASES = {**{name: name for name in STRATEGIES}, **{cls.__name__.lower(): name for name, cls in STRATEGIES.items()}}
@@ -308,7 +308,31 @@ def _multistage(args: argparse.Namespace, n: int, default_ram: int | None = None
         write=defaults.write if args.write_cost is None else args.write_cost,
         read=defaults.read if args.read_cost is None else args.read_cost,
     )
+    extra = getattr(args, "level", None)
+    if extra:  # --level: further levels below the disk, costs in the unit of --step-cost
+        from revseq.strategies.multistage import Level
+
+        step = costs.step
+        levels = [Level(ram), Level(args.disk, costs.write / step, costs.read / step)]
+        levels += [Level(c, w / step, r / step) for c, w, r in extra]
+        return MultistageCheckpointing(levels=levels)
     return MultistageCheckpointing(ram=ram, disk=args.disk, costs=costs)
+
+
+def _level_spec(text: str) -> tuple[int | None, float, float]:
+    """``--level C:W:R``: a further storage level's capacity (``none``: unlimited), write and read times."""
+    parts = text.split(":")
+    usage = f"must be CAPACITY:WRITE:READ (capacity an int >= 0 or none, times finite numbers >= 0), got {text!r}"
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(usage)
+    try:
+        capacity = None if parts[0].strip().lower() in ("none", "") else int(parts[0])
+        write, read = float(parts[1]), float(parts[2])
+    except ValueError:
+        raise argparse.ArgumentTypeError(usage) from None
+    if (capacity is not None and capacity < 0) or not all(math.isfinite(v) and v >= 0 for v in (write, read)):
+        raise argparse.ArgumentTypeError(usage)
+    return capacity, write, read
 
 
 def _check_disk_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -1071,17 +1095,28 @@ def _multistage_lines(strategy: MultistageCheckpointing, n: int, cost: Cost) -> 
     """What ``plan`` adds for multistage: the time its costs give, and memory alone (binomial) in the same unit."""
     costs = strategy.costs
     predicted = strategy.predicted_time(n)
-    if costs.time(cost) != predicted:  # the schedule should take exactly the programme's optimum
+    if strategy.time_of(cost) != predicted:  # the schedule should take exactly the programme's optimum
         print(
-            f"revseq plan: warning: {describe(strategy)} simulated time {costs.time(cost)}, predicted {predicted}",
+            f"revseq plan: warning: {describe(strategy)} simulated time {strategy.time_of(cost)}, "
+            f"predicted {predicted}",
             file=sys.stderr,
         )
+    levels = strategy.levels or ()  # three or more: a multilevel plan
     terms = (
         f"{cost.forward_steps} steps x {costs.step:g} + {cost.disk_writes} disk writes x {costs.write:g} "
         f"+ {cost.disk_reads} disk reads x {costs.read:g}"
     )
+    if len(levels) > 2:  # in steps: Level costs are in forward steps
+        terms = f"{cost.forward_steps} steps" + "".join(
+            f" + {cost.level(k).writes} writes x {level.write:g} + {cost.level(k).reads} reads x {level.read:g}"
+            f" at level {k}"
+            for k, level in enumerate(levels)
+            if k
+        )
     if strategy.is_exact(n):
         claim = "the least any schedule within these budgets takes"
+    elif len(levels) > 2:
+        claim = "the better of a periodic plan and each two-level plan (see docs/multistage.md for its gap)"
     elif strategy.disk is None:
         claim = "a periodic plan's, the least possible wherever that was measured"
     else:
@@ -1095,7 +1130,7 @@ def _multistage_lines(strategy: MultistageCheckpointing, n: int, cost: Cost) -> 
     if ram >= 1:
         binomial = BinomialCheckpointing(checkpoints=ram)
         steps = binomial.cost(n).forward_steps
-        time_alone = costs.step * steps
+        time_alone = (1.0 if len(levels) > 2 else costs.step) * steps
         lines.append(
             f"  memory alone      {describe(binomial)}: {steps} forward steps, time {_number(time_alone)} "
             f"({time_alone / predicted:.2f}x as long)"
@@ -1105,6 +1140,7 @@ def _multistage_lines(strategy: MultistageCheckpointing, n: int, cost: Cost) -> 
         lines.append("  memory alone      impossible: --ram 0 keeps every checkpoint on disk")
     doc = {
         "costs": attrs.asdict(costs),
+        **({"levels": [attrs.asdict(level) for level in levels]} if len(levels) > 2 else {}),
         "predicted_time": predicted,
         "exact": strategy.is_exact(n),
         "memory_alone": alone,
@@ -1141,9 +1177,10 @@ def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "strategy": describe(strategy),
             **({"from": yours.spec} if yours is not None else {}),
             "n": n,
-            **{k: v for k, v in attrs.asdict(cost).items() if k != "n"},
+            **{k: v for k, v in attrs.asdict(cost).items() if k not in ("n", "deep_levels")},
+            **({"deep_levels": [level._asdict() for level in cost.deep_levels]} if cost.deep_levels else {}),
             "recompute_factor": cost.recompute_factor,
-            "bounds": attrs.asdict(bounds),
+            "bounds": {k: v for k, v in attrs.asdict(bounds).items() if k != "deep_checkpoints" or v},
             **extra_doc,
         }
         _write_json(doc, out, strategy.schedule(n) if args.actions else None)
@@ -1151,6 +1188,7 @@ def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     promises = [(bounds.forward_steps, "forward steps"), (bounds.checkpoints, "checkpoints")]
     if isinstance(strategy, MultistageCheckpointing):
         promises = [(bounds.checkpoints, "checkpoints in memory"), (bounds.disk_checkpoints, "on disk")]
+        promises += [(value, f"at level {k}") for k, value in enumerate(bounds.deep_checkpoints, 2)]
     promise = ", ".join(f"at most {value} {what}" for value, what in promises if value is not None)
     lines = [
         f"{describe(strategy)}{f' (yours, from {yours})' if yours else ''}, n = {n}: "
@@ -1158,9 +1196,12 @@ def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         f"  forward steps     {cost.forward_steps}  ({cost.recompute_factor:.2f} x n)",
     ]
     if isinstance(strategy, MultistageCheckpointing):
+        deeper = range(2, len(strategy.levels or ()))  # levels 2, 3, ...: where each of those checkpoints lives
         lines += [
-            f"  peak checkpoints  {cost.peak_checkpoints} in memory (x_0's copy included), {cost.peak_disk} on disk",
-            f"  writes, reads     {cost.writes}, {cost.reads} in memory; {cost.disk_writes}, {cost.disk_reads} on disk",
+            f"  peak checkpoints  {cost.peak_checkpoints} in memory (x_0's copy included), {cost.peak_disk} on disk"
+            + "".join(f", {cost.level(k).peak} at level {k}" for k in deeper),
+            f"  writes, reads     {cost.writes}, {cost.reads} in memory; {cost.disk_writes}, {cost.disk_reads} on disk"
+            + "".join(f"; {cost.level(k).writes}, {cost.level(k).reads} at level {k}" for k in deeper),
         ]
     else:
         lines += [
@@ -1349,6 +1390,14 @@ def _add_disk_options(p: argparse.ArgumentParser, ram_default: str) -> argparse.
     )
     group.add_argument(
         "--disk", type=_int_at_least(0), metavar="D", help="checkpoints held on disk at most (default: unlimited)"
+    )
+    group.add_argument(
+        "--level",
+        action="append",
+        type=_level_spec,
+        metavar="C:W:R",
+        help="a further storage level below the disk (repeat for more, fastest first): C checkpoints at most "
+        "(none: unlimited), a write taking W and a read R, in the unit of the other costs; e.g. none:8:4",
     )
     for option, value, what in (
         ("--step-cost", defaults.step, "one forward step"),

@@ -30,6 +30,7 @@ from revseq.schedule import (
     Bounds,
     Cost,
     Free,
+    LevelCost,
     Restore,
     Reverse,
     Store,
@@ -55,11 +56,15 @@ class Stats:
     """What a run really cost, measured by the engine.
 
     ``forward_steps`` counts calls of f made; ``peak_checkpoints`` and
-    ``peak_bytes`` are read from the memory store after every write, and
+    ``peak_bytes`` are read from the memory store after every write
+    (``peak_bytes`` adds the RAM buffers of a store that has them, a
+    :class:`revseq.overlap.OverlappedStore`'s, read after each action), and
     ``peak_disk`` from the disk store; ``writes``/``reads`` and
     ``disk_writes``/``disk_reads`` count states stored and read back at each
     level, ``disk_bytes_written``/``disk_bytes_read`` the bytes moved to and
-    from disk. ``compression_ratio`` is the states' bytes over the bytes
+    from disk; ``deep_levels`` holds ``(peak, writes, reads)`` at each of
+    levels 2, 3, ... of a multilevel run (``disk=[store1, store2, ...]``),
+    empty otherwise. ``compression_ratio`` is the states' bytes over the bytes
     stored for them, over every state this run stored in a store that
     compresses (a :class:`~revseq.CompressedStore`, at either level), and
     None where none does. The counts equal the strategy's ``cost(n)`` (see
@@ -79,6 +84,7 @@ class Stats:
     disk_bytes_written: int = 0
     disk_bytes_read: int = 0
     compression_ratio: float | None = None
+    deep_levels: tuple[LevelCost, ...] = ()
 
     @property
     def recompute_factor(self) -> float:
@@ -95,6 +101,7 @@ class Stats:
             peak_disk=self.peak_disk,
             disk_writes=self.disk_writes,
             disk_reads=self.disk_reads,
+            deep_levels=self.deep_levels,
         )
 
 
@@ -177,6 +184,40 @@ def _copies(store: StoreProtocol | None, name: str) -> bool:
     return bool(copies)
 
 
+def _clear_all(stores: Sequence[StoreProtocol]) -> None:
+    """Empty every store in ``stores``, each one even if emptying another raised (the first error is raised)."""
+    error: BaseException | None = None
+    for store in stores:
+        try:
+            store.clear()
+        except BaseException as exc:  # raised below, after the others are emptied
+            error = error or exc
+    if error is not None:
+        raise error
+
+
+def _check_levels(disk: Any, store: Any) -> tuple[StoreProtocol | None, list[StoreProtocol]]:
+    """``disk=`` checked: one store (level 1), or a list of stores for levels 1, 2, ...; every one distinct."""
+    levels = list(disk) if isinstance(disk, (list, tuple)) else [disk]
+    if not levels or len(levels) > 15:
+        raise ParameterError(f"disk must be a store or a list of 1 to 15 stores (levels 1, 2, ...), got {disk!r}")
+    listed = isinstance(disk, (list, tuple))
+    seen = {id(store)} if store is not None else set()
+    checked = []
+    for k, level in enumerate(levels):
+        name = f"disk[{k}]" if listed else "disk"
+        if level is None:
+            raise ParameterError(f"{name} must be a store, got None")
+        if id(level) in seen:
+            raise ParameterError(
+                f"store and disk must be different stores, got the same object twice ({level!r}): "
+                f"checkpoints at two levels share keys"
+            )
+        seen.add(id(level))
+        checked.append(_check_store(level, name))
+    return checked[0], checked[1:]
+
+
 _WATCHED_CALLS = 4
 """How many of the first calls of f are watched for writes into states (see ``_Run._watched_call``):
 enough to catch a step that cycles through up to three output buffers."""
@@ -232,18 +273,30 @@ class _Run:
         bounds: Bounds,
         disk: StoreProtocol | None = None,
         checked: bool = True,
+        deep: Sequence[StoreProtocol | None] = (),
     ) -> None:
         self.n = n
         # Where every level copies states (MemoryStore(copy=True), DiskStore), a
         # step may work in place: start from a copy, or the first step would
         # modify the caller's x0. Elsewhere the first call shows whether f does.
-        self.copies = _copies(store, "store") and _copies(disk, "disk")
+        self.copies = (
+            _copies(store, "store")
+            and _copies(disk, "disk")
+            and all(_copies(level, f"disk[{k}]") for k, level in enumerate(deep, 1))
+        )
         # No callable ever gets the caller's x0 (f, df, vjp, loss, a walk's consumer): the run's own copy.
         self.x = _tree.deep_copy(x0) if self.copies else _checks.private_copy(x0)
         self.params = recurrence.params  # watched with f's first calls: a step must not write into them
         self.live = 0
         self.plain = recurrence.plain_step
         self.step = recurrence.step_at()
+        # A store may settle lazy states (revseq.dask.ClusterStore: a dask array is a graph of work not yet
+        # done): each state f returns is then settled at once, so that no graph grows over the run and the
+        # checkpoints are what the cluster holds; backprop settles its sums too. x0 is settled when the run starts.
+        settle = getattr(store, "settle", None)
+        self.settle: Callable[[Any], Any] | None = settle if callable(settle) else None
+        if self.settle is not None:
+            self.plain, self.step = None, _settled(self.step, self.settle)
         self.store = store
         # The default store, exactly (a subclass may override put): its dict is read, and runs of states
         # written and deleted, in bulk, with the same accounting as put and delete.
@@ -251,7 +304,12 @@ class _Run:
         self.disk = disk  # checkpoints stored with Store(t, disk=True); a DiskStore is made if needed
         # A disk store's byte counters are cumulative over its life: count this run's from here.
         self.disk_bytes_before = (int(getattr(disk, "bytes_written", 0)), int(getattr(disk, "bytes_read", 0)))
-        self.compressed_before = _compressed_bytes(store, disk)
+        self.compressed_before = _compressed_bytes(store, disk, *deep)
+        # Levels 2, 3, ... (Store(t, level=k)): the stores after the first of disk=[...], a DiskStore made for a
+        # level a schedule uses that was given none; what each holds, and its counts.
+        self.deep = list(deep)
+        self.deep_keys: list[_Held] = []
+        self.deep_counts: list[list[int]] = []  # [peak, writes, reads] at each of levels 2, 3, ...
         self.output = output
         # The strategy's promise, enforced: the run stops before an action that would break it. A built-in
         # strategy's schedules are proven legal by the tests, and run unchecked unless asked (check_schedule=True).
@@ -262,6 +320,7 @@ class _Run:
                 limit=bounds.checkpoints,
                 disk_limit=bounds.disk_checkpoints,
                 step_limit=bounds.forward_steps,
+                deep_limits=bounds.deep_checkpoints,
             )
             if checked
             else None
@@ -284,6 +343,10 @@ class _Run:
         # a numpy scalar): then a sweep's states are collected and stored together; otherwise each is
         # stored (and a view copied) as it comes, so that no view keeps a larger buffer alive meanwhile.
         self.owning = True
+        # Stores with RAM buffers of their own (revseq.overlap.OverlappedStore: states staged for writing or
+        # read ahead) add them to peak_bytes, read after each action; stores with an `expect` method are told
+        # which checkpoints the coming actions read (see _ahead).
+        self.buffered = [s for s in (store, disk, *deep) if s is not None and hasattr(s, "buffer_nbytes")]
 
     def stats(self) -> Stats:
         disk = self.disk
@@ -300,10 +363,11 @@ class _Run:
             disk_bytes_written=int(getattr(disk, "bytes_written", 0)) - self.disk_bytes_before[0],
             disk_bytes_read=int(getattr(disk, "bytes_read", 0)) - self.disk_bytes_before[1],
             compression_ratio=self._compression_ratio(),
+            deep_levels=tuple(LevelCost(*counts) for counts in self.deep_counts),
         )
 
     def _compression_ratio(self) -> float | None:
-        before, now = self.compressed_before, _compressed_bytes(self.store, self.disk)
+        before, now = self.compressed_before, _compressed_bytes(self.store, self.disk, *self.deep)
         if now is None or before is None:
             return None
         raw, stored = now[0] - before[0], now[1] - before[1]
@@ -313,6 +377,7 @@ class _Run:
         """Make the stores this run's, now that it really starts; refuse stores another run holds."""
         with _claimed_lock:
             stores = [("store", self.store)] + ([("disk", self.disk)] if self.disk is not None else [])
+            stores += [(f"disk[{k}]", level) for k, level in enumerate(self.deep, 1) if level is not None]
             for name, store in stores:
                 _check_free(store, name)
             for _, store in stores:
@@ -325,8 +390,11 @@ class _Run:
             self.store.clear()
         finally:
             try:
-                if self.disk is not None:
-                    self.disk.clear()
+                try:
+                    if self.disk is not None:
+                        self.disk.clear()
+                finally:
+                    _clear_all([level for level in self.deep if level is not None])
             finally:
                 with _claimed_lock:
                     for store in self.claims:
@@ -339,6 +407,8 @@ class _Run:
         if held > self.peak:
             self.peak = held
         size = store.nbytes
+        if self.buffered:
+            size += sum(s.buffer_nbytes for s in self.buffered)
         if size > self.peak_bytes:
             self.peak_bytes = size
 
@@ -350,9 +420,31 @@ class _Run:
             self.claims.append(self.disk)
         return self.disk
 
+    def _level(self, k: int) -> StoreProtocol:
+        """The store of level ``k >= 2``, a DiskStore made for it if none was given."""
+        deep = self.deep
+        while len(deep) < k - 1:
+            deep.append(None)
+        while len(self.deep_keys) < k - 1:
+            self.deep_keys.append(_Held())
+            self.deep_counts.append([0, 0, 0])
+        level = deep[k - 2]
+        if level is None:
+            from revseq.disk import DiskStore  # only runs that store there need it
+
+            level = deep[k - 2] = DiskStore()  # made by this run: no other run can hold it
+            self.claims.append(level)
+        return level
+
     def _fetch(self, t: int, *, count: bool = True) -> Any:
-        """x_t from memory if it is there, else from disk (a disk read, counted unless ``count`` is false)."""
-        if self.disk_keys and not self._in_memory(t):
+        """x_t from memory if it is there, else from disk, else from a deeper level (a read there, counted
+        unless ``count`` is false)."""
+        if (self.disk_keys or self.deep_keys) and not self._in_memory(t):
+            if self.deep_keys and t not in self.disk_keys:
+                for k, held in enumerate(self.deep_keys):
+                    if t in held:
+                        self.deep_counts[k][2] += count
+                        return self.deep[k].get(t)  # type: ignore[union-attr]
             assert self.disk is not None
             self.disk_reads += count
             return self.disk.get(t)
@@ -363,7 +455,7 @@ class _Run:
 
     def _restore(self, t: int) -> Any:
         """x_t read back for a Restore, counted at the level it comes from."""
-        if self.disk_keys and not self._in_memory(t):
+        if (self.disk_keys or self.deep_keys) and not self._in_memory(t):
             return self._fetch(t)
         self.reads += 1
         return self.store.get(t)
@@ -535,13 +627,22 @@ class _Run:
             return states.append
         return lambda state: states.append(_owned(state)[0])
 
-    def _put(self, t: int, x: Any, disk: bool) -> None:
-        if disk:
+    def _put(self, t: int, x: Any, level: int) -> None:
+        if level > 1:  # Store(t, level=k): levels 2, 3, ...
+            store = self._level(level)
+            store.put(t, x)
+            self.deep_keys[level - 2].add(t, t + 1)
+            counts = self.deep_counts[level - 2]
+            counts[1] += 1
+            counts[0] = max(counts[0], len(store))
+        elif level:
             store = self._disk()
             store.put(t, x)
             self.disk_keys.add(t, t + 1)
             self.disk_writes += 1
             self.peak_disk = max(self.peak_disk, len(store))
+            if self.buffered:  # the state staged for writing is RAM (revseq.overlap)
+                self._measure()
         else:
             self.store.put(t, x)
             if self.keys is not None:
@@ -562,6 +663,19 @@ class _Run:
             for first, end in self.disk_keys.cut(start, stop):
                 for t in range(first, end):
                     self.disk.delete(t)
+        for k, held in enumerate(self.deep_keys):
+            for first, end in held.cut(start, stop):
+                for t in range(first, end):
+                    self.deep[k].delete(t)  # type: ignore[union-attr]
+
+    def _ahead(self, actions: Iterable[Action]) -> Iterable[Action]:
+        """``actions``, looked ahead into for the stores that read ahead (an ``expect`` method: revseq.overlap)."""
+        stores = [s for s in (self.store, self.disk, *self.deep) if callable(getattr(s, "expect", None))]
+        if not stores:
+            return actions
+        from revseq.overlap import prefetching  # here: only runs with such a store need it
+
+        return prefetching(actions, stores, measure=self._measure if self.buffered else None)
 
     def execute(self, actions: Iterable[Action]) -> Generator[tuple[int, Sequence[Any]], None, None]:
         """Execute ``actions``, yielding the states of each reversed step in blocks; first ``(n, [x_n])`` if output.
@@ -583,7 +697,7 @@ class _Run:
         store, on_disk = self.store, self.disk_keys
         watching = self.probes > 0  # whether f's first calls are still watched (see _watched_call)
         action: Any
-        for index, proposed in enumerate(actions):
+        for index, proposed in enumerate(self._ahead(actions)):
             action = proposed if check is None else check(index, proposed)  # numpy ints made ints
             kind = type(action)
             if kind is Advance:
@@ -624,7 +738,7 @@ class _Run:
                         self.calls += 1
                     yield n, (self._kept(final),)
                 top = stop - 1
-                if bulk and on_disk.last() < start:  # nothing to read from disk: in pieces, and gone
+                if bulk and on_disk.last() < start and not self.deep_keys:  # nothing to read from disk: in pieces
                     pieces = store._pop_block(start, stop)  # type: ignore[attr-defined]
                     if top == live and not pieces:
                         pieces = [(top, [x])]
@@ -762,6 +876,8 @@ class _Run:
         """
         self.claim()
         try:
+            if self.settle is not None:
+                self.x = self.settle(self.x)
             yield from self.execute(actions) if slots is None else self.revolve(slots)
             if self.tracker is not None:
                 self.tracker.finish()
@@ -774,6 +890,8 @@ class _Run:
         """Run an online strategy's forward sweep until ``until`` says stop, then its reversal."""
         self.claim()
         try:
+            if self.settle is not None:
+                self.x = self.settle(self.x)
             self._forward_until(strategy, until, max_steps)
             n = self.live
             if self.tracker is not None:
@@ -783,7 +901,8 @@ class _Run:
             if self.output:
                 yield n, (self._kept(self.x),)
             memory = self.store._held() if self.keys is None else self.keys.keys()  # type: ignore[attr-defined]
-            held = tuple(sorted({*memory, *self.disk_keys.keys()}))  # both levels, as _cut_forward
+            deeper = [held.keys() for held in self.deep_keys]
+            held = tuple(sorted({*memory, *self.disk_keys.keys()}.union(*deeper)))  # every level, as _cut_forward
             yield from self.execute(strategy_iterable(strategy, "backward(...)", strategy.backward(n, held)))
             if self.tracker is not None:
                 self.tracker.finish()
@@ -814,7 +933,7 @@ class _Run:
                         return
                 self.live = action.stop  # type: ignore[union-attr]
             elif kind is Store:
-                self._put(action.step, x, action.disk)  # type: ignore[union-attr]
+                self._put(action.step, x, action.level)  # type: ignore[union-attr]
             elif kind is Restore:
                 x = self._restore(action.step)  # type: ignore[union-attr]
                 self.live = action.step  # type: ignore[union-attr]
@@ -823,6 +942,11 @@ class _Run:
             else:
                 raise ScheduleError(f"not an action: {action!r}", index=index, action=action)
         raise ScheduleError(f"{strategy!r}: the forward sweep ended at x_{self.live} before the run stopped")
+
+
+def _settled(step: Callable[[Any, int], Any], settle: Callable[[Any], Any]) -> Callable[[Any, int], Any]:
+    """``step`` with each state it returns settled (see ``_Run.settle``)."""
+    return lambda x, t: settle(step(x, t))
 
 
 class _Held:
@@ -918,12 +1042,17 @@ _RUN_DOC = """
         or with ``n=None`` and ``max_steps``, ``OnlineCheckpointing`` with the
         fewest checkpoints that keep it optimal up to ``max_steps``.
     store:
-        Where checkpoints live; a fresh :class:`MemoryStore` by default. It is
+        Where checkpoints live; a fresh :class:`MemoryStore` by default, or a
+        :class:`revseq.dask.ClusterStore` if ``x0`` holds dask arrays. It is
         emptied when the run ends, whether it succeeds or raises.
     disk:
         Where checkpoints stored with ``Store(t, disk=True)`` live (a
         multistage schedule's); a :class:`revseq.DiskStore` in a private
         temporary directory by default, made only if the schedule needs it.
+        A list of stores gives the levels of a multilevel schedule:
+        ``disk=[nvme, nfs]`` puts ``Store(t, level=1)`` in ``nvme`` and
+        ``Store(t, level=2)`` in ``nfs`` (a level not given gets a private
+        DiskStore too).
     until:
         With ``n=None``: ``until(t, x_t)`` is asked after each new state
         ``x_t`` (``t >= 1``) of the forward sweep; the first true answer
@@ -951,7 +1080,7 @@ def backprop(
     *,
     adjoint: Any = None,
     store: StoreProtocol | None = None,
-    disk: StoreProtocol | None = None,
+    disk: StoreProtocol | Sequence[StoreProtocol] | None = None,
     until: Callable[[int, Any], Any] | None = None,
     max_steps: int | None = None,
     check_schedule: bool = False,
@@ -1010,7 +1139,11 @@ def backprop(
     # The gist's case (elementwise df of x alone, one array, no loss) gets a
     # loop of its own: it is the one where the engine's per-step overhead is
     # comparable with the step itself.
-    plain_df = recurrence.df if leaf and loss_at is None and recurrence.plain_step is not None else None
+    # A store settling lazy states settles the sums after each step too (see _Run.settle): no fast loop then.
+    settle = pairs._run.settle
+    plain_df = (
+        recurrence.df if leaf and loss_at is None and recurrence.plain_step is not None and settle is None else None
+    )
     gp = total = None
     t = n
     walking: Iterator[Any] | None = None  # the gist's loop below: where it is, for the error message
@@ -1053,6 +1186,9 @@ def backprop(
                         g = g + gx if leaf else _tree.tree_add(g, gx)
                         if gp_t is not None:
                             gp = _accumulate(gp, gp_t)
+                    if settle is not None:  # what this step made holds x_t's graph: the settled sums do not
+                        g, gp, total = settle((g, gp, total))
+                        gp_t = value = gx = None
                     if adjoint is first_adjoint:
                         adjoint, loss = adjoint_step, loss_at
                         if plain_df is not None:
@@ -1244,7 +1380,7 @@ def walk(
     strategy: ReversalStrategy | None = None,
     *,
     store: StoreProtocol | None = None,
-    disk: StoreProtocol | None = None,
+    disk: StoreProtocol | Sequence[StoreProtocol] | None = None,
     output: bool = True,
     until: Callable[[int, Any], Any] | None = None,
     max_steps: int | None = None,
@@ -1282,9 +1418,10 @@ def walk(
             f"checkpoints at the two levels share keys"
         )
     given = store is not None  # a store the caller passed holds the checkpoints, whichever way the run goes
-    store = _check_store(store, "store")
+    store = _check_store(store, "store") if given else _default_store(x0)
+    deep: list[StoreProtocol] = []
     if disk is not None:
-        disk = _check_store(disk, "disk")
+        disk, deep = _check_levels(disk, store)
     state_nbytes = _stored_nbytes(store, x0)
     if n is None:
         online, limit = _check_online(strategy, until, max_steps)
@@ -1294,7 +1431,7 @@ def walk(
         bounds = strategy_bounds(sized, "online_bounds()", sized.online_bounds())
         _check_fits(sized, None, bounds, store, state_nbytes, limit)
         checked = bool(check_schedule) or not _trusted(sized)
-        run = _Run(None, x0, recurrence, store, output=output, bounds=bounds, disk=disk, checked=checked)
+        run = _Run(None, x0, recurrence, store, output=output, bounds=bounds, disk=disk, checked=checked, deep=deep)
         return Walk(run, run.walk_online(sized, until, limit))
     if until is not None or max_steps is not None:
         raise ParameterError(f"until and max_steps go with n=None (a run of unknown length), got n={n!r}")
@@ -1303,7 +1440,7 @@ def walk(
     bounds = schedule.bounds()
     _check_fits(schedule.strategy, n, bounds, store, state_nbytes, n)
     checked = bool(check_schedule) or not _trusted(schedule.strategy)
-    run = _Run(n, x0, recurrence, store, output=output, bounds=bounds, disk=disk, checked=checked)
+    run = _Run(n, x0, recurrence, store, output=output, bounds=bounds, disk=disk, checked=checked, deep=deep)
     # Binomial's own schedule, unchecked, with no store passed: run from revolve's tasks, no actions made, the
     # checkpoints held by the run itself (a store the caller passed is filled and emptied as the schedule says).
     sized = schedule.strategy
@@ -1311,6 +1448,16 @@ def walk(
     if not checked and not given and run.bulk and type(sized) is BinomialCheckpointing:
         slots = sized.budget(n)
     return Walk(run, run.walk(schedule, slots))
+
+
+def _default_store(x0: Any) -> StoreProtocol:
+    """A fresh :class:`MemoryStore`; for a state of dask collections (dask's collection protocol, duck-typed), a
+    :class:`revseq.dask.ClusterStore`, which keeps the checkpoints on the cluster and settles each state there."""
+    if any(hasattr(type(leaf), "__dask_graph__") for leaf in _tree.leaves(x0)):
+        from revseq.dask import ClusterStore  # here: only dask states need it, and it imports dask
+
+        return ClusterStore()
+    return MemoryStore()
 
 
 def _trusted(strategy: ReversalStrategy) -> bool:
@@ -1399,7 +1546,7 @@ def reverse(
     strategy: ReversalStrategy | None = None,
     *,
     store: StoreProtocol | None = None,
-    disk: StoreProtocol | None = None,
+    disk: StoreProtocol | Sequence[StoreProtocol] | None = None,
     until: Callable[[int, Any], Any] | None = None,
     max_steps: int | None = None,
     check_schedule: bool = False,

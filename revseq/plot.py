@@ -5,7 +5,8 @@ Two figures:
 - :func:`draw_diagram`: the classic checkpointing diagram of one strategy for
   one ``n``. Time runs left to right, one unit per call of f and per reversed
   step; the step index runs bottom to top. Forward sweeps climb, the reversal
-  descends, and each checkpoint is a grey bar (brown on disk) from the moment
+  descends, and each checkpoint is a grey bar (brown on disk, another colour
+  at each further level of a multilevel schedule) from the moment
   it is stored to the moment it is freed. A lower panel counts the
   checkpoints held.
 - :func:`draw_frontier`: the trade-off each strategy makes for one ``n``,
@@ -69,6 +70,7 @@ FORWARD = "#1f6fb4"
 REVERSE = "#d1492e"
 HELD = "#9aa3ad"
 DISK = "#b07a3b"
+DEEPER = ("#6a3d9a", "#2a9d8f", "#c0392b", "#7f8c8d")  # levels 2, 3, 4, 5 (and again past them)
 ONLINE = "#138d90"
 INK = "#222222"
 
@@ -90,29 +92,35 @@ class Timeline:
         ``(time, start, stop)``: steps ``stop - 1`` down to ``start`` are
         reversed over ``[time, time + stop - start]``.
     stores:
-        ``(time, t, disk)``: ``x_t`` is stored, in memory or on disk (states
-        kept by ``Advance(keep=True)`` included).
+        ``(time, t, level)``: ``x_t`` is stored, in memory (``False``), on
+        disk (``True``) or at a further level (``2``, ``3``, ...: a
+        multilevel schedule's ``Store(t, level=k)``); states kept by
+        ``Advance(keep=True)`` included.
     restores:
         ``(time, t, previous)``: ``x_t`` becomes the live state; ``previous`` is
         where the last sweep or reversal ended (the jump drawn back to ``t``).
     lifetimes:
-        ``(t, begin, end, disk)``: ``x_t`` is held from ``begin`` to ``end``:
+        ``(t, begin, end, level)``: ``x_t`` is held from ``begin`` to ``end``:
         until it is freed, or until the reversal of step ``t`` is done (a
         ``Reverse`` releases what it has made useless).
     held, held_disk:
         ``(time, count)``: checkpoints held in memory (on disk) from ``time``
         on, one entry per change, in order (several may share a time).
+    held_levels:
+        The same for levels 2, 3, ..., one tuple each, up to the deepest
+        level the schedule uses (empty for memory and disk alone).
     """
 
     n: int
     duration: int
     sweeps: tuple[tuple[int, int, int], ...]
     reversals: tuple[tuple[int, int, int], ...]
-    stores: tuple[tuple[int, int, bool], ...]
+    stores: tuple[tuple[int, int, int], ...]
     restores: tuple[tuple[int, int, int], ...]
-    lifetimes: tuple[tuple[int, int, int, bool], ...]
+    lifetimes: tuple[tuple[int, int, int, int], ...]
     held: tuple[tuple[int, int], ...]
     held_disk: tuple[tuple[int, int], ...]
+    held_levels: tuple[tuple[tuple[int, int], ...], ...] = ()
 
     @property
     def forward_steps(self) -> int:
@@ -126,6 +134,11 @@ class Timeline:
     @property
     def peak_disk(self) -> int:
         return max(count for _, count in self.held_disk)
+
+    def peak_at(self, level: int) -> int:
+        """Most checkpoints held at once at ``level`` (0 memory, 1 disk, 2 and on the further levels)."""
+        held = (self.held, self.held_disk, *self.held_levels)
+        return max(count for _, count in held[level]) if level < len(held) else 0
 
 
 def timeline(actions: Iterable[Action], n: int) -> Timeline:
@@ -149,24 +162,28 @@ def timeline(actions: Iterable[Action], n: int) -> Timeline:
     output_done = False  # whether a sweep has reached x_n already
     sweeps: list[tuple[int, int, int]] = []
     reversals: list[tuple[int, int, int]] = []
-    stores: list[tuple[int, int, bool]] = []
+    stores: list[tuple[int, int, int]] = []
     restores: list[tuple[int, int, int]] = []
-    lifetimes: list[tuple[int, int, int, bool]] = []
-    born: dict[tuple[int, bool], int] = {}  # (t, disk) -> when it was stored
-    # The number held, after every change, in the order the changes happen (times never decrease):
-    # a checkpoint stored and freed at the same time still shows, and counts towards the peak.
-    held: dict[bool, list[tuple[int, int]]] = {False: [(0, 0)], True: [(0, 0)]}
+    lifetimes: list[tuple[int, int, int, int]] = []
+    born: dict[tuple[int, int], int] = {}  # (t, level) -> when it was stored; levels 0 and 1 as False, True
+    # The number held at each level, after every change, in the order the changes happen (times never
+    # decrease): a checkpoint stored and freed at the same time still shows, and counts towards the peak.
+    held: dict[int, list[tuple[int, int]]] = {False: [(0, 0)], True: [(0, 0)]}
 
-    def store(t: int, time: int, disk: bool) -> None:
-        born[t, disk] = time
-        stores.append((time, t, disk))
-        held[disk].append((time, held[disk][-1][1] + 1))
+    def store(t: int, time: int, level: int) -> None:
+        level = bool(level) if level <= 1 else level
+        if level not in held:
+            for k in range(2, level + 1):
+                held.setdefault(k, [(0, 0)])
+        born[t, level] = time
+        stores.append((time, t, level))
+        held[level].append((time, held[level][-1][1] + 1))
 
     def release(t: int, time: int) -> None:
-        for disk in (False, True):
-            if (t, disk) in born:
-                lifetimes.append((t, born.pop((t, disk)), time, disk))
-                held[disk].append((time, held[disk][-1][1] - 1))
+        for level in held:
+            if (t, level) in born:
+                lifetimes.append((t, born.pop((t, level)), time, level))
+                held[level].append((time, held[level][-1][1] - 1))
 
     for action in actions:
         if isinstance(action, Advance):
@@ -178,7 +195,7 @@ def timeline(actions: Iterable[Action], n: int) -> Timeline:
             drawn = action.stop
             output_done = output_done or action.stop == n
         elif isinstance(action, Store):
-            store(action.step, now, action.disk)
+            store(action.step, now, action.level)
         elif isinstance(action, Restore):
             restores.append((now, action.step, drawn))
             drawn = action.step
@@ -197,8 +214,8 @@ def timeline(actions: Iterable[Action], n: int) -> Timeline:
                 release(t, now)  # anything else the reversal made useless (none in the built-ins)
             now += action.stop - action.start
             drawn = action.start
-    for (t, disk), begin in born.items():
-        lifetimes.append((t, begin, now, disk))
+    for (t, level), begin in born.items():
+        lifetimes.append((t, begin, now, level))
     return Timeline(
         n=n,
         duration=now,
@@ -209,6 +226,7 @@ def timeline(actions: Iterable[Action], n: int) -> Timeline:
         lifetimes=tuple(sorted(lifetimes)),
         held=tuple(held[False]),
         held_disk=tuple(held[True]),
+        held_levels=tuple(tuple(held[k]) for k in range(2, len(held))),
     )
 
 
@@ -229,8 +247,14 @@ def label(strategy: Any) -> str:
         text = repr(strategy)  # Python's default repr names the class and an address: the class alone
         return cls.__name__ if text.startswith("<") and " object at 0x" in text else text
     parts = []
+    levels = getattr(strategy, "levels", None) if isinstance(strategy, MultistageCheckpointing) else None
     for field in attrs.fields(cls):
+        if levels is not None and field.name in ("ram", "disk", "costs", "ram_bytes"):
+            continue  # given as levels: these are only their two-level view
         value = getattr(strategy, field.name)
+        if field.name == "levels" and value is not None:
+            parts.append(f"levels=[{', '.join(label(level) for level in value)}]")
+            continue
         default = field.default
         if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
             default = default.factory()
@@ -281,13 +305,15 @@ def draw_diagram(strategy: ReversalStrategy, n: int) -> Figure:
 
     lay = timeline(strategy.schedule(n), n)
     bounds = strategy.bounds(n)
-    uses_disk = any(disk for *_, disk in lay.lifetimes)
+    uses_disk = any(level for *_, level in lay.lifetimes)
+    deeper = len(lay.held_levels)  # levels 2 .. deeper + 1 of a multilevel schedule, each in its colour
     fig = Figure(figsize=(10, 6.6), dpi=150, layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[4, 1])
 
     # Checkpoints held: bars under everything else, from store to release.
-    for disk, color in ((False, HELD), (True, DISK)):
-        bars = [[(float(b), float(t)), (float(e), float(t))] for t, b, e, d in lay.lifetimes if d is disk]
+    for level in range(2 + deeper):
+        color = _level_color(level)
+        bars = [[(float(b), float(t)), (float(e), float(t))] for t, b, e, d in lay.lifetimes if d == level]
         if bars:
             top.add_collection(LineCollection(bars, colors=color, linewidths=4, alpha=0.5, capstyle="butt", zorder=1))
     # Restores: a dotted jump of the live state back to a stored one (it costs no step).
@@ -310,8 +336,19 @@ def draw_diagram(strategy: ReversalStrategy, n: int) -> Figure:
     cost = (
         f"{lay.forward_steps} forward steps ({lay.forward_steps / n:.2f} x n), {lay.peak_checkpoints} checkpoints"
         + (f" + {lay.peak_disk} on disk" if uses_disk else "")
+        + "".join(f" + {lay.peak_at(k)} at level {k}" for k in range(2, 2 + deeper))
     )
-    if isinstance(strategy, MultistageCheckpointing):  # what it minimises: steps and disk traffic, in time
+    levels = strategy.levels if isinstance(strategy, MultistageCheckpointing) else None
+    if (
+        isinstance(strategy, MultistageCheckpointing) and levels is not None and len(levels) > 2
+    ):  # what it minimises: steps and the traffic at every level
+        sizes = ", ".join("unlimited" if level.capacity is None else f"{level.capacity}" for level in levels)
+        prices = ", ".join(f"level {k} {level.write:g}/{level.read:g}" for k, level in enumerate(levels) if k)
+        title = (
+            f"MultistageCheckpointing over {len(levels)} levels ({sizes} checkpoints), n = {n}\n{cost}\n"
+            f"time {strategy.predicted_time(n):g} steps, the least for write/read costs {prices}"
+        )
+    elif isinstance(strategy, MultistageCheckpointing):  # what it minimises: steps and disk traffic, in time
         costs = strategy.costs
         title = (
             f"{label(strategy)}, n = {n}\n{cost}; time {strategy.predicted_time(n):g}, the least for a step "
@@ -339,15 +376,19 @@ def draw_diagram(strategy: ReversalStrategy, n: int) -> Figure:
     ]
     if uses_disk:
         handles.insert(3, Line2D([], [], color=DISK, linewidth=4, alpha=0.5, label="checkpoint on disk"))
-    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize=8, frameon=False)
+        for k in range(2, 2 + deeper):
+            handles.insert(2 + k, Line2D([], [], color=_level_color(k), linewidth=4, alpha=0.5, label=f"at level {k}"))
+    fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 7), fontsize=8, frameon=False)
 
-    for held, color, name in ((lay.held, INK, "in memory"), (lay.held_disk, DISK, "on disk")):
+    counted = [(lay.held, INK, HELD, "in memory"), (lay.held_disk, DISK, DISK, "on disk")]
+    counted += [(lay.held_levels[k - 2], _level_color(k), _level_color(k), f"level {k}") for k in range(2, 2 + deeper)]
+    for held, color, fill, name in counted:
         if held is lay.held_disk and not uses_disk:
             continue
         times = [time for time, _ in held] + [lay.duration]
         counts = [count for _, count in held] + [held[-1][1]]
         bottom.step(times, counts, where="post", color=color, linewidth=1.2, label=name if uses_disk else None)
-        bottom.fill_between(times, counts, step="post", color=HELD if color is INK else DISK, alpha=0.4)
+        bottom.fill_between(times, counts, step="post", color=fill, alpha=0.4)
     if bounds.checkpoints is not None:
         bottom.axhline(
             bounds.checkpoints,
@@ -366,13 +407,27 @@ def draw_diagram(strategy: ReversalStrategy, n: int) -> Figure:
         )
     if bounds.checkpoints is not None or uses_disk:
         bottom.legend(loc="upper right", fontsize=8, framealpha=0.92, ncols=2 if uses_disk else 1)
-    top_count = max(lay.peak_checkpoints, lay.peak_disk, bounds.checkpoints or 0, bounds.disk_checkpoints or 0, 1)
+    top_count = max(
+        lay.peak_checkpoints,
+        lay.peak_disk,
+        *(lay.peak_at(k) for k in range(2, 2 + deeper)),
+        bounds.checkpoints or 0,
+        bounds.disk_checkpoints or 0,
+        1,
+    )
     bottom.set_ylim(0, top_count * (2.1 if uses_disk else 1.3))  # room for the legend above the counts
     bottom.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
     bottom.set_ylabel("held")
     bottom.set_xlabel("time (one unit per call of f and per reversed step)")
     bottom.grid(True, color="#e6e6e6", linewidth=0.6)
     return fig
+
+
+def _level_color(level: int) -> str:
+    """The colour of a checkpoint held at ``level``: grey in memory, brown on disk, then ``DEEPER``'s."""
+    if level <= 1:
+        return DISK if level else HELD
+    return DEEPER[(level - 2) % len(DEEPER)]
 
 
 def _geometric(low: int, high: int, count: int) -> list[int]:

@@ -10,10 +10,12 @@ store of checkpoints keyed by step index. At the start the live state is
 ``Advance(start, stop)``   live ``x_start`` -> ``x_stop`` (``stop - start``
                            calls of f). ``keep=True`` also stores the states
                            passed on the way, ``x_{start+1} .. x_{stop-1}``.
-``Store(t, disk=False)``   store a copy of the live state ``x_t`` (in
-                           memory, or on disk).
+``Store(t, level=0)``      store a copy of the live state ``x_t`` in
+                           memory (level 0), on disk (level 1, also
+                           spelt ``disk=True``) or at a further level
+                           (2, 3, ...: a multilevel schedule's).
 ``Restore(t)``             the live state becomes the stored ``x_t`` (the
-                           memory copy if there is one).
+                           copy at the lowest level holding it).
 ``Free(start, stop)``      drop the checkpoints ``x_start .. x_{stop-1}``
                            before they expire.
 ``Reverse(start, stop)``   reverse steps ``stop - 1`` down to ``start``; step
@@ -59,6 +61,7 @@ __all__ = [
     "Bounds",
     "Cost",
     "Free",
+    "LevelCost",
     "Restore",
     "Reverse",
     "Schedule",
@@ -99,18 +102,66 @@ class Advance(NamedTuple):
     keep: bool = False
 
 
-class Store(NamedTuple):
-    """Store a copy of the live state, which must be ``x_step``: in memory, or on disk with ``disk=True``.
-
-    A state may be held at both levels at once; ``Restore`` then reads the
-    memory copy.
-    """
-
+class _StoreFields(NamedTuple):
     step: int
-    disk: bool = False
+    level: int = 0
+
+
+_tuple_new = tuple.__new__
+
+
+class _NotBool:
+    """What ``Store(t, disk=value)`` holds as its level when ``value`` is no bool: the checks refuse it, naming it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
 
     def __repr__(self) -> str:
-        return f"Store(step={self.step!r}, disk=True)" if self.disk else f"Store(step={self.step!r})"
+        return repr(self.value)
+
+
+class Store(_StoreFields):
+    """Store a copy of the live state, which must be ``x_step``, at storage level ``level``.
+
+    Level 0 is memory (the engine's ``store``), level 1 the disk (its
+    ``disk`` store, or the first of a list), levels 2, 3, ... the further
+    stores of that list (slower ones, a network filesystem say).
+    ``disk=True`` is the spelling of ``level=1`` (``Store(t, disk=True) ==
+    Store(t, level=1)``), ``disk=False`` of ``level=0``; ``action.disk``
+    says whether the state goes anywhere but memory.
+
+    A state may be held at several levels at once; ``Restore`` then reads
+    the copy at the lowest level (memory first).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, step: int, level: int = 0, *, disk: bool | None = None) -> Store:
+        if disk is not None:
+            if level:
+                raise ParameterError(f"give the level once, as level or as disk, got level={level!r} and disk={disk!r}")
+            # Actions are checked where a schedule is run or simulated, not made: a disk flag that is no bool
+            # is kept as it came, for the check to refuse (and name) there.
+            level = (1 if disk else 0) if isinstance(disk, (bool, np.bool_)) else _NotBool(disk)
+        elif level is True or level is False:  # Store(t, True): the old positional disk flag
+            level = int(level)
+        return _tuple_new(cls, (step, level))
+
+    @property
+    def disk(self) -> bool:
+        """Whether the state goes to a level other than memory (``level >= 1``)."""
+        return self.level != 0
+
+    def __repr__(self) -> str:
+        if isinstance(self.level, _NotBool):
+            return f"Store(step={self.step!r}, disk={self.level!r})"
+        if not self.level:
+            return f"Store(step={self.step!r})"
+        if self.level == 1:
+            return f"Store(step={self.step!r}, disk=True)"
+        return f"Store(step={self.step!r}, level={self.level!r})"
 
 
 class Restore(NamedTuple):
@@ -153,6 +204,26 @@ for _kind in (Advance, Store, Restore, Free, Reverse):
 Action: TypeAlias = Advance | Store | Restore | Free | Reverse
 
 
+MAX_LEVEL = 15
+"""The deepest storage level a ``Store`` may name: levels 0 (memory) to 15."""
+
+
+class LevelCost(NamedTuple):
+    """What a schedule does at one storage level: the most states held there at once, writes, reads."""
+
+    peak: int = 0
+    writes: int = 0
+    reads: int = 0
+
+
+def _trimmed(levels: Iterable[LevelCost]) -> tuple[LevelCost, ...]:
+    """``levels`` without the unused levels at its end (so that a schedule using levels 0 and 1 has none)."""
+    out = [LevelCost(*level) for level in levels]
+    while out and not any(out[-1]):
+        out.pop()
+    return tuple(out)
+
+
 @attrs.frozen(repr=False)
 class Cost:
     """What a schedule costs, predicted by :func:`simulate` without running f.
@@ -171,8 +242,13 @@ class Cost:
     reads:
         ``Restore`` actions served from memory.
     peak_disk, disk_writes, disk_reads:
-        The same for checkpoints on disk (``Store(t, disk=True)``); shown
-        only when a schedule uses the disk.
+        The same for checkpoints on disk (``Store(t, disk=True)``, level 1);
+        shown only when a schedule uses the disk.
+    deep_levels:
+        The same for levels 2, 3, ... (``Store(t, level=k)``), one
+        :class:`LevelCost` each, up to the deepest level used; empty (and
+        not shown) when a schedule uses memory and disk alone.
+        :meth:`level` gives any level's counts.
     """
 
     n: int
@@ -183,19 +259,53 @@ class Cost:
     peak_disk: int = 0
     disk_writes: int = 0
     disk_reads: int = 0
+    deep_levels: tuple[LevelCost, ...] = attrs.field(default=(), converter=_trimmed)
 
     @property
     def recompute_factor(self) -> float:
         """``forward_steps / n``: 1.0 means no recomputation."""
         return self.forward_steps / self.n
 
+    @property
+    def levels(self) -> int:
+        """The number of storage levels the schedule uses: 1 (memory), 2 (and disk), or more."""
+        return 2 + len(self.deep_levels) if self.deep_levels or any(getattr(self, d) for d in _DISK_FIELDS) else 1
+
+    def level(self, k: int) -> LevelCost:
+        """The counts at level ``k``: 0 memory, 1 disk, 2 and on the further levels (zeros past the deepest used).
+
+        >>> simulate([Store(0, level=2), Advance(0, 1), Reverse(0, 2)], 2).level(2)
+        LevelCost(peak=1, writes=1, reads=1)
+        """
+        k = check_int("k", k, 0)
+        if k == 0:
+            return LevelCost(self.peak_checkpoints, self.writes, self.reads)
+        if k == 1:
+            return LevelCost(self.peak_disk, self.disk_writes, self.disk_reads)
+        return self.deep_levels[k - 2] if k - 2 < len(self.deep_levels) else LevelCost()
+
     def __repr__(self) -> str:
         fields = attrs.fields(Cost)
-        shown = [f for f in fields if f.name not in _DISK_FIELDS or any(getattr(self, d) for d in _DISK_FIELDS)]
+        disk = any(getattr(self, d) for d in _DISK_FIELDS) or bool(self.deep_levels)
+        shown = [
+            f for f in fields if (f.name not in _DISK_FIELDS or disk) and (f.name != "deep_levels" or self.deep_levels)
+        ]
         return "Cost(" + ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in shown) + ")"
 
 
 _DISK_FIELDS = ("peak_disk", "disk_writes", "disk_reads")
+
+
+def _deep_bounds(value: Any) -> tuple[int | None, ...]:
+    """``Bounds.deep_checkpoints`` checked: a sequence of ints ``>= 0`` or None, one for each level from 2."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
+        raise ParameterError(
+            f"deep_checkpoints must be a tuple of bounds (ints >= 0 or None) for levels 2, 3, ..., "
+            f"got {value!r} ({type(value).__name__})"
+        )
+    if len(value) > MAX_LEVEL - 1:
+        raise ParameterError(f"deep_checkpoints holds bounds for levels 2 .. {MAX_LEVEL}, got {len(value)} of them")
+    return tuple(None if v is None else check_int(f"deep_checkpoints[{i}]", v, 0) for i, v in enumerate(value))
 
 
 @attrs.frozen
@@ -206,15 +316,18 @@ class Bounds:
     schedule that would hold more checkpoints, or make more forward steps,
     than its strategy promised is stopped with a
     :class:`~revseq.errors.ScheduleError` before the action runs. Each bound
-    is an int ``>= 0`` (numpy integers accepted) or None.
+    is an int ``>= 0`` (numpy integers accepted) or None;
+    ``deep_checkpoints`` holds one such bound for each of levels 2, 3, ...
+    (``Store(t, level=k)``), and a level past its end is unbounded.
     """
 
     forward_steps: int | None = attrs.field(default=None, converter=as_int, validator=int_at_least(0, optional=True))
     checkpoints: int | None = attrs.field(default=None, converter=as_int, validator=int_at_least(0, optional=True))
     disk_checkpoints: int | None = attrs.field(default=None, converter=as_int, validator=int_at_least(0, optional=True))
+    deep_checkpoints: tuple[int | None, ...] = attrs.field(default=(), converter=_deep_bounds)
 
 
-_FLAGS = ("keep", "disk")  # the action fields that are booleans; every other field is a step index
+_FLAGS = ("keep",)  # the action fields that are booleans; Store's level is a small int; the rest are step indices
 
 PROGRESS_RULE = (
     "a schedule may make at most 3n + 16 forward steps, and at most 16 + 8 * (its forward steps) + 2 * (the "
@@ -249,6 +362,11 @@ class _Tracker:
     __slots__ = (
         "action",
         "cursor",
+        "deep",
+        "deep_limits",
+        "deep_peaks",
+        "deep_reads",
+        "deep_writes",
         "disk_keys",
         "disk_limit",
         "disk_reads",
@@ -282,10 +400,17 @@ class _Tracker:
         disk_limit: int | None = None,
         step_limit: int | None = None,
         output: bool = True,
+        deep_limits: tuple[int | None, ...] = (),
     ) -> None:
         self.n = n
         self.limit = limit
         self.disk_limit = disk_limit
+        self.deep_limits = deep_limits  # bounds at levels 2, 3, ... (None or past the end: unbounded)
+        # Checkpoints at levels 2, 3, ... (deep[k - 2], sorted), grown when a schedule first stores there.
+        self.deep: list[list[int]] = []
+        self.deep_peaks: list[int] = []
+        self.deep_writes: list[int] = []
+        self.deep_reads: list[int] = []
         self.step_limit = step_limit
         self.output = output  # whether x_n is computed (backprop) or not (reverse)
         self.output_done = False  # whether x_n has been computed (by an Advance reaching it)
@@ -330,7 +455,7 @@ class _Tracker:
                 action = self._exact(action)
             self._restore(action)
         elif kind is Store:
-            if type(action[0]) is not int or type(action[1]) is not bool:
+            if type(action[0]) is not int or type(action[1]) is not int:
                 action = self._exact(action)
             self._store(action)
         elif kind is Free:
@@ -348,7 +473,11 @@ class _Tracker:
         """``action`` with numpy integers and booleans as Python ones; anything else is refused."""
         values: list[int | bool] = []
         for name, value in zip(action._fields, action, strict=True):
-            if name in _FLAGS:
+            if name == "level" and isinstance(value, _NotBool):  # Store(t, disk=1)
+                raise self.fail(f"disk must be a bool, got {value.value!r} ({type(value.value).__name__})")
+            if name == "level" and isinstance(value, (bool, np.bool_)):  # Store(t, True): disk=True
+                values.append(int(value))
+            elif name in _FLAGS:
                 if not isinstance(value, (bool, np.bool_)):
                     raise self.fail(f"{name} must be a bool, got {value!r} ({type(value).__name__})")
                 values.append(bool(value))
@@ -369,7 +498,7 @@ class _Tracker:
 
     def _new_phase(self) -> None:
         self.phase_steps = self.phase_actions = 0
-        self.phase_held = len(self.keys) + len(self.disk_keys)
+        self.phase_held = len(self.keys) + len(self.disk_keys) + sum(map(len, self.deep))
 
     def _range(self, start: int, stop: int) -> None:
         if self.n is None:
@@ -384,18 +513,25 @@ class _Tracker:
         return i < len(keys) and keys[i] == t
 
     def _held_in(self, start: int, stop: int) -> int:
-        """How many of x_start .. x_{stop-1} are stored, at either level."""
+        """How many of x_start .. x_{stop-1} are stored, at any level."""
         keys, disk = self.keys, self.disk_keys
         in_memory = bisect_left(keys, stop) - bisect_left(keys, start)
-        if not disk:
+        if not disk and not self.deep:
             return in_memory
         both = set(keys[bisect_left(keys, start) : bisect_left(keys, stop)])
-        both.update(disk[bisect_left(disk, start) : bisect_left(disk, stop)])
+        for level in (disk, *self.deep):
+            both.update(level[bisect_left(level, start) : bisect_left(level, stop)])
         return len(both)
+
+    def _stored(self, t: int) -> bool:
+        """Whether x_t is stored at any level."""
+        if self._has(self.keys, t) or self._has(self.disk_keys, t):
+            return True
+        return any(self._has(level, t) for level in self.deep)
 
     def _first_missing(self, start: int, stop: int, *, last: bool = False) -> int:
         steps = range(stop - 1, start - 1, -1) if last else range(start, stop)
-        return next(t for t in steps if not (self._has(self.keys, t) or self._has(self.disk_keys, t)))
+        return next(t for t in steps if not self._stored(t))
 
     def _grow(self) -> None:
         held = len(self.keys)
@@ -479,7 +615,10 @@ class _Tracker:
         if self.cursor is not None and t >= self.cursor:
             what = "x_n is the result, not a checkpoint" if t == self.n else f"steps >= {self.cursor} are reversed"
             raise self.fail(f"x_{t} is no longer needed: {what}")
-        if a.disk:
+        level = a.level
+        if level > 1:
+            self._store_deep(t, level)
+        elif level:
             if self._has(self.disk_keys, t):
                 raise self.fail(f"x_{t} is already stored on disk")
             insort(self.disk_keys, t)
@@ -495,6 +634,36 @@ class _Tracker:
             self.writes += 1
             self._grow()
 
+    def _store_deep(self, t: int, level: int) -> None:
+        """Store x_t at level 2 or deeper."""
+        if level > MAX_LEVEL or level < 0:
+            raise self.fail(f"level must be an int from 0 (memory) to {MAX_LEVEL}, got {level}")
+        deep = self.deep
+        while len(deep) < level - 1:
+            deep.append([])
+            self.deep_peaks.append(0)
+            self.deep_writes.append(0)
+            self.deep_reads.append(0)
+        i = level - 2
+        keys = deep[i]
+        if self._has(keys, t):
+            raise self.fail(f"x_{t} is already stored at level {level}")
+        insort(keys, t)
+        self.deep_writes[i] += 1
+        held = len(keys)
+        limit = self.deep_limits[i] if i < len(self.deep_limits) else None
+        if limit is not None and held > limit:
+            raise self.fail(f"holds {held} checkpoints at level {level}, over the budget of {limit}")
+        if held > self.deep_peaks[i]:
+            self.deep_peaks[i] = held
+
+    def _deep_level(self, t: int) -> int:
+        """The index in ``deep`` of the lowest level 2, 3, ... holding x_t, or -1."""
+        for i, keys in enumerate(self.deep):
+            if self._has(keys, t):
+                return i
+        return -1
+
     def _restore(self, a: Restore) -> None:
         t = a.step
         if self._has(self.keys, t):
@@ -502,7 +671,10 @@ class _Tracker:
         elif self._has(self.disk_keys, t):
             self.disk_reads += 1
         else:
-            raise self.fail(f"x_{t} is not stored (never stored, freed, or released by a Reverse)")
+            i = self._deep_level(t) if self.deep else -1
+            if i < 0:
+                raise self.fail(f"x_{t} is not stored (never stored, freed, or released by a Reverse)")
+            self.deep_reads[i] += 1
         self.live = t
 
     def _free(self, a: Free) -> None:
@@ -517,6 +689,8 @@ class _Tracker:
         i, j = bisect_left(disk, start), bisect_left(disk, stop)
         self.released_disk = disk[i:j]
         del disk[i:j]
+        for level in self.deep:
+            del level[bisect_left(level, start) : bisect_left(level, stop)]
 
     def _reverse(self, a: Reverse) -> None:
         start, stop = a.start, a.stop
@@ -531,17 +705,23 @@ class _Tracker:
                 f"so this action must stop at {self.cursor}"
             )
         top = stop - 1
-        if top != self.live and not (self._has(self.keys, top) or self._has(self.disk_keys, top)):
+        if top != self.live and not self._stored(top):
             raise self.fail(f"x_{top} is neither live (x_{self.live} is) nor stored")
         if self._held_in(start, top) != top - start:
             raise self.fail(f"x_{self._first_missing(start, top, last=True)} is not stored")
-        if self.disk_keys:  # states read from disk, not memory, are disk reads
+        if self.disk_keys or self.deep:  # each state is read from the lowest level holding it
             keys, disk = self.keys, self.disk_keys
             hi = top if top == self.live else stop  # x_top is read from the store unless it is live
             lo = start
+            seen = set(keys[bisect_left(keys, lo) : bisect_left(keys, hi)])
             on_disk = set(disk[bisect_left(disk, lo) : bisect_left(disk, hi)])
-            on_disk.difference_update(keys[bisect_left(keys, lo) : bisect_left(keys, hi)])
+            on_disk.difference_update(seen)
             self.disk_reads += len(on_disk)
+            for i, level in enumerate(self.deep):
+                seen.update(on_disk)
+                on_disk = set(level[bisect_left(level, lo) : bisect_left(level, hi)])
+                on_disk.difference_update(seen)
+                self.deep_reads[i] += len(on_disk)
         if stop == self.n and self.output and not self.output_done:
             self._count_steps(1)  # x_n = f(x_{n-1}), computed once
             self.output_done = True
@@ -554,6 +734,8 @@ class _Tracker:
         i = bisect_left(disk, start)
         self.released_disk = disk[i:]
         del disk[i:]
+        for level in self.deep:
+            del level[bisect_left(level, start) :]
         self._new_phase()
 
     def finish(self) -> None:
@@ -576,6 +758,7 @@ class _Tracker:
             peak_disk=self.peak_disk,
             disk_writes=self.disk_writes,
             disk_reads=self.disk_reads,
+            deep_levels=tuple(map(LevelCost, self.deep_peaks, self.deep_writes, self.deep_reads)),
         )
 
 
@@ -586,6 +769,7 @@ def simulate(
     checkpoints: int | None = None,
     disk_checkpoints: int | None = None,
     forward_steps: int | None = None,
+    deep_checkpoints: tuple[int | None, ...] = (),
 ) -> Cost:
     """Walk ``actions`` for ``n`` steps without running f and return their cost.
 
@@ -594,6 +778,8 @@ def simulate(
     out of order or twice, more than ``checkpoints`` held at once, more than
     ``forward_steps`` steps made, a schedule repeating itself without
     progress) or if the schedule ends before every step is reversed.
+    ``disk_checkpoints`` bounds the states held on disk (level 1),
+    ``deep_checkpoints`` those at levels 2, 3, ... (see :class:`Bounds`).
     Action fields may be numpy integers and booleans; anything else (a
     string, a float, ``keep="no"``) is refused.
 
@@ -607,7 +793,10 @@ def simulate(
         disk_checkpoints = check_int("disk_checkpoints", disk_checkpoints, 0)
     if forward_steps is not None:
         forward_steps = check_int("forward_steps", forward_steps, 0)
-    tracker = _Tracker(n, limit=checkpoints, disk_limit=disk_checkpoints, step_limit=forward_steps)
+    deep_limits = Bounds(deep_checkpoints=deep_checkpoints).deep_checkpoints
+    tracker = _Tracker(
+        n, limit=checkpoints, disk_limit=disk_checkpoints, step_limit=forward_steps, deep_limits=deep_limits
+    )
     check = tracker.check
     try:
         actions = iter(actions)
@@ -628,9 +817,17 @@ def validate(
     checkpoints: int | None = None,
     disk_checkpoints: int | None = None,
     forward_steps: int | None = None,
+    deep_checkpoints: tuple[int | None, ...] = (),
 ) -> None:
     """Raise :class:`~revseq.errors.ScheduleError` if ``actions`` is not a legal schedule for ``n`` steps."""
-    simulate(actions, n, checkpoints=checkpoints, disk_checkpoints=disk_checkpoints, forward_steps=forward_steps)
+    simulate(
+        actions,
+        n,
+        checkpoints=checkpoints,
+        disk_checkpoints=disk_checkpoints,
+        forward_steps=forward_steps,
+        deep_checkpoints=deep_checkpoints,
+    )
 
 
 def strategy_iterable(strategy: object, method: str, result: object) -> Iterator[Action]:
@@ -680,6 +877,7 @@ class Schedule:
             checkpoints=bounds.checkpoints,
             disk_checkpoints=bounds.disk_checkpoints,
             forward_steps=bounds.forward_steps,
+            deep_checkpoints=bounds.deep_checkpoints,
         )
 
     def validate(self) -> None:

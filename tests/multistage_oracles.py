@@ -226,3 +226,77 @@ def budgeted_times(nmax: int, ram: int, disk: int | None, step: float, write: fl
             fl[i] = min(R[i], sm, write + sd)
             fd[i] = min(sd, R[i], sm)
     return FL[rows - 1]
+
+
+# -- K storage levels ---------------------------------------------------------------------------------
+
+
+def exhaustive_levels_time(
+    n: int, caps: tuple[int | None, ...], writes: tuple[float, ...], reads: tuple[float, ...], step: float = 1.0
+) -> float:
+    """The least cost of reversing ``n`` steps with K storage levels, over every schedule (Dijkstra; tiny n only).
+
+    Level ``k`` holds at most ``caps[k]`` states (``None``: unlimited),
+    costs ``writes[k]`` to store a state there and ``reads[k]`` to read one
+    back (level 0, memory, usually free). A state may be held at several
+    levels; a restore, or the reversal of a step whose state is not live,
+    reads the cheapest copy (revseq reads the lowest level holding it, which
+    is the cheapest when reads grow with the level, as in every case
+    tested); a free drops every copy. A search state is ``(next, live,
+    held)`` with one bit set of stored indices per level, as in
+    :func:`exhaustive_time`; frees are made only as part of a store into a
+    full level.
+    """
+    levels = len(caps)
+    slots = [n if c is None else c for c in caps]
+    start = (n, 0, (0,) * levels)
+    best = {start: 0.0}
+    heap: list[tuple[float, int, int, tuple[int, ...]]] = [(0.0, *start)]
+    while heap:
+        cost, nxt, live, held = heapq.heappop(heap)
+        if best.get((nxt, live, held), INF) < cost:
+            continue
+        if nxt == 0:
+            return cost
+        moves: list[tuple[float, int, int, tuple[int, ...]]] = []
+
+        def read_cost(t: int, held: tuple[int, ...] = held) -> float:
+            return min((reads[k] for k in range(levels) if held[k] >> t & 1), default=INF)
+
+        if live >= 0:
+            bit = 1 << live
+            if live + 1 < nxt:
+                moves.append((step, nxt, live + 1, held))
+            for k in range(levels):
+                if held[k] & bit or slots[k] == 0:
+                    continue
+                if held[k].bit_count() < slots[k]:
+                    moves.append((writes[k], nxt, live, (*held[:k], held[k] | bit, *held[k + 1 :])))
+                else:
+                    for t in range(nxt):
+                        if held[k] >> t & 1:
+                            gone = ~(1 << t)
+                            dropped = tuple(h & gone for h in held)
+                            moves.append((writes[k], nxt, live, (*dropped[:k], dropped[k] | bit, *dropped[k + 1 :])))
+        for t in range(nxt):
+            if t != live:
+                cost_t = read_cost(t)
+                if cost_t < INF:
+                    moves.append((cost_t, nxt, t, held))
+        top = nxt - 1
+        kept = (1 << top) - 1
+        after = live if 0 <= live < top else -1
+        trimmed = tuple(h & kept for h in held)
+        if live == top:
+            moves.append((0.0, top, after, trimmed))
+        else:
+            cost_t = read_cost(top)
+            if cost_t < INF:
+                moves.append((cost_t, top, after, trimmed))
+        for extra, *state in moves:
+            key = (state[0], state[1], state[2])
+            total = cost + extra
+            if total < best.get(key, INF):
+                best[key] = total
+                heapq.heappush(heap, (total, *key))
+    return INF

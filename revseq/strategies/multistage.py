@@ -75,7 +75,8 @@ import numpy.typing as npt
 
 from revseq._validate import as_int, check_int, int_at_least, unsized
 from revseq.errors import ParameterError
-from revseq.schedule import Action, Advance, Bounds, Cost, Free, Restore, Reverse, Store
+from revseq.schedule import Action, Advance, Bounds, Cost, Free, Restore, Reverse, Store, simulate
+from revseq.strategies import _multilevel
 from revseq.strategies._multistage_plans import (
     DISK,
     LIVE,
@@ -92,7 +93,7 @@ from revseq.strategies._multistage_plans import (
 from revseq.strategies.base import ReversalStrategy
 from revseq.strategies.binomial import revolve
 
-__all__ = ["EXACT_WORK", "MAX_PLAN_WORK", "DiskCosts", "MultistageCheckpointing"]
+__all__ = ["EXACT_WORK", "MAX_PLAN_WORK", "DiskCosts", "Level", "MultistageCheckpointing"]
 
 MAX_PLAN_WORK = 10**10
 """The largest exact programme ``exact=True`` accepts: ``n**2`` times the disk rows.
@@ -197,6 +198,75 @@ def _is_bool(instance: Any, attribute: Any, value: Any) -> None:
         raise ParameterError(f"{attribute.name} must be True or False, got {value!r} ({type(value).__name__})")
 
 
+@final
+@attrs.frozen
+class Level:
+    """One storage level of :class:`MultistageCheckpointing`: what it holds, and what a write and a read cost.
+
+    ``capacity`` is the number of checkpoints it holds at most (``None``: no
+    limit), or ``capacity_bytes`` the bytes (turned into states of the
+    run's size by the engine). ``write`` and ``read`` are the time of
+    storing one state there and of reading one back, in forward steps (a
+    level whose write takes as long as 2.5 steps has ``write=2.5``). The
+    first level of a list is memory, which the planner takes as free to
+    write and read; the others follow from fastest to slowest (local NVMe,
+    then a network filesystem, say), which is what the plan is optimal for.
+
+    >>> Level(None, write=2.0, read=1.0)
+    Level(capacity=None, write=2.0, read=1.0, capacity_bytes=None)
+    """
+
+    capacity: int | None = attrs.field(default=None, converter=as_int, validator=int_at_least(0, optional=True))
+    write: float = attrs.field(default=0.0, converter=_as_float, validator=_cost_at_least_zero)
+    read: float = attrs.field(default=0.0, converter=_as_float, validator=_cost_at_least_zero)
+    capacity_bytes: int | None = attrs.field(
+        default=None, kw_only=True, converter=as_int, validator=int_at_least(1, optional=True)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.capacity is not None and self.capacity_bytes is not None:
+            raise ParameterError(
+                f"give a level's capacity once, as capacity (states) or capacity_bytes, "
+                f"got capacity={self.capacity} and capacity_bytes={self.capacity_bytes}"
+            )
+
+
+_MAX_LEVELS = 15  # levels 0 .. 15 (revseq.schedule.MAX_LEVEL), the memory included
+
+
+def _as_levels(value: Any) -> Any:
+    """attrs converter: a list of levels becomes a tuple; anything else is left for the check."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _check_levels(levels: Any) -> tuple[Level, ...]:
+    if not isinstance(levels, tuple) or not 2 <= len(levels) <= _MAX_LEVELS:
+        raise ParameterError(
+            f"levels must be a list of 2 to {_MAX_LEVELS} revseq.Level, memory first, got {levels!r}; "
+            f"for example levels=[Level(4), Level(None, write=2.0, read=1.0)]"
+        )
+    for k, level in enumerate(levels):
+        if not isinstance(level, Level):
+            raise ParameterError(
+                f"levels[{k}] must be a revseq.Level, got {level!r} ({type(level).__name__}); "
+                f"for example Level(capacity=100, write=2.0, read=1.0)"
+            )
+    memory = levels[0]
+    if memory.capacity is None and memory.capacity_bytes is None:
+        raise ParameterError(
+            "levels[0] is memory and needs a capacity: the number of checkpoints that fit there "
+            "(Level(4)), or capacity_bytes="
+        )
+    if memory.write or memory.read:
+        raise ParameterError(
+            f"levels[0] is memory, which the planner takes as free to write and read: give it write=0 and "
+            f"read=0, got write={memory.write} and read={memory.read}"
+        )
+    if all(level.capacity == 0 for level in levels):
+        raise ParameterError("every level has capacity 0, which leaves nowhere to keep x_0: give one capacity >= 1")
+    return levels
+
+
 def _costs_instance(instance: Any, attribute: Any, value: Any) -> None:
     if not isinstance(value, DiskCosts):
         raise ParameterError(
@@ -248,11 +318,31 @@ class MultistageCheckpointing(ReversalStrategy):
     The engine puts disk checkpoints in its ``disk=`` store, a
     :class:`revseq.DiskStore` in a temporary directory by default.
 
+    levels:
+        Instead of ``ram``, ``disk`` and ``costs``: a list of
+        :class:`Level`, memory first, then slower levels (local NVMe, a
+        network filesystem, ...), each with its capacity and its write and
+        read times in forward steps. Two levels mean exactly ``ram``,
+        ``disk`` and ``costs=DiskCosts(1.0, write, read)`` (the same plan);
+        with three or more the plan keeps each checkpoint at one of them
+        (``Store(t, level=k)``) and minimises ``forward_steps + sum over
+        levels of write * writes + read * reads`` (:meth:`time_of`). The
+        engine takes one store per level below memory:
+        ``disk=[nvme_store, nfs_store]``. ``ram``, ``disk`` and ``costs``
+        then show the first two levels.
+
+    The engine puts disk checkpoints in its ``disk=`` store, a
+    :class:`revseq.DiskStore` in a temporary directory by default.
+
     >>> strategy = MultistageCheckpointing(ram=2, costs=DiskCosts(step=1.0, write=2.0, read=1.0))
     >>> strategy.cost(100)
     Cost(n=100, forward_steps=167, peak_checkpoints=2, writes=65, reads=3, peak_disk=31, disk_writes=31, disk_reads=31)
     >>> strategy.predicted_time(100), strategy.costs.time(strategy.cost(100))
     (260.0, 260.0)
+    >>> nvme, nfs = Level(4, write=0.5, read=0.25), Level(None, write=4.0, read=2.0)
+    >>> three = MultistageCheckpointing(levels=[Level(2), nvme, nfs])
+    >>> three.predicted_time(100), three.time_of(three.cost(100))
+    (275.5, 275.5)
     """
 
     ram: int | None = attrs.field(default=None, converter=as_int, validator=int_at_least(0, optional=True))
@@ -262,8 +352,22 @@ class MultistageCheckpointing(ReversalStrategy):
         default=None, kw_only=True, converter=as_int, validator=int_at_least(1, optional=True)
     )
     exact: bool = attrs.field(default=False, kw_only=True, validator=_is_bool)
+    levels: tuple[Level, ...] | None = attrs.field(default=None, kw_only=True, converter=_as_levels)
 
     def __attrs_post_init__(self) -> None:
+        if self.levels is not None:
+            if self.ram is not None or self.disk is not None or self.costs != DiskCosts() or self.ram_bytes is not None:
+                raise ParameterError(
+                    "give either levels= or ram/disk/costs/ram_bytes, not both: levels[0] is the memory, "
+                    "levels[1] the disk"
+                )
+            levels = _check_levels(self.levels)
+            # The two-level view: what ram, disk and costs mean for the first two levels.
+            object.__setattr__(self, "ram", levels[0].capacity)
+            object.__setattr__(self, "ram_bytes", levels[0].capacity_bytes)
+            object.__setattr__(self, "disk", levels[1].capacity)
+            object.__setattr__(self, "costs", DiskCosts(1.0, levels[1].write, levels[1].read))
+            return
         if self.ram is None and self.ram_bytes is None:
             raise ParameterError(
                 "ram must be given: the number of checkpoints that fit in memory "
@@ -277,7 +381,60 @@ class MultistageCheckpointing(ReversalStrategy):
         if self.ram == 0 and self.disk == 0:
             raise ParameterError("ram=0 and disk=0 leave nowhere to keep x_0: give ram >= 1 or disk >= 1 (or None)")
 
+    def __repr__(self) -> str:
+        if self.levels is not None:
+            return f"MultistageCheckpointing(levels={list(self.levels)!r}, exact={self.exact!r})"
+        return (
+            f"MultistageCheckpointing(ram={self.ram!r}, disk={self.disk!r}, costs={self.costs!r}, "
+            f"ram_bytes={self.ram_bytes!r}, exact={self.exact!r})"
+        )
+
+    def storage(self) -> tuple[Level, ...]:
+        """The storage levels, memory first, whichever way they were given.
+
+        >>> MultistageCheckpointing(ram=4, costs=DiskCosts(step=2.0, write=3.0, read=1.0)).storage()[1]
+        Level(capacity=None, write=1.5, read=0.5, capacity_bytes=None)
+        """
+        if self.levels is not None:
+            return self.levels
+        costs = self.costs
+        memory = Level(self.ram) if self.ram_bytes is None else Level(capacity_bytes=self.ram_bytes)
+        return memory, Level(self.disk, write=costs.write / costs.step, read=costs.read / costs.step)
+
+    def time_of(self, cost: Cost) -> float:
+        """The time the plan minimises, of a schedule's ``cost`` (or a run's ``stats.as_cost()``).
+
+        ``costs.time(cost)`` with two levels; with more, ``forward_steps +
+        sum over levels k >= 1 of write_k * writes_k + read_k * reads_k``,
+        in forward steps.
+        """
+        if self.levels is None or (len(self.levels) == 2 and not cost.deep_levels):
+            return self.costs.time(cost)
+        total = float(cost.forward_steps)
+        for k, level in enumerate(self.levels[1:], 1):
+            counts = cost.level(k)
+            total += level.write * counts.writes + level.read * counts.reads
+        return total
+
     def sized(self, state_nbytes: int) -> MultistageCheckpointing:
+        if self.levels is not None and any(level.capacity_bytes is not None for level in self.levels):
+            if state_nbytes <= 0:
+                raise ParameterError(
+                    "capacity_bytes needs states whose size is known (numpy arrays report nbytes), "
+                    f"got a state of {state_nbytes} bytes"
+                )
+            levels = [
+                level
+                if level.capacity_bytes is None
+                else Level(level.capacity_bytes // state_nbytes, level.write, level.read)
+                for level in self.levels
+            ]
+            if all(level.capacity == 0 for level in levels):
+                raise ParameterError(
+                    f"the levels' capacity_bytes hold no state of {state_nbytes} bytes: give more bytes, "
+                    f"or a level a capacity >= 1"
+                )
+            return MultistageCheckpointing(levels=levels, exact=self.exact)
         if self.ram_bytes is None:
             return self
         if state_nbytes <= 0:
@@ -295,9 +452,38 @@ class MultistageCheckpointing(ReversalStrategy):
 
     def budget(self) -> int:
         """The number of checkpoints held in memory at most."""
-        if self.ram is None:
+        if self.ram is None or (self.levels is not None and any(lv.capacity_bytes for lv in self.levels)):
             raise unsized(self)
         return self.ram
+
+    def _multilevel(self) -> _multilevel.LevelsPlans | None:
+        """The K-level planner for three or more levels (None: two levels, planned by ``_Plans``)."""
+        if self.levels is None or len(self.levels) == 2:
+            return None
+        self.budget()  # sized
+        specs = tuple(
+            _multilevel.LevelSpec(level.capacity, _snap(level.write), _snap(level.read)) for level in self.levels
+        )
+        return _multilevel.plans_for(specs, self.exact)
+
+    def _levels_cost(self, n: int) -> Cost:
+        """The K-level plan's cost for ``n`` steps, simulated (checked against the capacities) and cached."""
+        plans = self._multilevel()
+        assert plans is not None
+        assert self.levels is not None
+        key = ("cost", n)
+        cost = plans.costs.get(key)
+        if cost is None:
+            caps = [level.capacity for level in self.levels]
+            cost = simulate(
+                plans.plan(n).actions(n),
+                n,
+                checkpoints=caps[0],
+                disk_checkpoints=caps[1],
+                deep_checkpoints=tuple(caps[2:]),
+            )
+            plans.remember(key, cost)
+        return cost
 
     def predicted_time(self, n: int) -> float:
         """The ``costs.time`` of this schedule for ``n`` steps: the least of any schedule where it is exact.
@@ -312,6 +498,9 @@ class MultistageCheckpointing(ReversalStrategy):
         28.0
         """
         n = check_int("n", n, 1)
+        plans = self._multilevel()
+        if plans is not None:
+            return plans.plan(n).time(n) + 1.0  # + 1: x_n's call
         counts = self._plan(n).counts(n)
         return self.costs._weigh(counts.steps + 1, counts.disk_writes, counts.disk_reads)  # + 1: x_n's call
 
@@ -323,16 +512,32 @@ class MultistageCheckpointing(ReversalStrategy):
         of the long-run plans (within 1.06x of the optimum where measured);
         see the class notes.
         """
-        return isinstance(self._plan(check_int("n", n, 1)), _Table)
+        n = check_int("n", n, 1)
+        plans = self._multilevel()
+        if plans is not None:
+            return isinstance(plans.plan(n), _multilevel.LevelsTable)
+        return isinstance(self._plan(n), _Table)
 
     def actions(self, n: int) -> Iterator[Action]:
+        plans = self._multilevel()
+        if plans is not None:
+            return plans.plan(n).actions(n)
         return self._plan(n).actions(n)
 
     def bounds(self, n: int) -> Bounds:
-        """At most ``ram`` checkpoints in memory; on disk, exactly what the plan holds at its peak (``<= disk``)."""
+        """At most ``ram`` checkpoints in memory; at every other level exactly the plan's peak (within capacity)."""
+        if self._multilevel() is not None:
+            cost = self._levels_cost(n)
+            return Bounds(
+                checkpoints=min(self.budget(), n - 1),
+                disk_checkpoints=cost.peak_disk,
+                deep_checkpoints=tuple(cost.level(k).peak for k in range(2, len(self.storage()))),
+            )
         return Bounds(checkpoints=min(self.budget(), n - 1), disk_checkpoints=self._plan(n).counts(n).peak_disk)
 
     def _closed_cost(self, n: int) -> Cost:
+        if self._multilevel() is not None:
+            return self._levels_cost(n)
         c = self._plan(n).counts(n)
         return Cost(
             n=n,
