@@ -16,16 +16,19 @@ SqrtCheckpointing(interval=None)         <= 2n steps, ~2 sqrt(n) checkpoints
 BinomialCheckpointing(checkpoints=c)     the proven minimum of steps for c checkpoints
 OnlineCheckpointing(checkpoints=c)       for runs of unknown length (n=None, until=...)
 MultistageCheckpointing(ram, disk, costs)  least step + disk time, checkpoints in RAM and on disk
+MultistageCheckpointing(levels=[Level(...), ...])  the same over K storage levels (RAM, NVMe, NFS, ...)
 
 Schedules as data
 -----------------
 Advance, Store, Restore, Free, Reverse   the actions a strategy yields
 simulate(actions, n), validate(...)      cost and legality, without running f
 Cost, Bounds, Schedule                   what they return / promise / wrap
+LevelCost                                a Cost's counts at one storage level (Cost.level(k))
 
 Also: optimal_forward_steps, repetition_number, MemoryStore, DiskStore,
 CompressedStore (needs the compress extra when made), FsspecStore (any fsspec URL: s3://, gs://, ...;
-the remote extra), CheckpointStore (the store protocol),
+the remote extra), OverlappedStore (writes behind and reads ahead on a thread), CheckpointStore
+(the store protocol),
 Result, Stats, Reversal, the errors in revseq.errors, and revseq.testing for
 checking a strategy of your own.
 """
@@ -36,6 +39,7 @@ from revseq.disk import DiskStore
 from revseq.engine import DEFAULT_STRATEGY, Result, Reversal, Stats, Walk, backprop, reverse, walk
 from revseq.errors import ParameterError, RevseqError, ScheduleError, StepError, StoreError
 from revseq.fsspec_store import FsspecStore
+from revseq.overlap import OverlappedStore
 from revseq.recurrence import Recurrence
 from revseq.schedule import (
     Action,
@@ -43,6 +47,7 @@ from revseq.schedule import (
     Bounds,
     Cost,
     Free,
+    LevelCost,
     Restore,
     Reverse,
     Schedule,
@@ -67,6 +72,7 @@ from revseq.strategies import (
     optimal_forward_steps,
     repetition_number,
 )
+from revseq.strategies.multistage import Level
 
 __version__ = "0.1.0"
 
@@ -84,10 +90,13 @@ __all__ = [
     "DiskStore",
     "Free",
     "FsspecStore",
+    "Level",
+    "LevelCost",
     "MemoryStore",
     "MultistageCheckpointing",
     "OnlineCheckpointing",
     "OnlineStrategy",
+    "OverlappedStore",
     "ParameterError",
     "Recompute",
     "Recurrence",
