@@ -48,6 +48,7 @@ import numpy.typing as npt
 
 from revseq.errors import ParameterError
 from revseq.schedule import Action, Advance, Free, Restore, Reverse, Store
+from revseq.strategies._multistage_plans import revolve_blocks
 from revseq.strategies.binomial import _split as _binomial_split
 from revseq.strategies.binomial import revolve, revolve_advances
 
@@ -348,43 +349,7 @@ class NestedLevels:
                 return table.run(i * b, b, level, self.row_kept, level)
             return table.run(i * b, b, level, self.row_live, LIVE)
 
-        if k > 1:
-            yield Store(0, level=level)
-        stack: list[tuple[int, int, int, bool] | Restore] = [(0, k, self.slots, k > 1)]
-        pop, push = stack.pop, stack.append
-        while stack:
-            task = pop()
-            if isinstance(task, Restore):
-                yield task
-                continue
-            base, length, s, stored = task  # block indices; the live state is x_{base b}
-            if length == 1:
-                yield from reverse_block(base, stored)
-            elif s >= length - 1:
-                for i in range(base + 1, base + length):
-                    yield Advance((i - 1) * b, i * b)
-                    if i < base + length - 1:
-                        yield Store(i * b, level=level)
-                yield from reverse_block(base + length - 1, False)
-                for i in range(base + length - 2, base - 1, -1):
-                    yield Restore(i * b)
-                    yield from reverse_block(i, True)
-            elif s == 1:
-                for t in range(length - 1, 0, -1):
-                    if t < length - 1:
-                        yield Restore(base * b)
-                    yield Advance(base * b, (base + t) * b)
-                    yield from reverse_block(base + t, False)
-                yield Restore(base * b)
-                yield from reverse_block(base, True)
-            else:
-                j = _binomial_split(length, s)
-                yield Advance(base * b, (base + j) * b)
-                push((base, j, s, True))
-                push(Restore(base * b))
-                if length - j > 1:
-                    yield Store((base + j) * b, level=level)
-                push((base + j, length - j, s - 1, length - j > 1))
+        return revolve_blocks(k, self.slots, b, level, reverse_block)
 
 
 class Relabelled:

@@ -23,7 +23,7 @@ A plan answers ``time(n)`` (the planner's objective, in its unit),
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from revseq.schedule import Action, Advance, Free, Restore, Reverse, Store
@@ -298,43 +298,55 @@ class Nested:
                 return table.run(i * b, last, self.row_live, LIVE)
             return shifted(block_disk if stored else block_live, i * b)
 
-        if k > 1:
-            yield Store(0, disk=True)
-        stack: list[tuple[int, int, int, bool] | Restore] = [(0, k, self.slots, k > 1)]
-        pop, push = stack.pop, stack.append
-        while stack:
-            task = pop()
-            if isinstance(task, Restore):
-                yield task
-                continue
-            base, length, s, stored = task  # block indices; the live state is x_{base b}
-            if length == 1:
-                yield from reverse_block(base, stored)
-            elif s >= length - 1:
-                for i in range(base + 1, base + length):
-                    yield Advance((i - 1) * b, i * b)
-                    if i < base + length - 1:
-                        yield Store(i * b, disk=True)
-                yield from reverse_block(base + length - 1, False)
-                for i in range(base + length - 2, base - 1, -1):
-                    yield Restore(i * b)
-                    yield from reverse_block(i, True)
-            elif s == 1:
-                for t in range(length - 1, 0, -1):
-                    if t < length - 1:
-                        yield Restore(base * b)
-                    yield Advance(base * b, (base + t) * b)
-                    yield from reverse_block(base + t, False)
-                yield Restore(base * b)
-                yield from reverse_block(base, True)
-            else:
-                j = _split(length, s)
-                yield Advance(base * b, (base + j) * b)
-                push((base, j, s, True))
-                push(Restore(base * b))
-                if length - j > 1:
-                    yield Store((base + j) * b, disk=True)
-                push((base + j, length - j, s - 1, length - j > 1))
+        return revolve_blocks(k, self.slots, b, 1, reverse_block)
+
+
+def revolve_blocks(
+    k: int, slots: int, b: int, level: int, reverse_block: Callable[[int, bool], Iterable[Action]]
+) -> Iterator[Action]:
+    """Revolve over ``k`` blocks of ``b`` steps, ``slots`` block starts held at storage ``level``.
+
+    ``reverse_block(i, stored)`` reverses block ``i`` from its start, live
+    (and also stored if ``stored``). The blocks' starts are stored at
+    ``level`` (1: the disk); x_0's first.
+    """
+    if k > 1:
+        yield Store(0, level=level)
+    stack: list[tuple[int, int, int, bool] | Restore] = [(0, k, slots, k > 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        task = pop()
+        if isinstance(task, Restore):
+            yield task
+            continue
+        base, length, s, stored = task  # block indices; the live state is x_{base b}
+        if length == 1:
+            yield from reverse_block(base, stored)
+        elif s >= length - 1:
+            for i in range(base + 1, base + length):
+                yield Advance((i - 1) * b, i * b)
+                if i < base + length - 1:
+                    yield Store(i * b, level=level)
+            yield from reverse_block(base + length - 1, False)
+            for i in range(base + length - 2, base - 1, -1):
+                yield Restore(i * b)
+                yield from reverse_block(i, True)
+        elif s == 1:
+            for t in range(length - 1, 0, -1):
+                if t < length - 1:
+                    yield Restore(base * b)
+                yield Advance(base * b, (base + t) * b)
+                yield from reverse_block(base + t, False)
+            yield Restore(base * b)
+            yield from reverse_block(base, True)
+        else:
+            j = _split(length, s)
+            yield Advance(base * b, (base + j) * b)
+            push((base, j, s, True))
+            push(Restore(base * b))
+            if length - j > 1:
+                yield Store((base + j) * b, level=level)
+            push((base + j, length - j, s - 1, length - j > 1))
 
 
 class DiskRevolve:
