@@ -18,6 +18,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import every_other
 import numpy as np
 import pytest
 
@@ -30,29 +31,7 @@ pytest.importorskip("pytest_benchmark")
 N = 60
 SIZE = 5
 
-STRATEGY_MODULE = textwrap.dedent(
-    """
-    import attrs
-    import revseq
-    from revseq import Advance, Restore, Reverse, Store
-
-
-    @attrs.frozen
-    class EveryOther(revseq.ReversalStrategy):
-        def actions(self, n):
-            starts = range(0, n, 2)
-            for a in starts:
-                yield Store(a)
-                if a + 2 < n:
-                    yield Advance(a, a + 2)
-            for a in reversed(starts):
-                if a != starts[-1]:
-                    yield Restore(a)
-                if a + 1 < n:
-                    yield Advance(a, a + 1)
-                yield Reverse(a, min(a + 2, n))
-    """
-)
+STRATEGY_MODULE = every_other.SOURCE
 
 # The user's one short test file, plus what this test checks from outside: calls of f and a measuring store.
 USER_TEST = textwrap.dedent(

@@ -26,6 +26,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 import pytest
+from every_other import EveryOther
 
 import revseq
 import revseq.testing
@@ -182,25 +183,6 @@ def execute(schedule, n):
 
 
 # -- revseq -> checkpoint_schedules ------------------------------------------------------------------
-
-
-@attrs.frozen
-class EveryOther(revseq.ReversalStrategy):
-    """A user's strategy (the ReversalStrategy docstring's): stores every other state."""
-
-    def actions(self, n):
-        starts = range(0, n, 2)
-        for a in starts:
-            yield Store(a)
-            if a + 2 < n:
-                yield Advance(a, a + 2)
-        for a in reversed(starts):
-            if a != starts[-1]:
-                yield Restore(a)
-            if a + 1 < n:
-                yield Advance(a, a + 1)
-            yield Reverse(a, min(a + 2, n))
-
 
 STRATEGIES = [
     revseq.StoreAll(),

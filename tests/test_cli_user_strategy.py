@@ -12,6 +12,7 @@ import math
 import sys
 import textwrap
 
+import every_other as every_other_module
 import pytest
 
 import revseq
@@ -19,29 +20,8 @@ from revseq.cli import main
 
 USER = "revseq_cli_user_strategies"  # a module name no other test uses: sys.modules caches it
 
-SOURCE = textwrap.dedent(
+SOURCE = every_other_module.SOURCE + textwrap.dedent(
     """
-    import attrs
-    import revseq
-    from revseq import Advance, Bounds, Restore, Reverse, Store
-
-
-    @attrs.frozen
-    class EveryOther(revseq.ReversalStrategy):
-        '''Stores x_0, x_2, x_4, ...: about n/2 checkpoints and 3n/2 forward steps.'''
-
-        def actions(self, n):
-            starts = range(0, n, 2)
-            for a in starts:
-                yield Store(a)
-                if a + 2 < n:
-                    yield Advance(a, a + 2)
-            for a in reversed(starts):
-                if a != starts[-1]:
-                    yield Restore(a)
-                if a + 1 < n:
-                    yield Advance(a, a + 1)
-                yield Reverse(a, min(a + 2, n))
 
 
     every_other = EveryOther()
