@@ -7,7 +7,8 @@ on ``sys.path`` (an older revseq, extracted from git). A GRU cell of width
 256, batch 16, 64 input features and a ``Linear(256, 1)`` readout per step:
 one forward and backward pass of 50 steps warms the allocator and the
 kernels, then one of N steps runs; the line printed is a JSON object with
-the growth of peak RSS (``ru_maxrss``) over the warm-up's, in MB, and the
+the growth of peak RSS (``VmHWM``: not ``ru_maxrss``, which Linux carries
+over from the parent) over the warm-up's, in MB, and the
 bytes the outputs and checkpoints hold.
 """
 
@@ -15,8 +16,9 @@ from __future__ import annotations
 
 import gc
 import json
-import resource
 import sys
+
+from torch_tapes_cases import peak_rss_kib
 
 
 def main() -> None:
@@ -50,9 +52,9 @@ def main() -> None:
 
     run(50)
     gc.collect()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = peak_rss_kib()
     run(n)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_rss_kib()
     held = n * 16 * 4 + (20 * 16 * 256 * 4 if kind != "plain" else 0)
     print(json.dumps({"growth_mb": (peak - base) / 1024, "held_mb": held / 2**20, "revseq": revseq.__file__}))
 
