@@ -19,14 +19,18 @@ class Tally:
     Attributes
     ----------
     forward_steps:
-        Calls of the step made without gradients by the engine: the first
-        sweep, its recomputations and the call producing the final state,
-        summed over every forward and backward pass. After one forward and
-        one backward it equals ``strategy.cost(n).forward_steps``. A primal
-        computed by the framework alone (no differentiation) is not counted.
+        Calls of the step made without gradients: the first sweep, its
+        recomputations and the call producing the final state, summed over
+        every forward and backward pass. After one forward and one backward
+        it equals ``strategy.cost(n).forward_steps`` when a strategy
+        reverses the steps one by one, and ``plan.forward_steps`` for a plan
+        with tapes (revseq.torch's default). A primal computed by the
+        framework alone (no differentiation) is not counted.
     vjp_steps:
-        Calls of the step inside each step's adjoint, where the framework
-        re-runs it to differentiate it: ``n`` per backward pass.
+        Calls of the step with gradients, where the framework runs it to
+        differentiate it: ``n`` per backward pass (``plan.vjp_steps`` for a
+        plan with tapes, whose last segment and first step run with
+        gradients in the forward pass).
     stats:
         The engine's :class:`revseq.Stats` for the latest walk (its
         ``as_cost()`` is comparable with ``strategy.cost(n)``); None until a
