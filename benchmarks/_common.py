@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
+import socket
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterable
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -144,3 +150,71 @@ def summary(ratios: list[float]) -> dict[str, Any]:
 def ratios(times: Times, name: str, baseline: str, *, scale: float = 1.0, clock: int = 0) -> dict[str, Any]:
     """``summary`` of ``scale * time(name) / time(baseline)`` round by round (clock 0: CPU, 1: wall)."""
     return summary([scale * a / b for a, b in zip(times[name][clock], times[baseline][clock], strict=True)])
+
+
+# -- a heat-equation step and a local S3 server, for the storage benchmarks --------------------------------
+
+HEAT_K, HEAT_DT = 0.2, 0.01
+
+
+def _laplacian(x: np.ndarray) -> np.ndarray:
+    out = x * -4.0
+    out[1:] += x[:-1]
+    out[:-1] += x[1:]
+    out[:, 1:] += x[:, :-1]
+    out[:, :-1] += x[:, 1:]
+    return out
+
+
+def heat_step(x: np.ndarray) -> np.ndarray:
+    """One explicit step of ``u' = K lap(u) - DT u^3`` on a 2-D field (zero boundary), in place where it can."""
+    y = _laplacian(x)
+    y *= HEAT_K
+    y += x
+    y -= HEAT_DT * x**3
+    return y
+
+
+def heat_vjp(x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``heat_step``'s vector-Jacobian product (the Laplacian with a zero boundary is self-adjoint)."""
+    out = _laplacian(g)
+    out *= HEAT_K
+    out += g
+    out -= 3 * HEAT_DT * x**2 * g
+    return out
+
+
+def s3_endpoint() -> Iterator[str]:
+    """The S3 endpoint to use: ``REVSEQ_TEST_S3_ENDPOINT``, or moto's server started on a free port (stopped after).
+
+    A generator, for a pytest fixture to ``yield from``.
+    """
+    given = os.environ.get("REVSEQ_TEST_S3_ENDPOINT")
+    if given:
+        yield given
+        return
+    import pytest
+
+    pytest.importorskip("moto.server", reason="moto's server: pip install 'moto[server]'")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except urllib.error.HTTPError:
+                break  # an answer
+            except OSError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(10)

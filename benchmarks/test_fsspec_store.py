@@ -29,20 +29,14 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-from _common import Times, interleaved, summary
+from _common import Times, interleaved, s3_endpoint, summary
 
 from revseq.disk import DiskStore
 
@@ -57,32 +51,7 @@ CREDENTIALS = {"key": "testing", "secret": "testing"}
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    given = os.environ.get("REVSEQ_TEST_S3_ENDPOINT")
-    if given:
-        yield given
-        return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(url, timeout=1)
-                break
-            except urllib.error.HTTPError:
-                break  # an answer
-            except OSError:
-                time.sleep(0.2)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(10)
+    yield from s3_endpoint()
 
 
 @pytest.fixture(scope="module")

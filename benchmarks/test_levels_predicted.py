@@ -47,20 +47,15 @@ directory or the bucket (asserted). Run:
 from __future__ import annotations
 
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-from _common import interleaved
+from _common import heat_step, heat_vjp, interleaved, s3_endpoint
 
 import revseq
 from revseq.disk import DiskStore
@@ -76,33 +71,10 @@ SLOTS = 6  # states of memory
 DISK_STATES = 8  # the disk level's capacity in the three-level plan
 DEPTH = 2  # OverlappedStore's buffers
 ROUNDS = 3
-K, DT = 0.2, 0.01
 CREDENTIALS = {"key": "testing", "secret": "testing"}
 
 
-def _lap(x: np.ndarray) -> np.ndarray:
-    out = x * -4.0
-    out[1:] += x[:-1]
-    out[:-1] += x[1:]
-    out[:, 1:] += x[:, :-1]
-    out[:, :-1] += x[:, 1:]
-    return out
-
-
-def f(x: np.ndarray) -> np.ndarray:
-    y = _lap(x)
-    y *= K
-    y += x
-    y -= DT * x**3
-    return y
-
-
-def vjp(x: np.ndarray, g: np.ndarray) -> np.ndarray:  # the Laplacian (zero boundary) is self-adjoint
-    out = _lap(g)
-    out *= K
-    out += g
-    out -= 3 * DT * x**2 * g
-    return out
+f, vjp = heat_step, heat_vjp
 
 
 class Clock:
@@ -150,33 +122,7 @@ def _median_seconds(fn: Callable[[], Any], times: int = 5) -> float:
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    given = os.environ.get("REVSEQ_TEST_S3_ENDPOINT")
-    if given:
-        yield given
-        return
-    pytest.importorskip("moto.server", reason="moto's server: pip install 'moto[server]'")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(url, timeout=1)
-                break
-            except urllib.error.HTTPError:
-                break  # an answer
-            except OSError:
-                time.sleep(0.2)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(10)
+    yield from s3_endpoint()
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _common import interleaved
+from _common import heat_step, heat_vjp, interleaved
 
 import revseq
 from revseq.disk import DiskStore
@@ -47,33 +47,10 @@ ROUNDS = 3
 N = 24
 RAM = 2
 DEPTH = 2
-K, DT = 0.2, 0.01
 SIZES = [int(mb) for mb in os.environ.get("REVSEQ_OVERLAP_MB", "16,64").split(",")]
 
 
-def _lap(x: np.ndarray) -> np.ndarray:
-    out = x * -4.0
-    out[1:] += x[:-1]
-    out[:-1] += x[1:]
-    out[:, 1:] += x[:, :-1]
-    out[:, :-1] += x[:, 1:]
-    return out
-
-
-def f(x: np.ndarray) -> np.ndarray:
-    y = _lap(x)
-    y *= K
-    y += x
-    y -= DT * x**3
-    return y
-
-
-def vjp(x: np.ndarray, g: np.ndarray) -> np.ndarray:  # the Laplacian (zero boundary) is self-adjoint
-    out = _lap(g)
-    out *= K
-    out += g
-    out -= 3 * DT * x**2 * g
-    return out
+f, vjp = heat_step, heat_vjp
 
 
 class Timed:
