@@ -51,6 +51,26 @@ def test_same_outputs_and_gradients_as_the_module(kind, batch_first):
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.__name__)
+def test_a_gradient_penalty_through_the_module(kind):
+    """The swap the issue asks for keeps gradient penalties: create_graph=True, then the penalised loss."""
+    torch.manual_seed(0)
+    rnn = kind(3, 5, num_layers=2).double()
+    module = rt.Recurrent(rnn)
+    x = torch.randn(12, 4, 3, dtype=torch.float64, requires_grad=True)
+
+    def penalised(net):
+        output, _ = net(x)
+        (g,) = torch.autograd.grad(output.pow(2).sum(), x, create_graph=True)  # a WGAN-GP style penalty
+        total = output.sum() + (g.norm() - 1) ** 2
+        return g.detach(), torch.autograd.grad(total, [x, *rnn.parameters()])
+
+    got, expected = penalised(module), penalised(rnn)
+    torch.testing.assert_close(got[0], expected[0])
+    for g, e in zip(got[1], expected[1], strict=True):
+        torch.testing.assert_close(g, e)
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.__name__)
 def test_packed_sequences_and_lengths(kind):
     torch.manual_seed(1)
     rnn = kind(3, 4, num_layers=2).double()

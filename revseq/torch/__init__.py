@@ -548,12 +548,7 @@ class _Unroll(torch.autograd.Function):  # type: ignore[misc,unused-ignore]  # A
     @staticmethod
     def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
         if torch.is_grad_enabled():  # create_graph=True: autograd runs the backward pass with grad mode on
-            raise StepError(
-                "revseq.torch.unroll cannot be differentiated twice: the backward pass was asked for a graph "
-                "(create_graph=True, as for a gradient penalty or a Hessian-vector product), but its gradient "
-                "would miss how each recomputed state depends on the parameters; compute higher derivatives "
-                "through the plain loop, or torch.utils.checkpoint, for this part"
-            )
+            return _backward_with_graph(ctx, grads)
         spec: _Spec = ctx.spec
         ambient: Ambient = ctx.ambient
         saved = ctx.saved_tensors  # raises PyTorch's own error on a second backward without retain_graph
@@ -602,6 +597,59 @@ class _Unroll(torch.autograd.Function):  # type: ignore[misc,unused-ignore]  # A
                 ambient.restore(outer)
             ambient.current = None
         return (None, *sweep.gradients())
+
+
+def _backward_with_graph(ctx: Any, grads: tuple[Tensor, ...]) -> tuple[Tensor | None, ...]:
+    """The backward pass when its result must be differentiable (``create_graph=True``): the plain loop's.
+
+    The checkpoints are detached from the parameters and from ``h0``, so
+    a gradient made from them could not be differentiated again. This pass
+    re-runs the ``n`` steps with gradients from ``h0`` itself, replaying the
+    first sweep's random numbers on copies of the buffers
+    (:meth:`Ambient.replaying`), and asks autograd for the gradient with
+    ``create_graph=True``: the graph and the memory of the plain loop, for
+    as long as the caller keeps the gradient's graph. One step is run first
+    on detached copies, to refuse a captured tensor needing grad as the
+    usual backward pass does. The paused walk and the graphs kept from the
+    forward pass are left as they are, for a first-order backward pass
+    (the loss's own term, beside a gradient penalty's).
+    """
+    spec: _Spec = ctx.spec
+    ambient: Ambient = ctx.ambient
+    saved = ctx.saved_tensors  # raises PyTorch's own error on a second backward without retain_graph
+    k, m = spec.num_state, spec.num_inputs
+    h0, inputs = list(saved[:k]), list(saved[k : k + m])
+    feed = inputs if spec.has_inputs else None
+    tensors = [*h0, *inputs, *spec.params]
+    needs = ctx.needs_input_grad[1:]
+    ambient.enter_phase()
+    with ambient.replaying(ambient.start):
+        probe = _tape(spec, ambient, h0, feed, 0, 1, (True, tuple(needs[k : k + m])))
+        _check_captured(probe.outs, [*probe.x, *(probe.inputs or ()), *spec.params])
+    del probe
+    with ambient.replaying(ambient.start):
+        state: Sequence[Tensor] = h0
+        ys: list[list[Tensor]] = []
+        with torch.enable_grad(), ambient.autocast_context():
+            for t in range(spec.n):
+                h1, state = spec.call(state, None if feed is None else [v[t] for v in feed], t)
+                if spec.output is not None:
+                    ys.append(spec.outputs_of(h1))
+        spec.count(vjp=spec.n)
+    outs = [*state, *(torch.stack(column) for column in zip(*ys, strict=True))]
+    targets = [v for v, need in zip(tensors, needs, strict=True) if need]
+    live = [(o, g) for o, g in zip(outs, grads, strict=True) if o.requires_grad]
+    found: tuple[Tensor | None, ...] = (None,) * len(targets)
+    if live and targets:
+        found = torch.autograd.grad(
+            [o for o, _ in live], targets, [g for _, g in live], create_graph=True, allow_unused=True
+        )
+    slots = iter(found)
+    gradients: list[Tensor | None] = []
+    for v, need in zip(tensors, needs, strict=True):
+        g = next(slots) if need else None
+        gradients.append(torch.zeros_like(v) if need and g is None else g)
+    return (None, *gradients)
 
 
 class _Meter:
@@ -773,7 +821,7 @@ class _AdjointSweep:
         outs = segment.outs
         cotangents = list(self.adjoint) + [g[t] for t in range(start, stop) for g in self.g_outputs]
         if not self.checked:
-            parents = _check_captured(outs, {id(v) for v in (*x, *(u or ()), *spec.params)})
+            parents = _check_captured(outs, [*x, *(u or ()), *spec.params])
             # Where autocast casts a parameter (and caches the cast: one cast for the whole loop), plain
             # autograd sums its per-step gradients in the cast's precision: so does this sweep, to agree.
             self.sum_dtypes = [
@@ -835,16 +883,21 @@ class _AdjointSweep:
         return [*g_h0, *self.g_inputs, *g_p]
 
 
-def _check_captured(outs: list[Tensor], allowed: set[int]) -> dict[int, set[str]]:
+def _check_captured(outs: list[Tensor], given: Sequence[Tensor]) -> dict[int, set[str]]:
     """Raise if the step's graph reaches a tensor needing grad that unroll was not given.
 
     Its gradient would silently be lost: autograd only routes gradients to
     the tensors passed to the Function. One graph walk, on the first step.
-    Returns, for each leaf reached (by ``id``), the kinds of the nodes whose
-    gradients flow into it (``{"ToCopyBackward0"}`` where autocast casts it).
+    The walk stops at the ``given`` tensors: a leaf by identity, a tensor
+    with a history (a parameter computed from others) at the output of the
+    node that made it. Returns, for each leaf reached (by ``id``), the kinds
+    of the nodes whose gradients flow into it (``{"ToCopyBackward0"}`` where
+    autocast casts it).
     """
+    allowed = {id(v) for v in given}
+    made = {(v.grad_fn, v.output_nr) for v in given if v.grad_fn is not None}
     seen: set[Any] = set()
-    stack: list[Any] = [o.grad_fn for o in outs if o.grad_fn is not None]
+    stack: list[Any] = [o.grad_fn for o in outs if o.grad_fn is not None and (o.grad_fn, o.output_nr) not in made]
     foreign = [o for o in outs if o.grad_fn is None and o.requires_grad and id(o) not in allowed]
     parents: dict[int, set[str]] = {}
     while stack and not foreign:
@@ -855,11 +908,13 @@ def _check_captured(outs: list[Tensor], allowed: set[int]) -> dict[int, set[str]
         variable = getattr(node, "variable", None)  # AccumulateGrad: a leaf tensor
         if variable is not None and id(variable) not in allowed:
             foreign.append(variable)
-        for next_node, _ in node.next_functions:
+        for edge in node.next_functions:
+            next_node = edge[0]
             leaf = getattr(next_node, "variable", None)
             if leaf is not None:
                 parents.setdefault(id(leaf), set()).add(type(node).__name__)
-            stack.append(next_node)
+            if edge not in made:
+                stack.append(next_node)
     if foreign:
         leaf = foreign[0]
         raise ParameterError(
@@ -884,7 +939,7 @@ def _plain(spec: _Spec, h0: list[Tensor], inputs: list[Tensor]) -> list[Tensor]:
             if outputs is not None:
                 outputs.record(t, h1)
         if grad_mode and not t:
-            _check_captured(state + (outputs.first if outputs is not None else []), set())
+            _check_captured(state + (outputs.first if outputs is not None else []), [])
     spec.count(forward=spec.n)
     return [*state, *(outputs.finish() if outputs is not None else [])]
 
@@ -1016,10 +1071,11 @@ def unroll(
     plain loop runs: ``n`` calls, no checkpoints. A second backward pass
     (``retain_graph=True``) replays the schedule from ``h0``; without
     ``retain_graph`` PyTorch raises its usual "backward through the graph a
-    second time" error. The backward pass itself is not differentiable:
-    ``create_graph=True`` (a gradient penalty, ``torch.autograd.functional.hessian``)
-    raises ``StepError``, and so does calling ``unroll`` under a
-    ``torch.func`` transform (``ParameterError``; see docs/autodiff.md).
+    second time" error. A differentiable backward pass (``create_graph=True``:
+    a gradient penalty, ``torch.autograd.functional.hessian``) re-runs the
+    ``n`` steps with gradients from ``h0`` and holds the plain loop's graph
+    while the gradient's graph lives. Calling ``unroll`` under a
+    ``torch.func`` transform raises ``ParameterError`` (see docs/autodiff.md).
     """
     _refuse_functorch()
     h0_leaves, state_skeleton = _flatten(h0, "h0")

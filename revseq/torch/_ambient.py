@@ -120,6 +120,7 @@ class Ambient:
         self._wrap = False
         self.buffers: list[Tensor] = []  # of the modules the cell called, in the order found
         self.baselines: list[Tensor] = []  # each buffer's value when found: where older snapshots leave it
+        self._homes: list[list[tuple[torch.nn.Module, str]]] = []  # per buffer, the (module, name) holding it
         self._found: set[int] = set()
         self._last: Snapshot | None = None  # the latest snapshot taken or restored, and the buffers' versions then
         self._last_versions: list[int] = []
@@ -136,11 +137,17 @@ class Ambient:
         """Find the buffers of every module called in this block (the forward pass), by a global forward pre-hook."""
 
         def found(module: torch.nn.Module, _args: Any) -> None:
-            for buffer in module.buffers(recurse=False):
+            for name, buffer in module._buffers.items():
+                if buffer is None:
+                    continue
                 if id(buffer) not in self._found:
                     self._found.add(id(buffer))
                     self.buffers.append(buffer)
                     self.baselines.append(buffer.detach().clone())
+                    self._homes.append([])
+                home = self._homes[next(i for i, b in enumerate(self.buffers) if b is buffer)]
+                if (module, name) not in home:
+                    home.append((module, name))
 
         handle = torch.nn.modules.module.register_module_forward_pre_hook(found)
         try:
@@ -185,22 +192,53 @@ class Ambient:
         module = torch.get_device_module(self.device_kind)
         return tuple(module.get_rng_state(i) for i in self.device_ids)
 
+    def _set_device_states(self, states: tuple[Tensor, ...]) -> None:
+        if self.device_kind is not None:
+            module = torch.get_device_module(self.device_kind)
+            for i, state in zip(self.device_ids, states, strict=True):
+                module.set_rng_state(state, i)
+
     def restore(self, snapshot: Snapshot | None) -> None:
         """Put the generators and buffers back as ``snapshot`` holds them."""
         if snapshot is None:
             raise RuntimeError("revseq.torch: a state without a snapshot was resumed; please report this as a bug")
         if self.replay_rng and snapshot.rng is not None:
             torch.set_rng_state(snapshot.rng)
-            if self.device_kind is not None:
-                module = torch.get_device_module(self.device_kind)
-                for i, state in zip(self.device_ids, snapshot.devices, strict=True):
-                    module.set_rng_state(state, i)
+            self._set_device_states(snapshot.devices)
         if self.buffers:
             values = (*snapshot.buffers, *self.baselines[len(snapshot.buffers) :])
             with torch.no_grad():
                 for buffer, value in zip(self.buffers, values, strict=True):
                     buffer.copy_(value)
         self._last, self._last_versions = snapshot, [b._version for b in self.buffers]
+
+    @contextlib.contextmanager
+    def replaying(self, snapshot: Snapshot) -> Iterator[None]:
+        """Run a block from ``snapshot``'s generators, on copies of the buffers, and leave both as they were.
+
+        The modules see fresh tensors holding the snapshot's values in place
+        of their buffers, so the block updates those, not the buffers: a
+        graph made before or inside the block that saved a buffer keeps the
+        version it saved. The generators are put back afterwards.
+        """
+        before = torch.get_rng_state(), self._device_states()
+        values = (*snapshot.buffers, *self.baselines[len(snapshot.buffers) :])
+        if self.replay_rng and snapshot.rng is not None:
+            torch.set_rng_state(snapshot.rng)
+            self._set_device_states(snapshot.devices)
+        for home, value in zip(self._homes, values, strict=True):
+            copy = value.clone()
+            for module, name in home:
+                module._buffers[name] = copy
+        try:
+            yield
+        finally:
+            for home, buffer in zip(self._homes, self.buffers, strict=True):
+                for module, name in home:
+                    module._buffers[name] = buffer
+            torch.set_rng_state(before[0])
+            self._set_device_states(before[1])
+            self.current = None
 
     def resume(self, carry: Carry) -> None:
         """Before a step runs from ``carry``: put its snapshot back unless it is the state just computed."""
