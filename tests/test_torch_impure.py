@@ -463,10 +463,62 @@ def test_disk_checkpoints_go_with_the_graph_when_backward_never_runs(tmp_path):
     assert files_under(tmp_path) == []
 
 
-def test_disk_must_be_a_directory():
+def test_disk_must_be_a_directory_or_host_memory():
     u, h0 = data(3)
-    with pytest.raises(revseq.ParameterError, match=r"disk must be a directory"):
+    with pytest.raises(revseq.ParameterError, match=r"disk must be a directory.*HostMemory\(\).*got MemoryStore"):
         rt.unroll(DropoutGRU(), h0, u, disk=revseq.MemoryStore())
+    with pytest.raises(revseq.ParameterError, match=r"pin_memory must be a bool"):
+        rt.HostMemory(pin_memory="yes")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("tape", [None, 5], ids=["per-step", "segments"])
+def test_host_memory_as_the_disk_level(tmp_path, monkeypatch, dtype, tape):
+    """HostMemory holds the schedule's disk checkpoints, in both passes, as tensors: no file anywhere."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where a DiskStore would go by default
+    n = 60
+    torch.manual_seed(0)
+    cell = DropoutGRU()
+    cell.cell.to(dtype)
+    u, h0 = data(n)
+    u, h0 = u.detach().to(dtype).requires_grad_(), h0.detach().to(dtype).requires_grad_()
+    wrt = [h0, u, *cell.parameters()]
+    torch.manual_seed(1)
+    expected = grads((plain_loop(cell, h0, u).float() ** 2).sum(), wrt)
+    strategy = revseq.MultistageCheckpointing(ram=2, disk=4)
+    tally = rt.Tally()
+    torch.manual_seed(1)
+    h = rt.unroll(cell, h0, u, strategy=strategy, disk=rt.HostMemory(), tape=tape, tally=tally)
+    got = grads((h.float() ** 2).sum(), wrt)
+    assert_same(got, expected)
+    segments = n if tape is None else -(-(n - 1) // tape)  # the walk's steps: steps, or segments after the first
+    stats = tally.stats
+    assert stats.as_cost() == strategy.cost(segments)
+    assert stats.disk_writes > 0
+    assert stats.disk_reads > 0
+    assert stats.disk_bytes_written == stats.disk_writes * h0.nbytes  # each write one state, counted from outside
+    assert stats.disk_bytes_read == stats.disk_reads * h0.nbytes
+    assert files_under(tmp_path) == []
+
+
+def test_recurrent_takes_a_disk_level():
+    torch.manual_seed(0)
+    rnn = torch.nn.GRU(3, 5, num_layers=2).double()
+    x = torch.randn(30, 2, 3, dtype=torch.float64, requires_grad=True)
+    tally = rt.Tally()
+    strategy = revseq.MultistageCheckpointing(ram=2, disk=3)
+    module = rt.Recurrent(rnn, strategy=strategy, disk=rt.HostMemory(), tally=tally)
+    assert "disk=HostMemory(pin_memory=True)" in repr(module)
+    output, h_n = module(x)
+    wrt = [x, *rnn.parameters()]
+    got = grads(output.sum() + h_n.sum(), wrt)
+    expected_output, expected_h_n = rnn(x)
+    torch.testing.assert_close(output, expected_output)
+    for g, e in zip(got, grads(expected_output.sum() + expected_h_n.sum(), wrt), strict=True):
+        torch.testing.assert_close(g, e)
+    assert tally.stats.as_cost() == strategy.cost(30)
 
 
 # -- an accelerator, where there is one (issue 13, item 10) ------------------------------------
@@ -495,3 +547,12 @@ def test_on_an_accelerator_dropout_is_replayed_from_its_generator(device):
     assert h.device.type == device
     for g, e in zip(grads((h**2).sum(), wrt), expected, strict=True):
         torch.testing.assert_close(g, e)  # kernels may sum in other orders on a device; masks must agree
+    # The disk level in pinned host memory: copies to the host and back without waiting for the device.
+    for pin in (True, False):
+        tally = rt.Tally()
+        torch.manual_seed(1)
+        strategy = revseq.MultistageCheckpointing(ram=2, disk=4)
+        h = rt.unroll(cell, h0, u, strategy=strategy, disk=rt.HostMemory(pin_memory=pin), tally=tally)
+        for g, e in zip(grads((h**2).sum(), wrt), expected, strict=True):
+            torch.testing.assert_close(g, e)
+        assert tally.stats.as_cost() == strategy.cost(n)

@@ -55,14 +55,14 @@ import attrs
 from revseq import _limits, _tapes, _tree
 from revseq._adapter import Tally, strategy_or_default
 from revseq._tapes import TapePlan
-from revseq._validate import check_bool, check_directory, check_int
+from revseq._validate import check_bool, check_int
 from revseq.engine import DEFAULT_STRATEGY, Stats, Walk, walk
 from revseq.errors import ParameterError, StepError
 from revseq.recurrence import Recurrence
 from revseq.strategies.base import ReversalStrategy
 from revseq.torch._ambient import Ambient, Carry
 
-__all__ = ["Recurrent", "Tally", "TapePlan", "unroll"]
+__all__ = ["HostMemory", "Recurrent", "Tally", "TapePlan", "unroll"]
 
 
 # -- trees of tensors -------------------------------------------------------
@@ -216,6 +216,91 @@ class _DiskStore:
         return self._inner.bytes_read
 
 
+@attrs.frozen
+class HostMemory:
+    """A :class:`revseq.MultistageCheckpointing` strategy's disk level in host memory: ``unroll(disk=HostMemory())``.
+
+    For tensors on an accelerator: the schedule's "disk" checkpoints (in the
+    forward and in the backward pass) are copied to host memory and back to
+    the device when read, so the device holds only the memory level. The
+    copies go into page-locked ("pinned") buffers, without waiting for the
+    device (``non_blocking``), on the current stream, which orders them with
+    the steps around them. Tensors on the CPU are copied in RAM (the level
+    then only moves states from the memory budget to another count).
+
+    pin_memory:
+        Pin the host buffers of accelerator tensors (default: True). Without
+        pinning, copies to and from the device wait for it.
+    """
+
+    pin_memory: bool = attrs.field(default=True, validator=lambda _, __, v: check_bool("pin_memory", v))
+
+
+class _HostStore:
+    """The disk level in host memory (:class:`HostMemory`): each state's tensors copied there, and back when read."""
+
+    __slots__ = ("_ambient", "_data", "_pin", "bytes_read", "bytes_written", "nbytes")
+
+    def __init__(self, level: HostMemory, ambient: Ambient) -> None:
+        self._ambient = ambient
+        self._pin = level.pin_memory
+        self._data: dict[int, tuple[tuple[Tensor, ...], tuple[torch.device, ...], Any]] = {}
+        self.nbytes = self.bytes_written = self.bytes_read = 0
+
+    def _host(self, leaf: Tensor) -> Tensor:
+        leaf = leaf.detach()
+        if leaf.device.type == "cpu":
+            return leaf.clone()
+        copy = torch.empty(leaf.shape, dtype=leaf.dtype, pin_memory=self._pin)
+        return copy.copy_(leaf, non_blocking=self._pin)
+
+    def put(self, key: int, state: Carry) -> None:
+        self._ambient.keep(state)
+        leaves = tuple(self._host(leaf) for leaf in state.leaves)
+        size = sum(leaf.nbytes for leaf in leaves)
+        self._data[key] = (leaves, tuple(leaf.device for leaf in state.leaves), state.snapshot)
+        self.nbytes += size
+        self.bytes_written += size
+
+    def get(self, key: int) -> Carry:
+        leaves, devices, snapshot = self._data[key]
+        self.bytes_read += sum(leaf.nbytes for leaf in leaves)
+        back = tuple(
+            leaf if device.type == "cpu" else leaf.to(device, non_blocking=self._pin)
+            for leaf, device in zip(leaves, devices, strict=True)
+        )
+        return Carry(back, snapshot)
+
+    def delete(self, key: int) -> None:
+        leaves, _, _ = self._data.pop(key)
+        self.nbytes -= sum(leaf.nbytes for leaf in leaves)
+
+    def clear(self) -> None:
+        self._data.clear()
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @property
+    def copies(self) -> bool:
+        return True
+
+
+def _check_disk(disk: Any) -> Any:
+    if disk is None or isinstance(disk, (str, os.PathLike, HostMemory)):
+        return disk
+    raise ParameterError(
+        f"disk must be a directory (a str or os.PathLike) under which a private one is made for the checkpoints, "
+        f"revseq.torch.HostMemory() for host memory, or None, got {disk!r} ({type(disk).__name__})"
+    )
+
+
+def _disk_level(disk: Any, ambient: Ambient) -> _DiskStore | _HostStore:
+    """The store of the disk level: host memory (:class:`HostMemory`), or files under a directory."""
+    return _HostStore(disk, ambient) if isinstance(disk, HostMemory) else _DiskStore(disk, ambient)
+
+
 def _to_host(leaf: Tensor) -> Any:
     """A tensor's values as a numpy array on the host; raw bytes for a dtype numpy has not (bfloat16, float8)."""
     host = leaf.detach().cpu()
@@ -251,7 +336,7 @@ class _Spec:
     params: tuple[Tensor, ...]
     tally: Tally | None
     preserve_rng_state: bool
-    disk: Any  # the directory for the disk level (None: the system's temporary directory)
+    disk: Any  # the disk level: a directory (None: the system's temporary directory), or HostMemory
     tape: int | None = None  # steps per taped segment, if given
     max_bytes: int | None = None  # the budget of a plan with tapes, if given
     output_skeleton: Any = _UNKNOWN  # known after the first call of `output`
@@ -520,7 +605,7 @@ class _Unroll(torch.autograd.Function):  # type: ignore[misc,unused-ignore]  # A
                         layout.count,
                         strategy,
                         store=store,
-                        disk=_DiskStore(spec.disk, ambient),
+                        disk=_disk_level(spec.disk, ambient),
                     )
                     _, final = next(pairs)  # the forward sweep: (count, final state) comes first
             if ambient.current is not final:  # the generators and buffers as the plain loop leaves them
@@ -562,7 +647,7 @@ class _Unroll(torch.autograd.Function):  # type: ignore[misc,unused-ignore]  # A
             # walk, so replay it with a fresh store; the same cost again.
             step = _step_function(spec, feed, None, ambient, layout, tail if spec.tapes else None)
             start = paused.start if spec.tapes else Carry(tuple(h0), ambient.start)
-            store, disk = _SavedStore(k, ambient), _DiskStore(spec.disk, ambient)
+            store, disk = _SavedStore(k, ambient), _disk_level(spec.disk, ambient)
             pairs = walk(Recurrence(step, indexed=True), start, layout.count, paused.strategy, store=store, disk=disk)
         elif pairs is not None:
             paused.store.unseal(saved[k + m + p :])
@@ -975,7 +1060,7 @@ def unroll(
     params: Iterable[Tensor] | None = None,
     tally: Tally | None = None,
     preserve_rng_state: bool = True,
-    disk: str | os.PathLike[str] | None = None,
+    disk: str | os.PathLike[str] | HostMemory | None = None,
     tape: int | None = None,
     max_bytes: int | None = None,
 ) -> Any:
@@ -1043,7 +1128,10 @@ def unroll(
         numbers is refused (``StepError``) at the end of the forward pass.
 
     disk:
-        A directory for the disk level of a :class:`revseq.MultistageCheckpointing` strategy.
+        Where the disk level of a :class:`revseq.MultistageCheckpointing`
+        strategy lives: a directory (files in a private directory under it;
+        default: the system's temporary directory), or :class:`HostMemory`
+        (pinned host memory for states on an accelerator).
     tape:
         Steps per segment re-run together: after the first step (run with
         gradients in the forward pass, its graph kept), the ``n - 1`` others
@@ -1122,7 +1210,7 @@ def unroll(
         params=unique,
         tally=tally,
         preserve_rng_state=check_bool("preserve_rng_state", preserve_rng_state),
-        disk=check_directory("disk", disk),
+        disk=_check_disk(disk),
         tape=None if tape is None else check_int("tape", tape, 1),
         max_bytes=None if max_bytes is None else check_int("max_bytes", max_bytes, 1),
     )

@@ -52,8 +52,10 @@ class Recurrent(torch.nn.Module):  # type: ignore[misc,unused-ignore]  # Any whe
         owner of its parameters: ``Recurrent(rnn).state_dict()`` holds them
         under ``rnn.``). ``bidirectional`` and an LSTM's ``proj_size`` are
         refused.
-    strategy, tape, max_bytes:
-        As for :func:`revseq.torch.unroll`.
+    strategy, tape, max_bytes, disk:
+        As for :func:`revseq.torch.unroll` (``disk``: a directory or
+        :class:`revseq.torch.HostMemory`, for a ``MultistageCheckpointing``
+        strategy's disk level).
     tally:
         A :class:`revseq.torch.Tally` counting the cell's calls (all layers at one step count once).
 
@@ -75,6 +77,7 @@ class Recurrent(torch.nn.Module):  # type: ignore[misc,unused-ignore]  # Any whe
         tally: Tally | None = None,
         tape: int | None = None,
         max_bytes: int | None = None,
+        disk: Any = None,
     ) -> None:
         super().__init__()
         if not isinstance(rnn, torch.nn.RNNBase) or rnn.mode not in _CELLS:
@@ -92,9 +95,11 @@ class Recurrent(torch.nn.Module):  # type: ignore[misc,unused-ignore]  # Any whe
         self.tally = tally
         self.tape = None if tape is None else check_int("tape", tape, 1)
         self.max_bytes = None if max_bytes is None else check_int("max_bytes", max_bytes, 1)
+        self.disk = disk  # checked by unroll, at the call
 
     def extra_repr(self) -> str:
-        return f"strategy={self.strategy!r}, tape={self.tape!r}, max_bytes={self.max_bytes!r}"
+        disk = "" if self.disk is None else f", disk={self.disk!r}"
+        return f"strategy={self.strategy!r}, tape={self.tape!r}, max_bytes={self.max_bytes!r}{disk}"
 
     def forward(self, input: Any, hx: Any = None, *, lengths: Any = None) -> tuple[Any, Any]:
         from revseq.torch import unroll  # the package imports this module
@@ -163,6 +168,7 @@ class Recurrent(torch.nn.Module):  # type: ignore[misc,unused-ignore]  # Any whe
             tally=self.tally,
             tape=self.tape,
             max_bytes=self.max_bytes,
+            disk=self.disk,
         )
         if alive is not None:
             outputs = outputs * alive
