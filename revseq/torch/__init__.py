@@ -440,6 +440,7 @@ class _Outputs:
         self.spec = spec
         self.next = 0  # the step whose output is recorded next; -1 once recording is over
         self.buffers: list[Tensor] = []
+        self.layouts: list[tuple[torch.Size, torch.dtype]] = []  # each leaf's shape and dtype, as at y_0
         self.first: list[Tensor] = []  # y_0's leaves, for the check a plain loop makes on its first step
 
     def record(self, t: int, h1: Any) -> list[Tensor] | None:
@@ -452,15 +453,18 @@ class _Outputs:
             nbytes = sum(leaf.nbytes for leaf in leaves) * self.spec.n
             _limits.check_fits("steps", nbytes, f"recording the {self.spec.n} outputs")
             self.buffers = [leaf.new_empty((self.spec.n, *leaf.shape)) for leaf in leaves]
+            self.layouts = [(leaf.shape, leaf.dtype) for leaf in leaves]
+        layouts = self.layouts
+        if len(leaves) != len(layouts) or any(
+            leaf.shape != shape or leaf.dtype != dtype for leaf, (shape, dtype) in zip(leaves, layouts, strict=True)
+        ):
+            raise StepError(
+                f"output must return tensors of the same shape and dtype at every step: y_0 has "
+                f"{[(tuple(shape), dtype) for shape, dtype in self.layouts]}, y_{t} has "
+                f"{[(tuple(x.shape), x.dtype) for x in leaves]}"
+            )
         for buffer, leaf in zip(self.buffers, leaves, strict=True):
-            if leaf.shape != buffer.shape[1:] or leaf.dtype != buffer.dtype:
-                raise StepError(
-                    f"output must return tensors of the same shape and dtype at every step: y_0 has "
-                    f"{[(tuple(b.shape[1:]), b.dtype) for b in self.buffers]}, y_{t} has "
-                    f"{[(tuple(x.shape), x.dtype) for x in leaves]}"
-                )
-            with torch.no_grad():
-                buffer[t].copy_(leaf)
+            buffer[t].copy_(leaf.detach())  # detached: no graph through the buffer, in or out of grad mode
         self.next = t + 1
         return leaves
 
