@@ -9,7 +9,9 @@ The GRU case of torch_tapes_cases.py (``GRUCell(64, 256)``, batch 16, a
   ``BinomialCheckpointing()`` it replaces as the default, segments of
   ``ceil(sqrt(n))`` steps through ``torch.utils.checkpoint`` (as
   ``checkpoint_sequential``), and the same with a selective policy saving
-  the matrix products.
+  the matrix products; and the floor of making each step twice (a sweep
+  without gradients, then plain autograd), as a reference. Rounds:
+  ``REVSEQ_BENCH_ROUNDS`` (3).
 - ``test_time_memory_frontier``: n = 2000, the same contenders at several
   sizes (budgets for revseq, segment lengths for checkpoint), time as above
   and peak RSS growth in a fresh process per configuration (median of 3); the frontier is
@@ -86,12 +88,13 @@ def test_default_against_plain_autograd(benchmark):
     root = str(math.isqrt(n - 1) + 1)
     configurations = {
         "plain autograd": ("plain", "-"),
+        "floor: a sweep without gradients, then plain autograd": ("floor", "-"),
         "revseq default (tapes)": ("revseq", "default"),
         "revseq BinomialCheckpointing(), per step": ("binomial", "default"),
         f"torch.utils.checkpoint, segments of {root}": ("segments", root),
         f"torch.utils.checkpoint, selective, segments of {root}": ("selective", root),
     }
-    errors = _check_gradients(min(n, 300), [c for c in configurations.values() if c[0] != "plain"])
+    errors = _check_gradients(min(n, 300), [c for c in configurations.values() if c[0] not in ("plain", "floor")])
     benchmark.extra_info["selective policy: relative gradient error"] = errors
     print(f"\nselective policy, relative gradient error (n = {min(n, 300)}): {errors}")
     built = problem(n)
@@ -101,11 +104,12 @@ def test_default_against_plain_autograd(benchmark):
     h, ys = rt.unroll(lambda h, x: cell(x, h), h0, u, output=readout, params=cell.parameters(), tally=tally)
     (h.sum() + ys.sum()).backward()
     benchmark.extra_info["plan"] = repr(tally.plan)
-    times = benchmark.pedantic(lambda: interleaved(contenders, 3, warmup=0), rounds=1, iterations=1)
+    rounds = int(os.environ.get("REVSEQ_BENCH_ROUNDS", 3))
+    times = benchmark.pedantic(lambda: interleaved(contenders, rounds, warmup=0), rounds=1, iterations=1)
     print(f"\nn = {n}; the default plan: {tally.plan}")
     for name, (kind, param) in configurations.items():
         summary = ratios(times, name, "plain autograd")
-        rss = _rss(kind, param, n)
+        rss = _rss(kind, param, n) if kind != "floor" else (math.nan,) * 3  # the floor is a time, not a method
         benchmark.extra_info[name] = {**summary, "rss_growth_mb": rss}
         print(f"{name:>55}: {summary['median']:.2f}x plain autograd (range {summary['range']}), "
               f"peak RSS growth {rss[0]:.1f} MB ({rss[1]:.1f}-{rss[2]:.1f})")  # fmt: skip

@@ -12,7 +12,11 @@ returns a function running one forward and backward pass:
 - ``segments``: ``torch.utils.checkpoint.checkpoint`` over segments of
   ``param`` steps (``checkpoint_sequential``'s scheme), RNG preserved;
 - ``selective``: the same with a selective policy that saves the matrix
-  products and recomputes the rest (``create_selective_checkpoint_contexts``).
+  products and recomputes the rest (``create_selective_checkpoint_contexts``);
+- ``floor``: a sweep without gradients (outputs into a preallocated
+  tensor), then the plain loop: the least a scheme that makes each step
+  twice, once without and once with gradients, can cost (no checkpoint
+  kept, no check, no segment: a reference, not a method).
 
 ``python benchmarks/torch_tapes_cases.py KIND PARAM N`` runs one
 configuration in a process of its own: the problem is made, a 2-step pass
@@ -101,8 +105,17 @@ def make(kind: str, param: str, n: int, built: tuple[Any, Any, Any, Any] | None 
 
         return forward
 
+    def floor() -> Any:
+        with torch.no_grad():
+            h, ys = h0, torch.empty(n, BATCH, 1)
+            for t in range(n):
+                h = step(h, u[t])
+                ys[t] = readout(h)
+        return plain()
+
     forwards = {
         "plain": lambda: plain,
+        "floor": lambda: floor,
         "revseq": lambda: ours,
         "binomial": lambda: per_step,
         "segments": lambda: segmented(False),
