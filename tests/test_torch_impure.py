@@ -431,9 +431,8 @@ def files_under(directory):
     return [name for _, _, names in os.walk(directory) for name in names]
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
-def test_multistage_keeps_tensor_checkpoints_on_disk_and_removes_them(tmp_path, dtype):
-    n = 60
+def dropout_gru_in(dtype, n):
+    """A DropoutGRU case in ``dtype``: ``(cell, u, h0, wrt, expected)``, the plain loop run after seed 1."""
     torch.manual_seed(0)
     cell = DropoutGRU()
     cell.cell.to(dtype)
@@ -441,7 +440,13 @@ def test_multistage_keeps_tensor_checkpoints_on_disk_and_removes_them(tmp_path, 
     u, h0 = u.detach().to(dtype).requires_grad_(), h0.detach().to(dtype).requires_grad_()
     wrt = [h0, u, *cell.parameters()]
     torch.manual_seed(1)
-    expected = grads((plain_loop(cell, h0, u).float() ** 2).sum(), wrt)
+    return cell, u, h0, wrt, grads((plain_loop(cell, h0, u).float() ** 2).sum(), wrt)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
+def test_multistage_keeps_tensor_checkpoints_on_disk_and_removes_them(tmp_path, dtype):
+    n = 60
+    cell, u, h0, wrt, expected = dropout_gru_in(dtype, n)
     strategy = revseq.MultistageCheckpointing(ram=2, disk=4)
     tally = rt.Tally()
     torch.manual_seed(1)
@@ -479,14 +484,7 @@ def test_host_memory_as_the_disk_level(tmp_path, monkeypatch, dtype, tape):
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where a DiskStore would go by default
     n = 60
-    torch.manual_seed(0)
-    cell = DropoutGRU()
-    cell.cell.to(dtype)
-    u, h0 = data(n)
-    u, h0 = u.detach().to(dtype).requires_grad_(), h0.detach().to(dtype).requires_grad_()
-    wrt = [h0, u, *cell.parameters()]
-    torch.manual_seed(1)
-    expected = grads((plain_loop(cell, h0, u).float() ** 2).sum(), wrt)
+    cell, u, h0, wrt, expected = dropout_gru_in(dtype, n)
     strategy = revseq.MultistageCheckpointing(ram=2, disk=4)
     tally = rt.Tally()
     torch.manual_seed(1)
