@@ -759,21 +759,24 @@ def overlapped_plan(
     ram: int,
     costs: Any,
     depth: int = 2,
-    adjoint: float = 0.0,
+    adjoint: float | None = None,
     disk: int | None = None,
-    scales: Sequence[float] = (0.0, 0.25, 0.5, 1.0),
+    scales: Sequence[float] = (),
 ) -> tuple[Any, float]:
     """A :class:`~revseq.MultistageCheckpointing` plan for an :class:`OverlappedStore`, and its predicted time.
 
     ``ram`` states of memory hold the ``depth`` buffers and ``ram - depth``
-    checkpoints. The planner's own model adds up I/O time, so this plans
-    with the disk costs scaled down (each of ``scales`` for the write and
-    for the read: I/O that overlaps costs the computation less than its
-    duration) and keeps the plan whose :func:`overlapped_time` is least,
-    with the real ``costs``. Returns ``(strategy, predicted seconds)``; pass
-    the strategy to ``backprop`` with ``disk=OverlappedStore(..., depth=depth)``.
-    A search over a few plans, not an optimum: THEORY.md 6.2 explains why
-    overlapped costs do not fit the planner's additive programme.
+    checkpoints. The candidates are the overlap-aware programme's plan,
+    ``MultistageCheckpointing(ram, disk, costs, depth=depth)`` with
+    ``costs.adjoint`` set to ``adjoint`` (when given), and the synchronous
+    plan with ``ram - depth`` checkpoints; each is priced by
+    :func:`overlapped_time` with the real ``costs``, and the faster is
+    returned (ties: the programme's). ``scales`` adds the older search:
+    synchronous plans made with the disk costs scaled by each of ``scales``
+    (for the write and for the read), as before the planner priced overlap
+    itself. Returns ``(strategy, predicted time)``, the time adjoints
+    included; pass the strategy to ``backprop`` with
+    ``disk=OverlappedStore(..., depth=depth)``.
     """
     from revseq.strategies.multistage import DiskCosts, MultistageCheckpointing
 
@@ -781,22 +784,30 @@ def overlapped_plan(
         raise ParameterError(f"costs must be a DiskCosts, got {costs!r} ({type(costs).__name__})")
     n = check_int("n", n, 1)
     depth = check_int("depth", depth, 1)
-    ram = check_int("ram", ram, depth)
-    best: tuple[float, Any] | None = None
+    ram = check_int("ram", ram, depth + 1)
+    if adjoint is not None:
+        costs = DiskCosts(step=costs.step, write=costs.write, read=costs.read, adjoint=adjoint)
+
+    def priced(strategy: Any) -> float:
+        return overlapped_time(
+            strategy.actions(n),
+            n,
+            step=costs.step,
+            write=costs.write,
+            read=costs.read,
+            adjoint=costs.adjoint,
+            depth=depth,
+        )[0]
+
+    planned = MultistageCheckpointing(ram=ram, disk=disk, costs=costs, depth=depth)
+    best: tuple[float, Any] = (planned.predicted_time(n), planned)
+    candidates = [MultistageCheckpointing(ram=ram - depth, disk=disk, costs=costs)]
     for a in scales:
         for b in scales:
-            planned = DiskCosts(step=costs.step, write=costs.write * a, read=costs.read * b)
-            strategy = MultistageCheckpointing(ram=ram - depth, disk=disk, costs=planned)
-            wall = overlapped_time(
-                strategy.actions(n),
-                n,
-                step=costs.step,
-                write=costs.write,
-                read=costs.read,
-                adjoint=adjoint,
-                depth=depth,
-            )[0]
-            if best is None or wall < best[0]:
-                best = (wall, strategy)
-    assert best is not None
+            scaled = DiskCosts(step=costs.step, write=costs.write * a, read=costs.read * b)
+            candidates.append(MultistageCheckpointing(ram=ram - depth, disk=disk, costs=scaled))
+    for strategy in candidates:
+        wall = priced(strategy)
+        if wall < best[0]:
+            best = (wall, strategy)
     return best[1], best[0]

@@ -58,6 +58,15 @@ better of revolve over ``ram + disk`` slots with the outer ones on disk and
 binomial checkpointing over blocks reversed exactly (within 1.06x of the
 optimum where measured; docs/multistage.md). ``exact=True`` solves the
 programme at any ``n``, refusing problems over :data:`MAX_PLAN_WORK`.
+
+With ``depth=k`` the plan is for an :class:`revseq.overlap.OverlappedStore`
+of depth ``k`` (writes behind, reads ahead, on one background thread):
+``revseq.strategies._overlapped`` solves the same segments with each write and read
+priced by what the computation around it hides (THEORY.md 6.2), in ``ram -
+k`` memory slots. Overlapped costs do not add up, so that programme is an
+estimate and the strategy's predicted time is the event simulation
+:func:`revseq.overlap.overlapped_time` of its actions; docs/storage.md,
+"Overlapped I/O", has its checks against exhaustive search.
 """
 
 from __future__ import annotations
@@ -142,6 +151,11 @@ class DiskCosts:
     ``1e-300`` to ``1e307``, give the same schedule, and
     :meth:`MultistageCheckpointing.predicted_time` in their unit).
 
+    ``adjoint`` is the time of one adjoint (reverse) step. The synchronous
+    plan ignores it; a plan for overlapped I/O
+    (``MultistageCheckpointing(..., depth=k)``) uses it, because a disk
+    read is hidden behind the adjoint steps that run before it is needed.
+
     >>> from revseq import BinomialCheckpointing
     >>> costs = DiskCosts(step=1.0, write=3.0, read=1.5)
     >>> costs.time(BinomialCheckpointing(2).cost(100)), costs.time(MultistageCheckpointing(2, costs=costs).cost(100))
@@ -151,6 +165,7 @@ class DiskCosts:
     step: float = attrs.field(default=1.0, converter=_as_float, validator=_cost_above_zero)
     write: float = attrs.field(default=2.0, converter=_as_float, validator=_cost_at_least_zero)
     read: float = attrs.field(default=1.0, converter=_as_float, validator=_cost_at_least_zero)
+    adjoint: float = attrs.field(default=0.0, converter=_as_float, validator=_cost_at_least_zero)
 
     def time(self, cost: Cost) -> float:
         """``step * forward_steps + write * disk_writes + read * disk_reads`` of a schedule's cost."""
@@ -179,6 +194,13 @@ class DiskCosts:
             return 1.0, write, read
         top = max(self.write, self.read)
         return _snap(self.step / top), _snap(self.write / top), _snap(self.read / top)
+
+    def _overlap_ratios(self) -> tuple[float, float, float, float]:
+        """:meth:`_ratios` and the adjoint in the same unit: what an overlap-aware plan is made from."""
+        uf, w, r = self._ratios()
+        top = max(self.write, self.read)
+        unit = self.step if _snap(top / self.step) <= _LARGEST_RATIO else top
+        return uf, w, r, _snap(self.adjoint / unit)
 
 
 _RATIO_BITS = 32
@@ -318,6 +340,23 @@ class MultistageCheckpointing(ReversalStrategy):
     The engine puts disk checkpoints in its ``disk=`` store, a
     :class:`revseq.DiskStore` in a temporary directory by default.
 
+    depth:
+        ``0`` (the default): the disk store is synchronous, and the plan is
+        the exact programme above. ``k >= 1``: a plan for an
+        :class:`revseq.overlap.OverlappedStore` with ``depth=k``, whose
+        ``k`` buffers take ``k`` of the ``ram`` states: the plan keeps at
+        most ``ram - k`` checkpoints in memory (or ``ram``, when revolve in
+        memory alone wins: it touches no disk and no buffer). Its
+        programme prices a write by what the advance and the work after it
+        hide, and a read by what the work before it hides, using
+        ``costs.adjoint`` (THEORY.md 6.2; an estimate, see
+        ``revseq.strategies._overlapped``); :meth:`predicted_time` is then the
+        event simulation :func:`revseq.overlap.overlapped_time` of the
+        plan's actions, adjoints included. Solved up to
+        :data:`revseq.strategies._overlapped.OVERLAP_WORK` (``n = 4096``); longer runs get the
+        synchronous long-run plan with ``ram - k`` checkpoints. ``depth``
+        must be less than ``ram``, and does not combine with ``levels``.
+
     levels:
         Instead of ``ram``, ``disk`` and ``costs``: a list of
         :class:`Level`, memory first, then slower levels (local NVMe, a
@@ -343,6 +382,14 @@ class MultistageCheckpointing(ReversalStrategy):
     >>> three = MultistageCheckpointing(levels=[Level(2), nvme, nfs])
     >>> three.predicted_time(100), three.time_of(three.cost(100))
     (275.5, 275.5)
+
+    For an ``OverlappedStore(depth=1)``, in the same 3 states of memory (adjoints included):
+
+    >>> timed = DiskCosts(step=1.0, write=2.0, read=1.0, adjoint=1.0)
+    >>> MultistageCheckpointing(ram=3, costs=timed).predicted_time(100) + 100  # synchronous
+    342.0
+    >>> MultistageCheckpointing(ram=3, costs=timed, depth=1).predicted_time(100)
+    248.0
     """
 
     ram: int | None = attrs.field(default=None, converter=as_int, validator=int_at_least(0, optional=True))
@@ -353,8 +400,19 @@ class MultistageCheckpointing(ReversalStrategy):
     )
     exact: bool = attrs.field(default=False, kw_only=True, validator=_is_bool)
     levels: tuple[Level, ...] | None = attrs.field(default=None, kw_only=True, converter=_as_levels)
+    depth: int = attrs.field(default=0, kw_only=True, converter=as_int, validator=int_at_least(0))
 
     def __attrs_post_init__(self) -> None:
+        if self.depth and self.levels is not None:
+            raise ParameterError(
+                f"depth={self.depth} (a plan for overlapped I/O) works with ram/disk/costs, not with levels=: "
+                f"give ram, disk and costs, or depth=0"
+            )
+        if self.depth and self.ram is not None and self.depth >= self.ram:
+            raise ParameterError(
+                f"depth must be an int < ram (the overlapped store's buffers are part of ram, and at least one "
+                f"memory checkpoint must remain), got depth={self.depth} with ram={self.ram}"
+            )
         if self.levels is not None:
             if self.ram is not None or self.disk is not None or self.costs != DiskCosts() or self.ram_bytes is not None:
                 raise ParameterError(
@@ -386,7 +444,7 @@ class MultistageCheckpointing(ReversalStrategy):
             return f"MultistageCheckpointing(levels={list(self.levels)!r}, exact={self.exact!r})"
         return (
             f"MultistageCheckpointing(ram={self.ram!r}, disk={self.disk!r}, costs={self.costs!r}, "
-            f"ram_bytes={self.ram_bytes!r}, exact={self.exact!r})"
+            f"ram_bytes={self.ram_bytes!r}, exact={self.exact!r}" + (f", depth={self.depth!r})" if self.depth else ")")
         )
 
     def storage(self) -> tuple[Level, ...]:
@@ -448,7 +506,13 @@ class MultistageCheckpointing(ReversalStrategy):
                 f"ram_bytes={self.ram_bytes} holds no state of {state_nbytes} bytes and disk=0: "
                 f"give more ram_bytes, or disk >= 1"
             )
-        return MultistageCheckpointing(ram=ram, disk=self.disk, costs=self.costs, exact=self.exact)
+        if self.depth and self.depth >= ram:
+            raise ParameterError(
+                f"depth must be an int < ram: ram_bytes={self.ram_bytes} holds {ram} states of {state_nbytes} "
+                f"bytes, which leaves no memory checkpoint beside depth={self.depth} buffers; give more ram_bytes "
+                f"or a smaller depth"
+            )
+        return MultistageCheckpointing(ram=ram, disk=self.disk, costs=self.costs, exact=self.exact, depth=self.depth)
 
     def budget(self) -> int:
         """The number of checkpoints held in memory at most."""
@@ -488,6 +552,12 @@ class MultistageCheckpointing(ReversalStrategy):
     def predicted_time(self, n: int) -> float:
         """The ``costs.time`` of this schedule for ``n`` steps: the least of any schedule where it is exact.
 
+        With ``depth > 0``: the wall time :func:`revseq.overlap.overlapped_time`
+        predicts for the plan's actions with ``depth`` buffers, in the
+        unit of :attr:`costs`, adjoints (``costs.adjoint`` each) and the
+        call making ``x_n`` included (an event simulation, cached; about
+        0.3 s at ``n = 1000``).
+
         In the unit of :attr:`costs`, and equal to ``costs.time(cost(n))``:
         the plan's forward steps and disk traffic are counted from the
         programme's table (without walking the schedule), then weighed. It is
@@ -501,6 +571,8 @@ class MultistageCheckpointing(ReversalStrategy):
         plans = self._multilevel()
         if plans is not None:
             return plans.plan(n).time(n) + 1.0  # + 1: x_n's call
+        if self.depth:
+            return self._overlapped_time(n)
         counts = self._plan(n).counts(n)
         return self.costs._weigh(counts.steps + 1, counts.disk_writes, counts.disk_reads)  # + 1: x_n's call
 
@@ -516,7 +588,7 @@ class MultistageCheckpointing(ReversalStrategy):
         plans = self._multilevel()
         if plans is not None:
             return isinstance(plans.plan(n), _multilevel.LevelsTable)
-        return isinstance(self._plan(n), _Table)
+        return not self.depth and isinstance(self._plan(n), _Table)
 
     def actions(self, n: int) -> Iterator[Action]:
         plans = self._multilevel()
@@ -533,7 +605,9 @@ class MultistageCheckpointing(ReversalStrategy):
                 disk_checkpoints=cost.peak_disk,
                 deep_checkpoints=tuple(cost.level(k).peak for k in range(2, len(self.storage()))),
             )
-        return Bounds(checkpoints=min(self.budget(), n - 1), disk_checkpoints=self._plan(n).counts(n).peak_disk)
+        plan = self._plan(n)
+        slots = self.budget() if not self.depth or isinstance(plan, RamOnly) else self.budget() - self.depth
+        return Bounds(checkpoints=min(slots, n - 1), disk_checkpoints=plan.counts(n).peak_disk)
 
     def _closed_cost(self, n: int) -> Cost:
         if self._multilevel() is not None:
@@ -552,7 +626,30 @@ class MultistageCheckpointing(ReversalStrategy):
 
     def _plan(self, n: int) -> Plan:
         """The plan for ``n`` steps: the exact programme's where it fits, else a periodic or nested one."""
+        if self.depth:
+            from revseq.strategies._overlapped import overlapped_plan  # it builds on this module
+
+            return overlapped_plan(self.budget(), self.depth, self.disk, self.costs, self.exact, n)
         return _plans_for(self.budget(), self.disk, self.costs, self.exact).plan(n)
+
+    def _overlapped_time(self, n: int) -> float:
+        """The event-simulated wall time of this plan's actions with ``depth`` buffers (adjoints included), cached."""
+        from revseq.overlap import overlapped_time
+        from revseq.strategies._overlapped import SIMULATED
+
+        key = (self.budget(), self.depth, self.disk, self.costs, self.exact, n)
+        with _CACHE_LOCK:
+            known = SIMULATED.get(key)
+        if known is None:
+            c = self.costs
+            known = overlapped_time(
+                self.actions(n), n, step=c.step, write=c.write, read=c.read, adjoint=c.adjoint, depth=self.depth
+            )[0]
+            with _CACHE_LOCK:
+                SIMULATED[key] = known
+                while len(SIMULATED) > 64:
+                    SIMULATED.popitem(last=False)
+        return known
 
 
 # Where a segment keeps its first state x_base (live at the segment's start) while it splits,
@@ -582,7 +679,16 @@ class _Table:
     copies, so x_base cannot go back to disk alone for free.
     """
 
-    def __init__(self, ram: int, disk: int | None, ratios: tuple[float, float, float], size: int) -> None:
+    def __init__(
+        self, ram: int, disk: int | None, ratios: tuple[float, float, float], size: int, adjoint: float | None = None
+    ) -> None:
+        self.fresh = _DISK  # the split a segment uses when it writes x_base to disk now (the overlap programme's own)
+        self.contexts = 1  # the overlap programme has 2: plans followed by a disk read, or not
+        if adjoint is not None:
+            from revseq.strategies._overlapped import overlapped_programme  # it builds on this module
+
+            overlapped_programme(self, ram, disk, ratios, adjoint, size)
+            return
         rows = 1 if disk is None else disk + 1
         _check_work(size, rows, ram, disk)
         self.ram, self.size = ram, size
@@ -649,7 +755,7 @@ class _Table:
             peak_d[computed, n] = np.where(stay, peak_s, np.maximum(np.where(plain, 0, peak_m), 1))  # x_base on disk
         self.FL, self.FD, self.peak, self.peak_d = FL, FD, peak_l, peak_d
         self.unlimited = disk is None
-        self._memo: dict[tuple[int, int, int], Counts] = {}
+        self._memo: dict[tuple[int, int, int, int], Counts] = {}
         self._templates: dict[tuple[int, int, int], tuple[Action, ...]] = {}  # a few: see template()
 
     def tally(self, length: int, k: int, have: int) -> Counts:
@@ -662,29 +768,27 @@ class _Table:
         in memory alone. Peaks include x_base's copy when it starts stored.
         """
         ram, choice, split, unlimited, memo = self.ram, self.choice, self.split, self.unlimited, self._memo
-        stack = [(length, k, have)]
+        reads = self.contexts - 1  # the context of right parts: followed by a disk read (overlap programme only)
+        stack = [(length, k, have, 0)]
         while stack:
             task = stack[-1]
             if task in memo:
                 stack.pop()
                 continue
-            size, row, kept = task
+            size, row, kept, ctx = task
             if size == 1:
                 memo[task] = Counts(peak=int(kept == _MEMORY), peak_disk=int(kept == _DISK))
                 stack.pop()
                 continue
-            if row == 0 and not unlimited:
-                want = _REVOLVE
-            else:
-                want = int(choice[_DISK if kept == _DISK else _MEMORY, row, size])
+            want = _REVOLVE if row == 0 and not unlimited else int(choice[2 * ctx + (kept == _DISK), row, size])
             if want == _REVOLVE:  # a memory Store unless x_base is there; a disk copy stays till the end
                 whole = revolve_tally(size, ram, store=kept != _MEMORY)
                 memo[task] = whole._replace(peak_disk=int(kept == _DISK))
                 stack.pop()
                 continue
-            j = int(split[want, row, size])
-            left = (j, row, want)
-            right = (size - j, row if unlimited else row - 1, _LIVE) if want == _DISK else None
+            j = int(split[3 * ctx + (self.fresh if want == _DISK and kept != _DISK else want), row, size])
+            left = (j, row, want, ctx)
+            right = (size - j, row if unlimited else row - 1, _LIVE, reads) if want == _DISK else None
             missing = [part for part in (left, right) if part is not None and part not in memo]
             if missing:
                 stack.extend(missing)
@@ -704,7 +808,7 @@ class _Table:
             # the right part in memory alone, with one slot fewer, or with the disk rows below
             tail = memo[right] if right is not None else revolve_tally(size - j, ram - 1, store=True)
             memo[task] = head.then(tail, held=int(not on_disk), held_disk=int(on_disk)).then(memo[left])
-        return memo[(length, k, have)]
+        return memo[(length, k, have, 0)]
 
     def time(self, n: int) -> float:
         return float(self.FL[self.row, n])
@@ -731,15 +835,17 @@ class _Table:
         ``_MEMORY`` or ``_DISK``.
         """
         ram, choice, split, unlimited = self.ram, self.choice, self.split, self.unlimited
-        # An explicit stack, as in revolve: (base, length, row, where x_base is kept) and deferred Restores.
-        stack: list[tuple[int, int, int, int] | Restore] = [(base, length, k, have)]
+        reads, fresh = self.contexts - 1, self.fresh
+        # An explicit stack, as in revolve: (base, length, row, where x_base is kept, context) and deferred
+        # Restores. The context is 1 for a right part of the overlap programme (a disk read follows it).
+        stack: list[tuple[int, int, int, int, int] | Restore] = [(base, length, k, have, 0)]
         pop, push = stack.pop, stack.append
         while stack:
             task = pop()
             if isinstance(task, Restore):
                 yield task
                 continue
-            base, length, k, have = task  # the live state is x_base
+            base, length, k, have, ctx = task  # the live state is x_base
             if length == 1:
                 yield Reverse(base, base + 1)
                 continue
@@ -748,7 +854,7 @@ class _Table:
                     yield Store(base)
                 yield from revolve(base, length, ram)
                 continue
-            want = int(choice[_DISK if have == _DISK else _MEMORY, k, length])
+            want = int(choice[2 * ctx + (have == _DISK), k, length])
             if want == _REVOLVE:  # (a copy on disk may stay: nothing here needs its slot)
                 if have != _MEMORY:
                     yield Store(base)
@@ -758,13 +864,13 @@ class _Table:
                 if have != _LIVE:
                     yield Free(base, base + 1)  # from memory to disk or back: rewrite it
                 yield Store(base, disk=want == _DISK)
-            j = int(split[want, k, length])
+            j = int(split[3 * ctx + (fresh if want == _DISK and have != _DISK else want), k, length])
             yield Advance(base, base + j)
-            push((base, j, k, want))
+            push((base, j, k, want, ctx))
             push(Restore(base))  # a disk read if x_base is on disk
             right = length - j
             if want == _DISK:
-                push((base + j, right, k if unlimited else k - 1, _LIVE))
+                push((base + j, right, k if unlimited else k - 1, _LIVE, reads))
             else:  # the right part in memory alone, with one slot fewer
                 if right > 1:
                     yield Store(base + j)
