@@ -175,6 +175,35 @@ def heat_step(x: np.ndarray) -> np.ndarray:
     return y
 
 
+def heat_field(side: int) -> np.ndarray:
+    """A smooth ``side x side`` float64 field, zero on the boundary: the heat equation's starting state."""
+    grid = np.linspace(0.0, 1.0, side)
+    return np.sin(np.pi * grid)[:, None] * np.sin(2 * np.pi * grid)[None, :]
+
+
+def median_seconds(fn: Callable[[], Any], times: int = 3) -> float:
+    """The median wall time of ``times`` calls of ``fn``."""
+    spent = []
+    for _ in range(times):
+        start = time.perf_counter()
+        fn()
+        spent.append(time.perf_counter() - start)
+    return statistics.median(spent)
+
+
+def measured_costs(f: Callable[[Any], Any], vjp: Callable[[Any, Any], Any], x0: Any, store: Any, times: int = 3) -> Any:
+    """``DiskCosts`` of one step, one adjoint, one write and one read of ``x0`` through ``store`` (medians; cleared)."""
+    import revseq
+
+    step = median_seconds(lambda: f(x0), times)
+    adjoint = median_seconds(lambda: vjp(x0, x0), times)
+    write = median_seconds(lambda: (store.put(0, x0), store.delete(0)), times)
+    store.put(0, x0)
+    read = median_seconds(lambda: store.get(0), times)
+    store.clear()
+    return revseq.DiskCosts(step=step, write=write, read=read, adjoint=adjoint)
+
+
 def heat_vjp(x: np.ndarray, g: np.ndarray) -> np.ndarray:
     """``heat_step``'s vector-Jacobian product (the Laplacian with a zero boundary is self-adjoint)."""
     out = _laplacian(g)

@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _common import heat_step, heat_vjp, interleaved, s3_endpoint
+from _common import heat_field, heat_step, heat_vjp, interleaved, measured_costs, median_seconds, s3_endpoint
 
 import revseq
 from revseq.disk import DiskStore
@@ -103,21 +103,11 @@ class Clock:
 
 
 def _x0() -> np.ndarray:
-    grid = np.linspace(0.0, 1.0, M)
-    return np.sin(np.pi * grid)[:, None] * np.sin(2 * np.pi * grid)[None, :]
+    return heat_field(M)
 
 
 def _round(value: float) -> float:
     return float(f"{value:.3g}")  # as choose rounds what it measured
-
-
-def _median_seconds(fn: Callable[[], Any], times: int = 5) -> float:
-    spent = []
-    for _ in range(times):
-        start = time.perf_counter()
-        fn()
-        spent.append(time.perf_counter() - start)
-    return statistics.median(spent)
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +166,7 @@ def test_levels_predicted_against_measured(benchmark: Any, endpoint: str, places
     disk, s3 = DiskStore(directory), _s3_store(endpoint, bucket)
     load_before = os.getloadavg()
     choice = revseq.choose(rec, x0, N, max_bytes=SLOTS * state, disk=[(disk, DISK_STATES * state), s3])
-    adjoint = _median_seconds(lambda: vjp(x0, x0))
+    adjoint = median_seconds(lambda: vjp(x0, x0), 5)
     step = choice.step_seconds
     (disk_w, disk_r), (s3_w, s3_r) = choice.levels
     unit = _round(step)
@@ -277,13 +267,8 @@ def test_overlapped_predicted_against_measured(
     def make() -> Any:
         return DiskStore(directory) if where == "disk" else _s3_store(endpoint, bucket)
 
-    probe = make()
-    step = _median_seconds(lambda: f(x0))
-    adjoint = _median_seconds(lambda: vjp(x0, x0))
-    write = _median_seconds(lambda: (probe.put(0, x0), probe.delete(0)))
-    probe.put(0, x0)
-    read = _median_seconds(lambda: probe.get(0))
-    probe.clear()
+    timed = measured_costs(f, vjp, x0, make(), times=5)
+    step, write, read, adjoint = timed.step, timed.write, timed.read, timed.adjoint
     costs = revseq.DiskCosts(step=step, write=write, read=read)
     # The plan a user of OverlappedStore would take (it prices the overlap); both stores run it.
     plan, _ = overlapped_plan(N, ram=SLOTS, costs=costs, depth=DEPTH, adjoint=adjoint)

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _common import heat_step, heat_vjp, interleaved, s3_endpoint
+from _common import heat_field, heat_step, heat_vjp, interleaved, measured_costs, s3_endpoint
 
 import revseq
 from revseq.disk import DiskStore
@@ -114,29 +114,33 @@ class Timed:
         return self.inner.bytes_read
 
 
-def _seconds(fn: Callable[[], Any], times: int = 3) -> float:
-    spent = []
-    for _ in range(times):
-        start = time.perf_counter()
-        fn()
-        spent.append(time.perf_counter() - start)
-    return statistics.median(spent)
+def _record(out: Any, store: Any, cost: Any, reference: list[np.ndarray], entry: dict[str, Any]) -> None:
+    """Check a run against the plan's counts and the first run's gradient; add its I/O and blocked seconds."""
+    stats = out.stats
+    assert (stats.forward_steps, stats.disk_writes, stats.disk_reads) == (
+        cost.forward_steps,
+        cost.disk_writes,
+        cost.disk_reads,
+    )
+    if not reference:
+        reference.append(out.gradient)
+    np.testing.assert_array_equal(out.gradient, reference[0])
+    if isinstance(store, Timed):
+        io = blocked = store.seconds
+    else:
+        io, blocked = store.io_seconds, store.blocked_seconds
+    entry["io"].append(io)
+    entry["blocked"].append(blocked)
 
 
 @pytest.mark.parametrize("mb", SIZES)
 def test_overlapped_against_synchronous(benchmark: Any, mb: int) -> None:
     m = int((mb * 2**20 / 8) ** 0.5)
-    grid = np.linspace(0.0, 1.0, m)
-    x0 = np.sin(np.pi * grid)[:, None] * np.sin(2 * np.pi * grid)[None, :]
+    x0 = heat_field(m)
     rec = revseq.Recurrence(f, vjp=vjp)
     directory = tempfile.mkdtemp(prefix="overlap-bench-")
-    probe = DiskStore(directory)
-    step = _seconds(lambda: f(x0))
-    adjoint = _seconds(lambda: vjp(x0, x0))
-    write = _seconds(lambda: (probe.put(0, x0), probe.delete(0)))
-    probe.put(0, x0)
-    read = _seconds(lambda: probe.get(0))
-    probe.clear()
+    timed = measured_costs(f, vjp, x0, DiskStore(directory))
+    step, write, read, adjoint = timed.step, timed.write, timed.read, timed.adjoint
     costs = revseq.DiskCosts(step=step, write=write, read=read)
     plan = revseq.MultistageCheckpointing(ram=RAM, costs=costs)
     cost = plan.cost(N)
@@ -158,18 +162,8 @@ def test_overlapped_against_synchronous(benchmark: Any, mb: int) -> None:
         def run(make: Callable[[], Any] = make, name: str = name) -> None:
             store = make()
             out = revseq.backprop(rec, x0, N, plan, disk=store)
-            assert out.stats.forward_steps == cost.forward_steps
-            assert out.stats.disk_writes == cost.disk_writes
-            if not reference:
-                reference.append(out.gradient)
-            np.testing.assert_array_equal(out.gradient, reference[0])
-            if isinstance(store, Timed):
-                io = blocked = store.seconds
-            else:
-                io, blocked = store.io_seconds, store.blocked_seconds
             entry = results.setdefault(name, {"io": [], "blocked": [], "peak_MB": out.stats.peak_bytes / 1e6})
-            entry["io"].append(io)
-            entry["blocked"].append(blocked)
+            _record(out, store, cost, reference, entry)
             assert os.listdir(directory) == []
 
         runs[name] = run
@@ -261,8 +255,7 @@ def test_overlapped_on_s3(benchmark: Any, endpoint: str, mb: int, latency: float
     from revseq.fsspec_store import FsspecStore
 
     m = int((mb * 2**20 / 8) ** 0.5)
-    grid = np.linspace(0.0, 1.0, m)
-    x0 = np.sin(np.pi * grid)[:, None] * np.sin(2 * np.pi * grid)[None, :]
+    x0 = heat_field(m)
     rec = revseq.Recurrence(f, vjp=vjp)
     options = {**CREDENTIALS, "endpoint_url": endpoint}
     import s3fs
@@ -276,14 +269,8 @@ def test_overlapped_on_s3(benchmark: Any, endpoint: str, mb: int, latency: float
         store = FsspecStore(url, **options)
         return Latent(store, latency) if latency else store
 
-    probe = fresh()
-    step = _seconds(lambda: f(x0))
-    adjoint = _seconds(lambda: vjp(x0, x0))
-    write = _seconds(lambda: (probe.put(0, x0), probe.delete(0)))
-    probe.put(0, x0)
-    read = _seconds(lambda: probe.get(0))
-    probe.clear()
-    costs = revseq.DiskCosts(step=step, write=write, read=read, adjoint=adjoint)
+    costs = measured_costs(f, vjp, x0, fresh())
+    step, write, read, adjoint = costs.step, costs.write, costs.read, costs.adjoint
     plans = {
         "synchronous programme": (
             revseq.MultistageCheckpointing(ram=S3_RAM, costs=costs),
@@ -313,22 +300,8 @@ def test_overlapped_on_s3(benchmark: Any, endpoint: str, mb: int, latency: float
         def run(strategy: Any = strategy, make: Callable[[], Any] = make, name: str = name, cost: Any = cost) -> None:
             store = make()
             out = revseq.backprop(rec, x0, S3_N, strategy, disk=store)
-            stats = out.stats
-            assert (stats.forward_steps, stats.disk_writes, stats.disk_reads) == (
-                cost.forward_steps,
-                cost.disk_writes,
-                cost.disk_reads,
-            )
-            if not reference:
-                reference.append(out.gradient)
-            np.testing.assert_array_equal(out.gradient, reference[0])
-            if isinstance(store, Timed):
-                io = blocked = store.seconds
-            else:
-                io, blocked = store.io_seconds, store.blocked_seconds
             entry = results.setdefault(name, {"io": [], "blocked": [], "cost": cost})
-            entry["io"].append(io)
-            entry["blocked"].append(blocked)
+            _record(out, store, cost, reference, entry)
 
         runs[name] = run
     benchmark.pedantic(runs[next(iter(runs))], rounds=1, iterations=1)

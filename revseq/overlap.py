@@ -36,7 +36,7 @@ from revseq.errors import ParameterError, StoreError
 from revseq.schedule import Action, Advance, Free, Restore, Reverse, Store
 from revseq.store import Store as StoreProtocol
 
-__all__ = ["OverlappedStore", "overlapped_plan", "overlapped_time"]
+__all__ = ["OverlappedStore", "overlapped_plan", "overlapped_time", "time_overlapped"]
 
 _WRITE, _READ, _DELETE = "write", "read", "delete"
 
@@ -753,6 +753,20 @@ def overlapped_time(
     return now, sync
 
 
+def time_overlapped(strategy: Any, n: int, costs: Any, depth: int) -> float:
+    """:func:`overlapped_time` of ``strategy``'s schedule for ``n`` steps at ``costs`` (a ``DiskCosts``, its
+    adjoint included) with ``depth`` buffers: the predicted wall time with an :class:`OverlappedStore`."""
+    return overlapped_time(
+        strategy.actions(n),
+        n,
+        step=costs.step,
+        write=costs.write,
+        read=costs.read,
+        adjoint=costs.adjoint,
+        depth=depth,
+    )[0]
+
+
 def overlapped_plan(
     n: int,
     *,
@@ -788,17 +802,6 @@ def overlapped_plan(
     if adjoint is not None:
         costs = DiskCosts(step=costs.step, write=costs.write, read=costs.read, adjoint=adjoint)
 
-    def priced(strategy: Any) -> float:
-        return overlapped_time(
-            strategy.actions(n),
-            n,
-            step=costs.step,
-            write=costs.write,
-            read=costs.read,
-            adjoint=costs.adjoint,
-            depth=depth,
-        )[0]
-
     planned = MultistageCheckpointing(ram=ram, disk=disk, costs=costs, depth=depth)
     best: tuple[float, Any] = (planned.predicted_time(n), planned)
     candidates = [MultistageCheckpointing(ram=ram - depth, disk=disk, costs=costs)]
@@ -807,7 +810,7 @@ def overlapped_plan(
             scaled = DiskCosts(step=costs.step, write=costs.write * a, read=costs.read * b)
             candidates.append(MultistageCheckpointing(ram=ram - depth, disk=disk, costs=scaled))
     for strategy in candidates:
-        wall = priced(strategy)
+        wall = time_overlapped(strategy, n, costs, depth)
         if wall < best[0]:
             best = (wall, strategy)
     return best[1], best[0]

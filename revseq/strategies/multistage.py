@@ -634,17 +634,14 @@ class MultistageCheckpointing(ReversalStrategy):
 
     def _overlapped_time(self, n: int) -> float:
         """The event-simulated wall time of this plan's actions with ``depth`` buffers (adjoints included), cached."""
-        from revseq.overlap import overlapped_time
+        from revseq.overlap import time_overlapped
         from revseq.strategies._overlapped import SIMULATED
 
         key = (self.budget(), self.depth, self.disk, self.costs, self.exact, n)
         with _CACHE_LOCK:
             known = SIMULATED.get(key)
         if known is None:
-            c = self.costs
-            known = overlapped_time(
-                self.actions(n), n, step=c.step, write=c.write, read=c.read, adjoint=c.adjoint, depth=self.depth
-            )[0]
+            known = time_overlapped(self, n, self.costs, self.depth)
             with _CACHE_LOCK:
                 SIMULATED[key] = known
                 while len(SIMULATED) > 64:
