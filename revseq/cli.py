@@ -54,6 +54,7 @@ from revseq.compressed import CompressedStore, _numcodecs
 from revseq.disk import DiskStore
 from revseq.engine import Result, backprop
 from revseq.errors import ParameterError, RevseqError
+from revseq.overlap import OverlappedStore
 from revseq.plot import MISSING_MATPLOTLIB
 from revseq.recurrence import Recurrence
 from revseq.schedule import Cost
@@ -99,7 +100,7 @@ _BUDGET_OPTIONS: list[_Option] = [
 ]
 _DISK_OPTIONS: list[_Option] = [
     (f"--{dest.replace('_', '-')}", dest, ("multistage",))
-    for dest in ("ram", "disk", "level", "step_cost", "write_cost", "read_cost")
+    for dest in ("ram", "disk", "level", "step_cost", "write_cost", "read_cost", "depth", "adjoint_cost")
 ]
 
 _ALIASES = {**{name: name for name in STRATEGIES}, **{cls.__name__.lower(): name for name, cls in STRATEGIES.items()}}
@@ -307,7 +308,9 @@ def _multistage(args: argparse.Namespace, n: int, default_ram: int | None = None
         step=defaults.step if args.step_cost is None else args.step_cost,
         write=defaults.write if args.write_cost is None else args.write_cost,
         read=defaults.read if args.read_cost is None else args.read_cost,
+        adjoint=defaults.adjoint if args.adjoint_cost is None else args.adjoint_cost,
     )
+    depth = args.depth or 0
     extra = getattr(args, "level", None)
     if extra:  # --level: further levels below the disk, costs in the unit of --step-cost
         from revseq.strategies.multistage import Level
@@ -316,7 +319,7 @@ def _multistage(args: argparse.Namespace, n: int, default_ram: int | None = None
         levels = [Level(ram), Level(args.disk, costs.write / step, costs.read / step)]
         levels += [Level(c, w / step, r / step) for c, w, r in extra]
         return MultistageCheckpointing(levels=levels)
-    return MultistageCheckpointing(ram=ram, disk=args.disk, costs=costs)
+    return MultistageCheckpointing(ram=ram, disk=args.disk, costs=costs, depth=depth)
 
 
 def _level_spec(text: str) -> tuple[int | None, float, float]:
@@ -338,6 +341,14 @@ def _level_spec(text: str) -> tuple[int | None, float, float]:
 def _check_disk_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.ram == 0 and args.disk == 0:
         parser.error("argument --disk: --ram 0 and --disk 0 leave nowhere to keep x_0; give --ram >= 1 or --disk >= 1")
+    if args.depth:
+        if getattr(args, "level", None):
+            parser.error("argument --depth: plans for an overlapped disk store with two levels, not with --level")
+        if args.ram is not None and args.depth >= args.ram:
+            parser.error(
+                f"argument --depth: must be less than --ram (the store's {args.depth} buffers are part of the "
+                f"{args.ram} states of memory, and one checkpoint must remain), got --depth {args.depth}"
+            )
 
 
 def _given(args: argparse.Namespace, options: list[_Option]) -> list[tuple[str, tuple[str, ...]]]:
@@ -587,6 +598,12 @@ def _compare_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
                 f"{describe(strategy)} writes its disk checkpoints to a private directory (revseq-XXXXXXXX, mode "
                 f"0700) under {where}, made for each run and removed when the run ends"
                 + ("" if args.disk_dir else "; --disk-dir chooses where")
+                + (
+                    f"; through an OverlappedStore(depth={strategy.depth}), which writes behind and reads ahead "
+                    f"on a thread (a state read ahead and dropped is read again: disk MiB read may exceed written)"
+                    if strategy.depth
+                    else ""
+                )
             )
         elif name == "sqrt":
             chosen.extend(SqrtCheckpointing(interval=k) for k in dict.fromkeys(args.interval or [None]))
@@ -625,7 +642,7 @@ def _traced_peak(
     x0: Any,
     n: int,
     strategy: ReversalStrategy,
-    disk: DiskStore | None = None,
+    disk: DiskStore | OverlappedStore | None = None,
     store: CompressedStore | None = None,
 ) -> int:
     """Peak bytes traced by tracemalloc over one backprop: checkpoints, live state, adjoint, temporaries."""
@@ -764,11 +781,15 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     def total() -> int:  # the optional Recompute joins the bar only once it is sure to run
         return passes * sum(c.forward_steps for s, c in zip(runs, predicted.values(), strict=True) if s is not optional)
 
-    def disk_store(strategy: ReversalStrategy) -> DiskStore | None:
+    def disk_store(strategy: ReversalStrategy) -> DiskStore | OverlappedStore | None:
         # Multistage stores on disk, and a strategy of the user's whose schedule does; the store makes its
         # private directory on the first write.
         uses_disk = isinstance(strategy, MultistageCheckpointing) or predicted[id(strategy)].peak_disk > 0
-        return DiskStore(args.disk_dir) if uses_disk else None
+        if not uses_disk:
+            return None
+        if isinstance(strategy, MultistageCheckpointing) and strategy.depth:  # the store its plan is for
+            return OverlappedStore(DiskStore(args.disk_dir), depth=strategy.depth)
+        return DiskStore(args.disk_dir)
 
     def memory_store(strategy: ReversalStrategy) -> CompressedStore | None:
         # With --compress, every run but the reference keeps its checkpoints compressed (a fresh store each).
@@ -1095,6 +1116,8 @@ def _multistage_lines(strategy: MultistageCheckpointing, n: int, cost: Cost) -> 
     """What ``plan`` adds for multistage: the time its costs give, and memory alone (binomial) in the same unit."""
     costs = strategy.costs
     predicted = strategy.predicted_time(n)
+    if strategy.depth:
+        return _overlapped_lines(strategy, n, cost, predicted)
     if strategy.time_of(cost) != predicted:  # the schedule should take exactly the programme's optimum
         print(
             f"revseq plan: warning: {describe(strategy)} simulated time {strategy.time_of(cost)}, "
@@ -1139,11 +1162,40 @@ def _multistage_lines(strategy: MultistageCheckpointing, n: int, cost: Cost) -> 
     else:
         lines.append("  memory alone      impossible: --ram 0 keeps every checkpoint on disk")
     doc = {
-        "costs": attrs.asdict(costs),
+        "costs": {"step": costs.step, "write": costs.write, "read": costs.read},  # synchronous: no adjoint
         **({"levels": [attrs.asdict(level) for level in levels]} if len(levels) > 2 else {}),
         "predicted_time": predicted,
         "exact": strategy.is_exact(n),
         "memory_alone": alone,
+    }
+    return lines, doc
+
+
+def _overlapped_lines(
+    strategy: MultistageCheckpointing, n: int, cost: Cost, predicted: float
+) -> tuple[list[str], dict[str, Any]]:
+    """What ``plan`` adds for a plan for an overlapped store: its simulated wall time, and the synchronous ones."""
+    costs, depth = strategy.costs, strategy.depth
+    adjoints = costs.adjoint * n
+    synchronous = strategy.time_of(cost) + adjoints  # this schedule with a store that does not overlap
+    best = MultistageCheckpointing(ram=strategy.budget(), disk=strategy.disk, costs=costs)
+    best_time = best.predicted_time(n) + adjoints
+    lines = [
+        f"  time              {_number(predicted)} with OverlappedStore(depth={depth}): the event simulation of "
+        f"this schedule,",
+        f"                    adjoints included ({n} x {costs.adjoint:g}); an estimate of the wall time "
+        f"(docs/storage.md)",
+        f"  synchronously     {_number(synchronous)} for this schedule; {_number(best_time)} for the synchronous "
+        f"plan in all {strategy.budget()} states",
+        f"                    of memory ({best_time / predicted:.2f}x as long)",
+    ]
+    doc = {
+        "costs": attrs.asdict(costs),
+        "depth": depth,
+        "predicted_time": predicted,
+        "synchronous_time": synchronous,
+        "synchronous_plan_time": best_time,
+        "exact": False,
     }
     return lines, doc
 
@@ -1399,10 +1451,18 @@ def _add_disk_options(p: argparse.ArgumentParser, ram_default: str) -> argparse.
         help="a further storage level below the disk (repeat for more, fastest first): C checkpoints at most "
         "(none: unlimited), a write taking W and a read R, in the unit of the other costs; e.g. none:8:4",
     )
+    group.add_argument(
+        "--depth",
+        type=_int_at_least(0),
+        metavar="K",
+        help="plan for an OverlappedStore with K buffers (writes behind, reads ahead on a thread), which are part "
+        "of --ram: each write and read is priced by the computation that hides it (default 0: a synchronous disk)",
+    )
     for option, value, what in (
         ("--step-cost", defaults.step, "one forward step"),
         ("--write-cost", defaults.write, "writing a state to disk"),
         ("--read-cost", defaults.read, "reading one back"),
+        ("--adjoint-cost", defaults.adjoint, "one adjoint step (used with --depth: adjoints hide reads)"),
     ):
         strict = option == "--step-cost"
         group.add_argument(

@@ -199,3 +199,56 @@ def test_bad_depth(kwargs: dict[str, Any], message: str) -> None:
 def test_bad_adjoint(adjoint: Any) -> None:
     with pytest.raises(ParameterError, match="adjoint must be a finite number >= 0, got"):
         DiskCosts(1.0, 2.0, 1.0, adjoint=adjoint)
+
+
+# -- the command line: --depth and --adjoint-cost -------------------------------------------------------
+
+
+def test_plan_with_depth_reports_the_simulated_time_and_the_synchronous_ones(capsys: Any) -> None:
+    import json
+
+    from revseq.cli import main
+    from revseq.schedule import simulate
+
+    argv = ["plan", "-s", "multistage", "-n", "60", "--ram", "3", "--depth", "1", "--adjoint-cost", "1", "--json"]
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    costs = DiskCosts(step=1.0, write=2.0, read=1.0, adjoint=1.0)
+    strategy = revseq.MultistageCheckpointing(ram=3, costs=costs, depth=1)
+    actions = list(strategy.actions(60))
+    # Oracles: the event simulation of the schedule, and the synchronous price of its simulated counts.
+    expected = overlapped_time(iter(actions), 60, step=1.0, write=2.0, read=1.0, adjoint=1.0, depth=1)[0]
+    cost = simulate(iter(actions), 60)
+    assert doc["predicted_time"] == expected
+    assert doc["synchronous_time"] == costs.time(cost) + 60  # the forward steps (x_n's call included), 60 adjoints
+    assert doc["depth"] == 1
+    assert doc["synchronous_plan_time"] > doc["predicted_time"]  # the point of planning for the overlap
+
+
+def test_depth_on_the_command_line_is_checked(capsys: Any) -> None:
+    from revseq.cli import main
+
+    assert main(["plan", "-s", "multistage", "-n", "50", "--ram", "2", "--depth", "2"]) == 2
+    assert "--depth: must be less than --ram" in capsys.readouterr().err
+    assert main(["plan", "-s", "multistage", "-n", "50", "--depth", "1", "--level", "none:4:2"]) == 2
+    assert "not with --level" in capsys.readouterr().err
+    assert main(["plan", "-s", "binomial", "-n", "50", "--depth", "1"]) == 2
+    assert "applies to multistage only" in capsys.readouterr().err
+
+
+def test_compare_with_depth_runs_the_plan_through_an_overlapped_store(capsys: Any, tmp_path: Any) -> None:
+    import json
+
+    from revseq.cli import main
+
+    argv = ["compare", "-n", "80", "--size", "50", "-s", "multistage", "--ram", "3", "--depth", "1"]
+    assert main([*argv, "--disk-dir", str(tmp_path), "--json", "--no-progress"]) == 0
+    (row,) = [r for r in json.loads(capsys.readouterr().out)["rows"] if "depth=1" in r["strategy"]]
+    cost = revseq.MultistageCheckpointing(ram=3, depth=1).cost(80)
+    assert (row["forward_steps"], row["disk_writes"], row["disk_reads"]) == (
+        cost.forward_steps,
+        cost.disk_writes,
+        cost.disk_reads,
+    )
+    assert row["max_gradient_deviation"] == 0.0  # StoreAll's gradient
+    assert list(tmp_path.iterdir()) == []
