@@ -424,6 +424,78 @@ def test_a_cell_changing_a_parameter_is_refused_and_so_is_a_change_before_backwa
         h.sum().backward()
 
 
+# -- what is not replayed: every recomputed state is checked against the first sweep's -------------------
+
+
+def own_generator_cell(w):
+    """A cell drawing noise from a torch.Generator of its own: recomputations draw other numbers."""
+    generator = torch.Generator().manual_seed(3)
+
+    def cell(h, u_t):
+        noise = torch.rand(h.shape, generator=generator, dtype=h.dtype)
+        return torch.tanh(h @ w + u_t) * (0.5 + noise)
+
+    return cell
+
+
+def counter_cell(w):
+    """A cell reading a counter it changes in place, held in a closure (not a module buffer)."""
+    count = torch.zeros(())
+
+    def cell(h, u_t):
+        count.add_(1)
+        return torch.tanh(h @ w + u_t) + 1e-3 * count
+
+    return cell
+
+
+DIFFERS = {
+    "default": {},
+    "taped": {"tape": 3},
+    "binomial": {"strategy": revseq.BinomialCheckpointing(checkpoints=3)},
+    "multistage": {"strategy": revseq.MultistageCheckpointing(ram=2, disk=3)},
+}
+
+
+@pytest.mark.parametrize("plan", DIFFERS, ids=str)
+@pytest.mark.parametrize("make", [own_generator_cell, counter_cell], ids=["own-generator", "closure-counter"])
+def test_a_recomputed_state_that_differs_is_refused(make, plan, tmp_path):
+    """Before, these gave wrong gradients without a word; now the backward pass names the step."""
+    torch.manual_seed(0)
+    w = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
+    u = torch.randn(20, 2, 4, dtype=torch.float64)
+    h0 = torch.zeros(2, 4, dtype=torch.float64)
+    kwargs = dict(DIFFERS[plan])
+    if plan == "multistage":
+        kwargs["disk"] = tmp_path
+    h = rt.unroll(make(w), h0, u, params=[w], **kwargs)
+    with pytest.raises(revseq.StepError, match=r"step \d+ gave another state when recomputed.*torch\.Generator"):
+        h.pow(2).sum().backward()
+    assert w.grad is None
+    assert files_under(tmp_path) == []
+    h = rt.unroll(make(w), h0, u, params=[w], **kwargs)  # and a differentiable backward pass, which replays
+    with pytest.raises(revseq.StepError, match=r"gave another state when recomputed"):
+        torch.autograd.grad(h.pow(2).sum(), w, create_graph=True)
+
+
+def test_the_fingerprint_check_leaves_pure_cells_and_the_callers_generator_alone():
+    """No false alarm where recomputation is exact (float32, bfloat16 autocast), and no random number drawn."""
+    torch.manual_seed(0)
+    cell = DropoutGRU().float()
+    u, h0 = (t.detach().float().requires_grad_() for t in data(40))
+    wrt = [h0, u, *cell.parameters()]
+    for autocast in (False, True):
+        torch.manual_seed(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            expected = grads((plain_loop(cell, h0, u).float() ** 2).sum(), wrt)
+        after_plain = torch.rand(2)
+        torch.manual_seed(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            got = grads((rt.unroll(cell, h0, u, tape=7).float() ** 2).sum(), wrt)
+        assert_same(got, expected)
+        torch.testing.assert_close(torch.rand(2), after_plain, **EXACT)
+
+
 # -- a disk level (issue 13, item 8) -------------------------------------------------------
 
 

@@ -60,7 +60,7 @@ from revseq.engine import DEFAULT_STRATEGY, Stats, Walk, walk
 from revseq.errors import ParameterError, StepError
 from revseq.recurrence import Recurrence
 from revseq.strategies.base import ReversalStrategy
-from revseq.torch._ambient import Ambient, Carry
+from revseq.torch._ambient import Ambient, Carry, Fingerprints
 
 __all__ = ["HostMemory", "Recurrent", "Tally", "TapePlan", "unroll"]
 
@@ -500,6 +500,7 @@ def _step_function(
     """
     last = layout.count - 1
     params = spec.params
+    prints = ambient.prints
 
     def step(carry: Carry, i: int) -> Carry:
         if i == last:
@@ -512,6 +513,7 @@ def _step_function(
             result = Carry(segment.final)
         else:
             state = carry.leaves
+            seen: list[list[Tensor]] = []  # each state's fingerprint: recorded in the first sweep, else checked
             # No graph for any step here, also when the walk advances inside the backward pass.
             with torch.no_grad(), ambient.autocast_context():
                 for t in range(start, stop):
@@ -524,6 +526,8 @@ def _step_function(
                     if versions != [leaf._version for leaf in (*state, *params)]:
                         _raise_in_place(spec, state, versions, t)
                     state = tuple(new)
+                    seen.append(prints.of(t, state))
+            prints.observe(start, seen)
             spec.count(forward=stop - start)
             result = Carry(state)
         ambient.current = result
@@ -573,6 +577,7 @@ class _Unroll(torch.autograd.Function):  # type: ignore[misc,unused-ignore]  # A
         feed = inputs if spec.has_inputs else None
         need_u = tuple(ctx.needs_input_grad[1 + k : 1 + k + m])
         ambient = Ambient(spec.preserve_rng_state, tensors)
+        ambient.prints = Fingerprints(spec.n)
         ambient.enter_phase()
         outputs = _Outputs(spec) if spec.output is not None else None
         store = _SavedStore(k, ambient)
@@ -685,6 +690,7 @@ class _Unroll(torch.autograd.Function):  # type: ignore[misc,unused-ignore]  # A
             if outer is not None:
                 ambient.restore(outer)
             ambient.current = None
+        ambient.prints.verify()  # every recomputed state was the first sweep's
         return (None, *sweep.gradients())
 
 
@@ -719,12 +725,18 @@ def _backward_with_graph(ctx: Any, grads: tuple[Tensor, ...]) -> tuple[Tensor | 
     with ambient.replaying(ambient.start):
         state: Sequence[Tensor] = h0
         ys: list[list[Tensor]] = []
+        states: list[Sequence[Tensor]] = []
         with torch.enable_grad(), ambient.autocast_context():
             for t in range(spec.n):
                 h1, state = spec.call(state, None if feed is None else [v[t] for v in feed], t)
+                states.append(state)
                 if spec.output is not None:
                     ys.append(spec.outputs_of(h1))
         spec.count(vjp=spec.n)
+    prints = ambient.prints
+    prints.observe(0, [prints.of(t, h) for t, h in enumerate(states)])
+    del states
+    prints.verify()
     outs = [*state, *(torch.stack(column) for column in zip(*ys, strict=True))]
     targets = [v for v, need in zip(tensors, needs, strict=True) if need]
     live = [(o, g) for o, g in zip(outs, grads, strict=True) if o.requires_grad]
@@ -821,10 +833,12 @@ def _tape(
     versions = [leaf._version for leaf in (*leaves, *params)]
     ys: list[Tensor] = []
     state: Sequence[Tensor] = x
+    states: list[Sequence[Tensor]] = []  # for their fingerprints (the graph holds them anyway)
     try:
         with torch.enable_grad(), ambient.autocast_context():
             for t in range(start, stop):
                 h1, state = spec.call(state, None if u is None else [v[t - start] for v in u], t)
+                states.append(state)
                 if spec.output is not None:
                     recorded = None if outputs is None else outputs.record(t, h1)
                     ys += spec.outputs_of(h1) if recorded is None else recorded
@@ -835,6 +849,8 @@ def _tape(
         _raise_in_place(spec, tuple(leaves), [-1] * len(leaves), start)
     if versions != [leaf._version for leaf in (*leaves, *params)]:
         _raise_in_place(spec, tuple(leaves), versions, start)
+    prints = ambient.prints
+    prints.observe(start, [prints.of(t, h) for t, h in enumerate(states, start)])
     ambient.current = None  # the steps drew from the generators and updated the buffers
     spec.count(vjp=stop - start)
     return _Segment(start, stop, x, u, [*state, *ys], seeds)

@@ -41,7 +41,7 @@ from torch import Tensor
 
 from revseq.errors import StepError
 
-__all__ = ["Ambient", "Carry", "Snapshot", "autocast_state"]
+__all__ = ["Ambient", "Carry", "Fingerprints", "Snapshot", "autocast_state"]
 
 
 class Snapshot:
@@ -91,6 +91,110 @@ def autocast_state(device_types: Iterable[str]) -> AutocastState:
     )
 
 
+class Fingerprints:
+    """A fingerprint of every state the first sweep computes, to check that each recomputation gives it again.
+
+    What a step reads besides its arguments and is not replayed here (a
+    ``torch.Generator`` of the user's own, a tensor in a closure changed in
+    place, a module buffer written outside a module's call, an operation
+    that is not deterministic) makes a recomputed step compute another
+    state, and the gradient wrong without a word. So each state ``h_{t+1}``
+    gets, per leaf, a weighted sum of its elements (a dot product with
+    fixed weights in ``[0.5, 1.5)``, drawn once per size from a generator of
+    its own, so the caller's generators are untouched), and the weighted sum
+    of their absolute values as its scale, when the first sweep makes it; a
+    recomputation of that state must give the same sum to ``RTOL`` of the
+    scale. A mismatch is flagged on the device (no host synchronisation per
+    step) and raised by :meth:`verify` once the backward pass is done. It
+    costs one dot product per leaf and step (two in the first sweep): about
+    7 microseconds a step on the CPU for a 16 x 256 state (15 in the first
+    sweep), against 1.4 ms for a GRU step of that size with its backward.
+    """
+
+    RTOL = 1e-4  # recomputations are bitwise on the CPU; the margin is for kernels that are not deterministic
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.next = 0  # h_1 .. h_next are recorded
+        self._ref: Tensor | None = None  # (n, leaves): the first sweep's sums
+        self._scale: Tensor | None = None  # (n, leaves): their scales
+        self._bad: Tensor | None = None  # (n,): a recomputation of h_{t+1} differed
+        self._weights: dict[tuple[int, torch.dtype, torch.device], Tensor] = {}
+
+    def _weight(self, flat: Tensor) -> Tensor:
+        key = (flat.numel(), flat.dtype, flat.device)
+        weight = self._weights.get(key)
+        if weight is None:
+            generator = torch.Generator().manual_seed(flat.numel())
+            weight = torch.rand(flat.numel(), generator=generator, dtype=torch.float64).add_(0.5)
+            weight = self._weights[key] = weight.to(device=flat.device, dtype=flat.dtype)
+        return weight
+
+    def of(self, t: int, leaves: Iterable[Tensor]) -> list[Tensor]:
+        """The fingerprint of ``h_{t+1}`` (0-d tensors, on the state's device): sums, then scales if first made."""
+        sums: list[Tensor] = []
+        scales: list[Tensor] = []
+        first = t >= self.next
+        for leaf in leaves:
+            flat = leaf.detach()
+            if flat.is_complex():
+                flat = torch.view_as_real(flat)
+            if flat.dtype not in (torch.float32, torch.float64):
+                flat = flat.float()  # sums of half precision would round away what they should show
+            flat = flat.reshape(-1)
+            weight = self._weight(flat)
+            kind = flat.device.type
+            if kind != "cpu" and torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
+                with torch.autocast(kind, enabled=False):  # the same precision in every pass
+                    sums.append(torch.dot(flat, weight))
+                    if first:
+                        scales.append(torch.dot(flat.abs(), weight))
+                continue
+            sums.append(torch.dot(flat, weight))  # not cast by the CPU's autocast
+            if first:
+                scales.append(torch.dot(flat.abs(), weight))
+        return sums + scales
+
+    def observe(self, start: int, prints: list[list[Tensor]]) -> None:
+        """Record or check the fingerprints of ``h_{start+1} ..``, one list per step, from :meth:`of`."""
+        if not prints:
+            return
+        stop = start + len(prints)
+        old = max(0, min(stop, self.next) - start)  # recomputed: already recorded
+        if old:
+            assert self._ref is not None
+            assert self._scale is not None
+            assert self._bad is not None
+            leaves = self._ref.shape[1]
+            got = torch.stack([torch.stack(p[:leaves]) for p in prints[:old]]).double()
+            ref, scale = self._ref[start : start + old], self._scale[start : start + old]
+            self._bad[start : start + old] |= ((got - ref).abs() > self.RTOL * scale).any(1)
+        if old < len(prints):  # first made, in order: the first sweep passes every state once, in turn
+            new = torch.stack([torch.stack(p) for p in prints[old:]]).double()
+            leaves = new.shape[1] // 2
+            if self._ref is None:
+                self._ref = new.new_zeros((self.n, leaves))
+                self._scale = new.new_zeros((self.n, leaves))
+                self._bad = torch.zeros(self.n, dtype=torch.bool, device=new.device)
+            assert self._scale is not None
+            self._ref[start + old : stop] = new[:, :leaves]
+            self._scale[start + old : stop] = new[:, leaves:]
+            self.next = stop
+
+    def verify(self) -> None:
+        """Raise if a recomputed state differed from the first sweep's (one host synchronisation)."""
+        if self._bad is None or self._bad.is_meta or not bool(self._bad.any()):  # meta tensors hold no values
+            return
+        t = int(self._bad.nonzero()[0, 0])
+        raise StepError(
+            f"step {t} gave another state when recomputed than in the forward pass (h_{t + 1} differs beyond "
+            f"rounding), so the gradient would be wrong: the cell depends on something revseq does not replay, "
+            f"such as a torch.Generator of its own, a tensor changed in place that is neither an argument nor a "
+            f"module buffer, or an operation that is not deterministic; make the step a function of h, u_t, the "
+            f"parameters, the global random generators and the buffers of the modules it calls"
+        )
+
+
 class Ambient:
     """The generators, buffers and autocast state of one call of ``unroll``.
 
@@ -125,6 +229,7 @@ class Ambient:
         self._last: Snapshot | None = None  # the latest snapshot taken or restored, and the buffers' versions then
         self._last_versions: list[int] = []
         self.current: Carry | None = None  # the state whose snapshot the generators and buffers now hold
+        self.prints = Fingerprints(0)  # the checkpointed path sets one for its n steps
         # The generators before the first step, to tell after the forward pass whether any step drew from them.
         self._rng_before = torch.get_rng_state().numpy().tobytes()
         self._devices_before = self._device_states()
