@@ -519,14 +519,13 @@ def _step_function(
                 for t in range(start, stop):
                     versions = [leaf._version for leaf in (*state, *params)]
                     h1, new = spec.call(state, None if inputs is None else [v[t] for v in inputs], t)
-                    if outputs is not None and outputs.record(t, h1) is not None:
-                        pass
-                    elif spec.output is not None and ambient.active:
+                    recorded = None if outputs is None else outputs.record(t, h1)
+                    if recorded is None and spec.output is not None and ambient.active:
                         spec.output(h1)  # what it draws or updates is part of the step: recomputed steps replay it
                     if versions != [leaf._version for leaf in (*state, *params)]:
                         _raise_in_place(spec, state, versions, t)
                     state = tuple(new)
-                    seen.append(prints.of(t, state))
+                    seen.append(prints.of(t, state if recorded is None else (*state, *recorded)))
             prints.observe(start, seen)
             spec.count(forward=stop - start)
             result = Carry(state)
@@ -729,9 +728,9 @@ def _backward_with_graph(ctx: Any, grads: tuple[Tensor, ...]) -> tuple[Tensor | 
         with torch.enable_grad(), ambient.autocast_context():
             for t in range(spec.n):
                 h1, state = spec.call(state, None if feed is None else [v[t] for v in feed], t)
-                states.append(state)
                 if spec.output is not None:
                     ys.append(spec.outputs_of(h1))
+                states.append((*state, *ys[-1]) if spec.output is not None else state)
         spec.count(vjp=spec.n)
     prints = ambient.prints
     prints.observe(0, [prints.of(t, h) for t, h in enumerate(states)])
@@ -833,15 +832,18 @@ def _tape(
     versions = [leaf._version for leaf in (*leaves, *params)]
     ys: list[Tensor] = []
     state: Sequence[Tensor] = x
-    states: list[Sequence[Tensor]] = []  # for their fingerprints (the graph holds them anyway)
+    states: list[Sequence[Tensor]] = []  # each step's state and outputs, for their fingerprints (the graph holds them)
     try:
         with torch.enable_grad(), ambient.autocast_context():
             for t in range(start, stop):
                 h1, state = spec.call(state, None if u is None else [v[t - start] for v in u], t)
-                states.append(state)
                 if spec.output is not None:
                     recorded = None if outputs is None else outputs.record(t, h1)
-                    ys += spec.outputs_of(h1) if recorded is None else recorded
+                    y = spec.outputs_of(h1) if recorded is None else recorded
+                    ys += y
+                    states.append((*state, *y))
+                else:
+                    states.append(state)
             seeds = None if aliases is None else aliases(stop - start)
     except RuntimeError as error:  # autograd refuses an in-place write into a leaf that requires grad
         if "leaf Variable that requires grad" not in str(error):

@@ -156,7 +156,12 @@ class Fingerprints:
         return sums + scales
 
     def observe(self, start: int, prints: list[list[Tensor]]) -> None:
-        """Record or check the fingerprints of ``h_{start+1} ..``, one list per step, from :meth:`of`."""
+        """Record or check the fingerprints of ``h_{start+1} ..``, one list per step, from :meth:`of`.
+
+        A step's leaves are its state's, then its outputs' where it has them:
+        the first sweep and the re-runs with gradients fingerprint both, the
+        recomputations without gradients the state alone (a prefix).
+        """
         if not prints:
             return
         stop = start + len(prints)
@@ -165,9 +170,9 @@ class Fingerprints:
             assert self._ref is not None
             assert self._scale is not None
             assert self._bad is not None
-            leaves = self._ref.shape[1]
-            got = torch.stack([torch.stack(p[:leaves]) for p in prints[:old]]).double()
-            ref, scale = self._ref[start : start + old], self._scale[start : start + old]
+            leaves = len(prints[0])  # a recomputation without its outputs checks the state's leaves only
+            got = torch.stack([torch.stack(p) for p in prints[:old]]).double()
+            ref, scale = self._ref[start : start + old, :leaves], self._scale[start : start + old, :leaves]
             self._bad[start : start + old] |= ((got - ref).abs() > self.RTOL * scale).any(1)
         if old < len(prints):  # first made, in order: the first sweep passes every state once, in turn
             new = torch.stack([torch.stack(p) for p in prints[old:]]).double()
@@ -187,8 +192,9 @@ class Fingerprints:
             return
         t = int(self._bad.nonzero()[0, 0])
         raise StepError(
-            f"step {t} gave another state when recomputed than in the forward pass (h_{t + 1} differs beyond "
-            f"rounding), so the gradient would be wrong: the cell depends on something revseq does not replay, "
+            f"step {t} gave another state or output when recomputed than in the forward pass (h_{t + 1} or y_{t} "
+            f"differs beyond rounding), so the gradient would be wrong: the cell (or output) depends on something "
+            f"revseq does not replay, "
             f"such as a torch.Generator of its own, a tensor changed in place that is neither an argument nor a "
             f"module buffer, or an operation that is not deterministic; make the step a function of h, u_t, the "
             f"parameters, the global random generators and the buffers of the modules it calls"
