@@ -111,7 +111,59 @@ class _Entry:
         self.size = size  # the files' sizes, headers included
 
 
-class DiskStore:
+def _enter(store: Any, key: int, names: Any, leaves: Any, template: Any, kind: Any) -> None:
+    """Record checkpoint ``key`` in ``store`` (a DiskStore or an FsspecStore), written as ``names`` from ``leaves``
+    (``(array, layout)`` pairs), and count its bytes."""
+    layouts = [layout for _, layout in leaves]
+    nbytes = sum(array.nbytes for array, _ in leaves)
+    size = sum(layout.size for layout in layouts)
+    store._entries[key] = _Entry(names, layouts, template, kind, nbytes, size)
+    store._nbytes += nbytes
+    store._disk_usage += size
+    store._bytes_written += nbytes
+
+
+class _Counted:
+    """The byte counters a store that writes ``.npy`` bytes keeps (DiskStore, FsspecStore), as properties."""
+
+    __slots__ = ()
+    _nbytes: int
+    _disk_usage: int
+    _bytes_written: int
+    _bytes_read: int
+
+    @property
+    def copies(self) -> bool:
+        """True: states are written out on put and read back as new arrays on get.
+
+        So a step that modifies its argument in place cannot corrupt a
+        checkpoint (the engine uses this to know in-place steps are safe
+        with this store), as with ``MemoryStore(copy=True)``.
+        """
+        return True
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of array data held now (the arrays' ``nbytes``; see ``disk_usage`` for what is written)."""
+        return self._nbytes
+
+    @property
+    def disk_usage(self) -> int:
+        """Bytes the checkpoints take where they are written now: ``nbytes`` plus the ``.npy`` headers."""
+        return self._disk_usage
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes of array data written since the store was made (``clear`` does not reset it)."""
+        return self._bytes_written
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes of array data read since the store was made (``clear`` does not reset it)."""
+        return self._bytes_read
+
+
+class DiskStore(_Counted):
     """Checkpoints on disk, one file each, in a private temporary directory.
 
     Parameters
@@ -246,13 +298,7 @@ class DiskStore:
             if isinstance(exc, OSError):
                 raise _store_error(f"could not write checkpoint x_{key} to {directory}", exc) from exc
             raise
-        layouts = [layout for _, layout in leaves]
-        nbytes = sum(array.nbytes for array, _ in leaves)
-        size = sum(layout.size for layout in layouts)
-        self._entries[key] = _Entry(names, layouts, template, kind, nbytes, size)
-        self._nbytes += nbytes
-        self._disk_usage += size
-        self._bytes_written += nbytes
+        _enter(self, key, names, leaves, template, kind)
 
     def get(self, key: int) -> Any:
         entry = self._entries[key]  # KeyError for a key never stored
@@ -291,36 +337,6 @@ class DiskStore:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    @property
-    def copies(self) -> bool:
-        """True: states are written to files on put and read back as new arrays on get.
-
-        So a step that modifies its argument in place cannot corrupt a
-        checkpoint (the engine uses this to know in-place steps are safe
-        with this store), as with ``MemoryStore(copy=True)``.
-        """
-        return True
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of array data held now (the arrays' ``nbytes``; see ``disk_usage`` for file sizes)."""
-        return self._nbytes
-
-    @property
-    def disk_usage(self) -> int:
-        """Bytes the checkpoint files take now: ``nbytes`` plus the files' headers."""
-        return self._disk_usage
-
-    @property
-    def bytes_written(self) -> int:
-        """Bytes of array data written since the store was made (``clear`` does not reset it)."""
-        return self._bytes_written
-
-    @property
-    def bytes_read(self) -> int:
-        """Bytes of array data read since the store was made (``clear`` does not reset it)."""
-        return self._bytes_read
 
     @property
     def directory(self) -> str:

@@ -34,6 +34,8 @@ from revseq import _tree
 from revseq.disk import (
     _HEAD_SLACK,
     _check_parent,
+    _Counted,
+    _enter,
     _Entry,
     _flatten,
     _Layout,
@@ -118,7 +120,7 @@ class _Owned:
         self.remove()
 
 
-class FsspecStore:
+class FsspecStore(_Counted):
     """Checkpoints as ``.npy`` objects under a URL fsspec understands, in a private prefix per run.
 
     Parameters
@@ -276,13 +278,7 @@ class FsspecStore:
             del self._entries[key]
             self._forget(old)
             self._owned.remove([f"{prefix}/{name}" for name in old.names])
-        layouts = [layout for _, layout in leaves]
-        nbytes = sum(array.nbytes for array, _ in leaves)
-        size = sum(layout.size for layout in layouts)
-        self._entries[key] = _Entry(names, layouts, template, kind, nbytes, size)
-        self._nbytes += nbytes
-        self._disk_usage += size
-        self._bytes_written += nbytes
+        _enter(self, key, names, leaves, template, kind)
 
     def get(self, key: int) -> Any:
         entry = self._entries[key]  # KeyError for a key never stored
@@ -340,31 +336,6 @@ class FsspecStore:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    @property
-    def copies(self) -> bool:
-        """True: states are written out on put and read back as new arrays on get (in-place steps are safe)."""
-        return True
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of array data held now (the arrays' ``nbytes``; see ``disk_usage`` for the objects' sizes)."""
-        return self._nbytes
-
-    @property
-    def disk_usage(self) -> int:
-        """Bytes the checkpoint objects take now: ``nbytes`` plus the ``.npy`` headers."""
-        return self._disk_usage
-
-    @property
-    def bytes_written(self) -> int:
-        """Bytes of array data written since the store was made (``clear`` does not reset it)."""
-        return self._bytes_written
-
-    @property
-    def bytes_read(self) -> int:
-        """Bytes of array data read since the store was made (``clear`` does not reset it)."""
-        return self._bytes_read
 
     @property
     def url(self) -> str:
