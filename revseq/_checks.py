@@ -187,3 +187,85 @@ def holds(tree: Any, prints: list[tuple[Any, Any]]) -> bool:
     """Whether ``tree`` (a copy of the fingerprinted tree, say) holds what the fingerprint recorded."""
     leaves = _arrays(tree)
     return len(leaves) == len(prints) and all(_same(leaf, p) for leaf, (_, p) in zip(leaves, prints, strict=True))
+
+
+RECOMPUTE_SAMPLES = 32
+"""How many states of a run of known length are fingerprinted to check that recomputing them gives them again."""
+
+
+class Recomputations:
+    """Check that recomputing a state gives what the first sweep gave: a step that is not deterministic is refused.
+
+    A step drawing random numbers of its own, or reading a counter it
+    advances, makes a recomputed ``x_t`` differ from the one the first sweep
+    made, and the gradient is then that of another sequence, without a
+    word. So the states at every ``every``-th step (about
+    :data:`RECOMPUTE_SAMPLES` of them for a run of known length, every 64th
+    for an online run) get a fingerprint when first made: per numpy leaf, a
+    dot product with fixed weights in ``[0.5, 1.5)`` (drawn from a generator
+    of its own, never the caller's) and the same of the absolute values as
+    its scale. Each later computation of such a state must agree to 1000
+    machine epsilons of its dtype times that scale (floating-point results
+    that are not bitwise reproducible, as threaded BLAS can give, pass), or
+    :class:`StepError` is raised naming the step. States that are not numpy
+    arrays (a dask array, a tensor) are not fingerprinted: computing one
+    would pull the state in. Nor is anything checked when a store is lossy
+    (a ``CompressedStore`` with ZFP: recomputing from a checkpoint read back
+    within a tolerance rightly gives other states). The cost is two dot
+    products per sampled state made first, one per sampled state recomputed;
+    nothing per step.
+    """
+
+    __slots__ = ("every", "prints", "weights")
+
+    def __init__(self, n: int | None, *, enabled: bool = True) -> None:
+        # Off where a store is lossy (a CompressedStore with ZFP): a state recomputed from a checkpoint read
+        # back within the codec's tolerance differs from the first sweep's, rightly.
+        self.every = (max(1, n // RECOMPUTE_SAMPLES) if n else 64) if enabled else 1 << 62
+        self.prints: dict[int, list[tuple[float, float, float]]] = {}
+        self.weights: dict[int, np.ndarray[Any, Any]] = {}
+
+    def _weight(self, size: int) -> np.ndarray[Any, Any]:
+        weight = self.weights.get(size)
+        if weight is None:
+            weight = self.weights[size] = np.random.default_rng(size).random(size) + 0.5
+        return weight
+
+    def _of(self, x: Any, scale: bool) -> list[tuple[float, float, float]] | None:
+        prints = []
+        for leaf in _tree.leaves(x):
+            if isinstance(leaf, (float, complex, np.generic)):
+                leaf = np.asarray(leaf)
+            if not isinstance(leaf, np.ndarray) or leaf.dtype.kind not in "fc":
+                return None  # not ours to read (a lazy or foreign array), or nothing to round
+            flat = leaf.reshape(-1)
+            if leaf.dtype.kind == "c":
+                flat = flat.view(leaf.real.dtype) if flat.flags.c_contiguous else np.concatenate([flat.real, flat.imag])
+            weight = self._weight(flat.size)
+            total = float(np.dot(flat, weight))
+            size = float(np.dot(np.abs(flat), weight)) if scale else 0.0
+            prints.append((total, size, float(np.finfo(flat.dtype).eps)))
+        return prints
+
+    def seen(self, t: int, x: Any) -> None:
+        """``x`` is ``x_t``, a sampled state (``t % every == 0``): record its fingerprint, or check it."""
+        known = self.prints.get(t)
+        if known is None:
+            made = self._of(x, True)
+            if made is not None:
+                self.prints[t] = made
+            return
+        now = self._of(x, False)
+        if now is None or len(now) != len(known):
+            return
+        for (total, scale, eps), (again, _, _) in zip(known, now, strict=True):
+            if not abs(again - total) <= 1000 * eps * scale:  # NaN never agrees: a NaN state is refused too
+                if np.isnan(total) and np.isnan(again):
+                    continue
+                raise StepError(
+                    f"x_{t} was different when recomputed than when first computed (a weighted sum of its "
+                    f"elements {total!r} then, {again!r} now): f is not a function of its arguments alone (it "
+                    f"draws random numbers of its own, reads a counter it advances, or depends on other state "
+                    f"that changes), so the gradient would be that of another sequence; draw any noise from a "
+                    f"generator seeded by the step index t (f(x, t)), and keep f free of hidden state"
+                )

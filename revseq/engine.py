@@ -223,6 +223,17 @@ _WATCHED_CALLS = 4
 enough to catch a step that cycles through up to three output buffers."""
 
 
+def _lossy(store: Any) -> bool:
+    """Whether ``store``, or a store it wraps (``inner``), gives back states only within a tolerance."""
+    for _ in range(16):  # wrappers of wrappers, not a cycle
+        if getattr(store, "lossless", True) is False:
+            return True
+        store = getattr(store, "inner", None)
+        if store is None:
+            return False
+    return False
+
+
 def _steps_in_place(t: int, s: int, *, argument: bool) -> StepError:
     what = (
         "f modified its argument in place"
@@ -328,6 +339,11 @@ class _Run:
         self.claims: list[StoreProtocol] = []  # the stores this run has claimed, released when it ends
         # How many calls of f are still watched (see _watched_call); then f runs unwatched in tight loops.
         self.probes = _WATCHED_CALLS
+        # Sampled states, fingerprinted when first made and checked when made again (a step that is not
+        # deterministic is refused): every `every`-th state, which the loops below stop at.
+        lossy = any(_lossy(level) for level in (store, disk, *deep) if level is not None)
+        self.recomputed = _checks.Recomputations(n, enabled=not lossy)
+        self.every = self.recomputed.every
         self.watched: list[tuple[list[Any], int]] = []  # (fingerprint, t) of each state seen so far, held weakly
         # What the run measures itself, whether or not a tracker checks the actions: the calls of f, the
         # checkpoints it holds at each level (sorted: a Reverse releases every one at or after its start),
@@ -522,6 +538,8 @@ class _Run:
             watched.append((_checks.fingerprint(y), t + 1))
             if not self.probes:
                 watched.clear()  # the watch is over: hold no state for it
+        if not (t + 1) % self.every:
+            self.recomputed.seen(t + 1, y)
         return y
 
     def _ask(self, until: Callable[[int, Any], Any], t: int, x: Any) -> Any:
@@ -565,16 +583,23 @@ class _Run:
                 x = self._collect(x, t, stop, states.append)
                 self.store._put_run(t + 1, states)  # type: ignore[attr-defined]
             elif keep:
+                every, seen = self.every, self.recomputed.seen
                 if plain is not None:
                     for s in range(t + 1, stop):
                         x = plain(x)
+                        if not s % every:
+                            seen(s, x)
                         put(s, x)
                     x = plain(x)
                 else:
                     for s in range(t, stop - 1):
                         x = step(x, s)
+                        if not (s + 1) % every:
+                            seen(s + 1, x)
                         put(s + 1, x)
                     x = step(x, stop - 1)
+                if not stop % every:
+                    seen(stop, x)
             else:
                 x = self._steps(x, t, stop)
             self.calls += stop - t
@@ -586,29 +611,42 @@ class _Run:
         return x
 
     def _steps(self, x: Any, t: int, stop: int) -> Any:
-        """``x_stop`` from ``x = x_t``, unwatched and uncounted."""
-        plain = self.plain
-        if plain is not None:
-            for _ in range(stop - t):
-                x = plain(x)
-            return x
-        step = self.step
-        for s in range(t, stop):
-            x = step(x, s)
+        """``x_stop`` from ``x = x_t``, unwatched and uncounted (the sampled states on the way checked)."""
+        plain, step, every, seen = self.plain, self.step, self.every, self.recomputed.seen
+        while t < stop:
+            edge = min(stop, (t // every + 1) * every)  # the next sampled state, or x_stop
+            if plain is not None:
+                for _ in range(edge - t):
+                    x = plain(x)
+            else:
+                for s in range(t, edge):
+                    x = step(x, s)
+            t = edge
+            if not t % every:
+                seen(t, x)
         return x
 
     def _collect(self, x: Any, t: int, stop: int, keep: Callable[[Any], object]) -> Any:
         """``x_stop`` from ``x = x_t``, unwatched and uncounted; ``keep(x_s)`` for ``s = t+1 .. stop-1``."""
-        plain, step = self.plain, self.step
-        if plain is not None:
-            for _ in range(t + 1, stop):
+        plain, step, every, seen = self.plain, self.step, self.every, self.recomputed.seen
+        while t < stop:
+            edge = min(stop, (t // every + 1) * every)
+            if plain is not None:
+                for _ in range(edge - t - 1):
+                    x = plain(x)
+                    keep(x)
                 x = plain(x)
+            else:
+                for s in range(t, edge - 1):
+                    x = step(x, s)
+                    keep(x)
+                x = step(x, edge - 1)
+            t = edge
+            if not t % every:
+                seen(t, x)
+            if t < stop:
                 keep(x)
-            return plain(x)
-        for s in range(t, stop - 1):
-            x = step(x, s)
-            keep(x)
-        return step(x, stop - 1)
+        return x
 
     def _watch(self, x: Any, t: int, stop: int, keep: Callable[[Any], object] | None) -> tuple[Any, int]:
         """Advance from ``x = x_t`` towards ``x_stop`` while f's calls are watched: ``(x_s, s)`` where the watch
@@ -696,6 +734,7 @@ class _Run:
         plain, step = self.plain, self.step
         store, on_disk = self.store, self.disk_keys
         watching = self.probes > 0  # whether f's first calls are still watched (see _watched_call)
+        every = self.every
         action: Any
         for index, proposed in enumerate(self._ahead(actions)):
             action = proposed if check is None else check(index, proposed)  # numpy ints made ints
@@ -705,16 +744,11 @@ class _Run:
                 if keep or watching:
                     x = self._advance(x, start, stop, keep)
                     watching = self.probes > 0
-                elif plain is not None:
-                    if stop - start == 1:  # the commonest advance of a binomial schedule
-                        x = plain(x)
-                    else:
-                        for _ in range(stop - start):
-                            x = plain(x)
-                    self.calls += stop - start
+                elif stop - start == 1 and stop % every:  # the commonest advance of a binomial schedule
+                    x = plain(x) if plain is not None else step(x, start)
+                    self.calls += 1
                 else:
-                    for s in range(start, stop):
-                        x = step(x, s)
+                    x = self._steps(x, start, stop)
                     self.calls += stop - start
                 live = stop
                 if live == n and output:
@@ -827,6 +861,8 @@ class _Run:
                     x = self._collect(x, t, top, self._keeper(kept))
                 elif top > t:
                     x = plain(x) if plain is not None else step(x, t)
+                    if not top % self.every:
+                        self.recomputed.seen(top, x)
                 calls += top - t
                 if kept:
                     writes += len(kept)
@@ -925,6 +961,8 @@ class _Run:
                     else:
                         x = step(x, s)
                         self.calls += 1
+                        if not (s + 1) % self.every:
+                            self.recomputed.seen(s + 1, x)
                     t = s + 1
                     if t >= max_steps or (until is not None and _stops(self._ask(until, t, x), t)):
                         if tracker is not None:

@@ -771,3 +771,93 @@ def test_until_writing_into_the_state_is_named_whatever_the_store(store):
 
     with pytest.raises(ParameterError, match=r"^until modified x_1 in place during the call until\(1, x_1\)"):
         revseq.backprop(SIN, np.ones(3), None, revseq.OnlineCheckpointing(checkpoints=3), until=until, store=store())
+
+
+# -- a step that is not deterministic: its recomputations differ from the first sweep ---------------------
+
+RECOMPUTING = {
+    "binomial": revseq.BinomialCheckpointing(3),
+    "binomial, checked": revseq.BinomialCheckpointing(3),
+    "halving": revseq.RecursiveHalving(),
+    "sqrt": revseq.SqrtCheckpointing(),
+    "online": revseq.OnlineCheckpointing(3),
+    "multistage": revseq.MultistageCheckpointing(ram=2),
+}
+
+
+def noisy_step():
+    """A step drawing noise from a generator of its own: each recomputation draws other numbers."""
+    rng = np.random.default_rng(0)
+    return lambda x: np.sin(x) + 0.01 * rng.standard_normal(x.shape)
+
+
+def counting_step():
+    """A step reading a counter it advances: a recomputation sees a larger count."""
+    calls = [0]
+
+    def f(x):
+        calls[0] += 1
+        return np.sin(x) + 1e-9 * calls[0]
+
+    return f
+
+
+@pytest.mark.parametrize("make", [noisy_step, counting_step], ids=["own-generator", "counter"])
+@pytest.mark.parametrize("name", RECOMPUTING)
+def test_a_step_that_is_not_deterministic_is_refused(name, make, tmp_path):
+    """Before: the gradient of another sequence, without a word. Now: StepError naming a recomputed state."""
+    strategy = RECOMPUTING[name]
+    disk = DiskStore(tmp_path)
+    with pytest.raises(StepError, match=r"x_\d+ was different when recomputed than when first computed"):
+        revseq.backprop(
+            Recurrence(make(), np.cos), np.full(10, 0.5), 200, strategy, disk=disk, check_schedule="checked" in name
+        )
+    assert files_under(tmp_path) == []
+    with pytest.raises(StepError, match=r"was different when recomputed"):  # a walk, as an adapter runs one
+        for _ in revseq.walk(make(), np.full(10, 0.5), 200, strategy):
+            pass
+
+
+def tree_step(s):
+    return {"a": np.sin(s["a"]), "b": s["b"] * 0.99}
+
+
+def tree_vjp(s, g):
+    return {"a": np.cos(s["a"]) * g["a"], "b": 0.99 * g["b"]}
+
+
+@pytest.mark.parametrize("name", RECOMPUTING)
+def test_the_recomputation_check_passes_deterministic_steps_of_every_kind(name):
+    """No false alarm: a step of (x, t), a tree state, complex and float32 states, a 0-d state."""
+    strategy = RECOMPUTING[name]
+
+    def indexed(x, t):
+        return np.sin(x) + np.random.default_rng(t).standard_normal(x.shape) * 1e-3  # noise seeded by t: fine
+
+    cases = [
+        (Recurrence(indexed, vjp=lambda x, t, g: np.cos(x) * g, indexed=True), np.full(7, 0.3)),
+        (Recurrence(tree_step, vjp=tree_vjp), {"a": np.full(3, 0.5), "b": np.ones(2)}),
+        (Recurrence(lambda x: x * (0.9 + 0.1j), vjp=lambda x, g: g * np.conj(0.9 + 0.1j)), np.full(4, 1 + 1j)),
+        (Recurrence(np.sin, np.cos), np.linspace(0.1, 1.0, 5, dtype=np.float32)),
+        (SIN, np.float64(0.5)),
+    ]
+    for rec, x0 in cases:
+        out = revseq.backprop(rec, x0, 150, strategy)
+        expected = revseq.backprop(rec, x0, 150, revseq.StoreAll())
+        for got, want in zip(revseq._tree.leaves(out.gradient), revseq._tree.leaves(expected.gradient), strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_the_recomputation_check_is_off_with_a_lossy_store():
+    """Recomputing from a checkpoint read back within a tolerance rightly gives other states: not refused."""
+    numcodecs = pytest.importorskip("numcodecs")
+    if not hasattr(numcodecs, "ZFPY"):
+        pytest.skip("numcodecs.ZFPY needs zfpy")
+    from revseq.overlap import OverlappedStore
+
+    lossy = revseq.CompressedStore(codec=numcodecs.ZFPY(tolerance=1e-6))
+    x0 = np.linspace(0.1, 1.0, 64)
+    out = revseq.backprop(SIN, x0, 120, revseq.RecursiveHalving(), store=lossy)
+    assert np.abs(out.gradient - store_all_gradient(120, x0)).max() < 1e-3
+    wrapped = OverlappedStore(revseq.CompressedStore(codec=numcodecs.ZFPY(tolerance=1e-6)), depth=1)
+    revseq.backprop(SIN, x0, 120, revseq.MultistageCheckpointing(ram=2), disk=wrapped)  # through a wrapper too
