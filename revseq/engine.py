@@ -612,7 +612,16 @@ class _Run:
 
     def _steps(self, x: Any, t: int, stop: int) -> Any:
         """``x_stop`` from ``x = x_t``, unwatched and uncounted (the sampled states on the way checked)."""
-        plain, step, every, seen = self.plain, self.step, self.every, self.recomputed.seen
+        plain, step, every = self.plain, self.step, self.every
+        if (t // every + 1) * every > stop:  # no sampled state on the way: the common case, one loop
+            if plain is not None:
+                for _ in range(stop - t):
+                    x = plain(x)
+                return x
+            for s in range(t, stop):
+                x = step(x, s)
+            return x
+        seen = self.recomputed.seen
         while t < stop:
             edge = min(stop, (t // every + 1) * every)  # the next sampled state, or x_stop
             if plain is not None:
@@ -628,7 +637,18 @@ class _Run:
 
     def _collect(self, x: Any, t: int, stop: int, keep: Callable[[Any], object]) -> Any:
         """``x_stop`` from ``x = x_t``, unwatched and uncounted; ``keep(x_s)`` for ``s = t+1 .. stop-1``."""
-        plain, step, every, seen = self.plain, self.step, self.every, self.recomputed.seen
+        plain, step, every = self.plain, self.step, self.every
+        if (t // every + 1) * every > stop:  # no sampled state on the way: the common case, one loop
+            if plain is not None:
+                for _ in range(t + 1, stop):
+                    x = plain(x)
+                    keep(x)
+                return plain(x)
+            for s in range(t, stop - 1):
+                x = step(x, s)
+                keep(x)
+            return step(x, stop - 1)
+        seen = self.recomputed.seen
         while t < stop:
             edge = min(stop, (t // every + 1) * every)
             if plain is not None:
