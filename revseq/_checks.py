@@ -200,8 +200,9 @@ class Recomputations:
     advances, makes a recomputed ``x_t`` differ from the one the first sweep
     made, and the gradient is then that of another sequence, without a
     word. So the states at every ``every``-th step (about
-    :data:`RECOMPUTE_SAMPLES` of them for a run of known length, every 64th
-    for an online run) get a fingerprint when first made: per numpy leaf, a
+    :data:`RECOMPUTE_SAMPLES` of them for a run of known length; for a run
+    of unknown length, every 64th at first, the stride doubling whenever
+    twice as many are held) get a fingerprint when first made: per numpy leaf, a
     dot product with fixed weights in ``[0.5, 1.5)`` (drawn from a generator
     of its own, never the caller's) and the same of the absolute values as
     its scale. Each later computation of such a state must agree to 1000
@@ -216,12 +217,13 @@ class Recomputations:
     nothing per step.
     """
 
-    __slots__ = ("every", "prints", "weights")
+    __slots__ = ("every", "grow", "prints", "weights")
 
     def __init__(self, n: int | None, *, enabled: bool = True) -> None:
         # Off where a store is lossy (a CompressedStore with ZFP): a state recomputed from a checkpoint read
         # back within the codec's tolerance differs from the first sweep's, rightly.
         self.every = (max(1, n // RECOMPUTE_SAMPLES) if n else 64) if enabled else 1 << 62
+        self.grow = n is None and enabled  # a run of unknown length: the stride doubles as the samples pile up
         self.prints: dict[int, list[tuple[float, float, float]]] = {}
         self.weights: dict[int, np.ndarray[Any, Any]] = {}
 
@@ -254,6 +256,9 @@ class Recomputations:
             made = self._of(x, True)
             if made is not None:
                 self.prints[t] = made
+                if self.grow and len(self.prints) > 2 * RECOMPUTE_SAMPLES:  # keep every other sample
+                    self.every *= 2
+                    self.prints = {s: p for s, p in self.prints.items() if not s % self.every}
             return
         now = self._of(x, False)
         if now is None or len(now) != len(known):

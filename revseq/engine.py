@@ -343,7 +343,6 @@ class _Run:
         # deterministic is refused): every `every`-th state, which the loops below stop at.
         lossy = any(_lossy(level) for level in (store, disk, *deep) if level is not None)
         self.recomputed = _checks.Recomputations(n, enabled=not lossy)
-        self.every = self.recomputed.every
         self.watched: list[tuple[list[Any], int]] = []  # (fingerprint, t) of each state seen so far, held weakly
         # What the run measures itself, whether or not a tracker checks the actions: the calls of f, the
         # checkpoints it holds at each level (sorted: a Reverse releases every one at or after its start),
@@ -475,6 +474,11 @@ class _Run:
             return self._fetch(t)
         self.reads += 1
         return self.store.get(t)
+
+    @property
+    def every(self) -> int:
+        """The stride of the sampled states (see ``recomputed``); it grows during an online run's forward sweep."""
+        return self.recomputed.every
 
     def _watched_call(self, x: Any, t: int) -> Any:
         """One of the first calls of f, checked: f must return a state like its input, and write into no state.

@@ -861,3 +861,17 @@ def test_the_recomputation_check_is_off_with_a_lossy_store():
     assert np.abs(out.gradient - store_all_gradient(120, x0)).max() < 1e-3
     wrapped = OverlappedStore(revseq.CompressedStore(codec=numcodecs.ZFPY(tolerance=1e-6)), depth=1)
     revseq.backprop(SIN, x0, 120, revseq.MultistageCheckpointing(ram=2), disk=wrapped)  # through a wrapper too
+
+
+def test_the_recomputation_check_in_a_run_of_unknown_length():
+    """Online, stopped by until: the samples' stride doubles as they pile up; noise is still caught, sin is not."""
+    stop_at = 5000
+
+    def until(t, x):
+        return t >= stop_at
+
+    x0 = np.full(4, 0.5)
+    with pytest.raises(StepError, match=r"was different when recomputed"):
+        revseq.backprop(Recurrence(noisy_step(), np.cos), x0, None, revseq.OnlineCheckpointing(4), until=until)
+    out = revseq.backprop(SIN, x0, None, revseq.OnlineCheckpointing(4), until=until)
+    np.testing.assert_array_equal(out.gradient, store_all_gradient(stop_at, x0))
