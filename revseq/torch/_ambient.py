@@ -135,6 +135,7 @@ class Fingerprints:
         sums: list[Tensor] = []
         scales: list[Tensor] = []
         first = t >= self.next
+        home = None  # the fingerprints go where the state's first leaf is (a state may span devices)
         for leaf in leaves:
             flat = leaf.detach()
             if flat.is_complex():
@@ -143,16 +144,24 @@ class Fingerprints:
                 flat = flat.float()  # sums of half precision would round away what they should show
             flat = flat.reshape(-1)
             weight = self._weight(flat)
-            kind = flat.device.type
-            if kind != "cpu" and torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
-                with torch.autocast(kind, enabled=False):  # the same precision in every pass
-                    sums.append(torch.dot(flat, weight))
-                    if first:
-                        scales.append(torch.dot(flat.abs(), weight))
-                continue
-            sums.append(torch.dot(flat, weight))  # not cast by the CPU's autocast
-            if first:
-                scales.append(torch.dot(flat.abs(), weight))
+            device = flat.device
+            if device.type == "cpu":
+                total = torch.dot(flat, weight)  # not cast by the CPU's autocast
+                scale = torch.dot(flat.abs(), weight) if first else None
+            else:
+                kind = device.type
+                on = torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
+                with torch.autocast(kind, enabled=False) if on else contextlib.nullcontext():  # one precision
+                    total = torch.dot(flat, weight)
+                    scale = torch.dot(flat.abs(), weight) if first else None
+            if home is None:
+                home = device
+            elif device != home:
+                total = total.to(home, non_blocking=True)
+                scale = None if scale is None else scale.to(home, non_blocking=True)
+            sums.append(total)
+            if scale is not None:
+                scales.append(scale)
         return sums + scales
 
     def observe(self, start: int, prints: list[list[Tensor]]) -> None:
