@@ -36,7 +36,7 @@ def test_fingerprint_check_overhead(benchmark: Any, monkeypatch: pytest.MonkeyPa
         go()
 
     def unchecked() -> None:
-        monkeypatch.setattr(Fingerprints, "of", lambda self, t, leaves: [])
+        monkeypatch.setattr(Fingerprints, "of", lambda self, *args: [])
         monkeypatch.setattr(Fingerprints, "observe", lambda self, start, prints: None)
         go()
 

@@ -647,3 +647,40 @@ def test_on_an_accelerator_dropout_is_replayed_from_its_generator(device):
         for g, e in zip(grads((h**2).sum(), wrt), expected, strict=True):
             torch.testing.assert_close(g, e)
         assert tally.stats.as_cost() == strategy.cost(n)
+
+
+def test_fingerprints_of_a_state_larger_than_the_weights_period():
+    """A state of more than 2^16 elements is weighed in periods: a noisy cell is still refused, a pure one not."""
+    w = torch.full((), 0.9, dtype=torch.float64, requires_grad=True)
+    h0 = torch.linspace(-1, 1, 2 * 40_000, dtype=torch.float64).reshape(2, 40_000)
+    generator = torch.Generator().manual_seed(0)
+    noisy = rt.unroll(lambda h: torch.tanh(h * w) + 1e-3 * torch.rand(h.shape, generator=generator,
+                      dtype=h.dtype), h0, steps=12, params=[w], tape=3)  # fmt: skip
+    with pytest.raises(revseq.StepError, match="gave another state or output when recomputed"):
+        noisy.sum().backward()
+    (got,) = grads(rt.unroll(lambda h: torch.tanh(h * w), h0, steps=12, params=[w], tape=3).sum(), [w])
+    h = h0
+    for _ in range(12):
+        h = torch.tanh(h * w)
+    assert_same([got], grads(h.sum(), [w]))
+
+
+@pytest.mark.parametrize("plan", DIFFERS, ids=str)
+def test_a_long_run_checks_every_fourth_state(plan, tmp_path):
+    """Past 64 steps every 4th state is fingerprinted: a noisy cell is still refused, a pure one passes exactly."""
+    torch.manual_seed(0)
+    w = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
+    u = torch.randn(150, 2, 4, dtype=torch.float64)
+    h0 = torch.zeros(2, 4, dtype=torch.float64)
+    kwargs = dict(DIFFERS[plan])
+    if plan == "multistage":
+        kwargs["disk"] = tmp_path
+    with pytest.raises(revseq.StepError, match=r"step (\d+) gave another state or output") as caught:
+        rt.unroll(own_generator_cell(w), h0, u, params=[w], **kwargs).sum().backward()
+    assert (int(caught.value.args[0].split()[1]) + 1) % 4 == 0  # a sampled state: t + 1 a multiple of 4
+
+    def cell(h, u_t):
+        return torch.tanh(h @ w + u_t)
+
+    (got,) = grads(rt.unroll(cell, h0, u, params=[w], **kwargs).sum(), [w])
+    assert_same([got], grads(plain_loop(cell, h0, u).sum(), [w]))

@@ -525,7 +525,7 @@ def _step_function(
                     if versions != [leaf._version for leaf in (*state, *params)]:
                         _raise_in_place(spec, state, versions, t)
                     state = tuple(new)
-                    seen.append(prints.of(t, state if recorded is None else (*state, *recorded)))
+                    seen.append(prints.of(t, state, () if recorded is None else recorded))
             prints.observe(start, seen)
             spec.count(forward=stop - start)
             result = Carry(state)
@@ -724,16 +724,16 @@ def _backward_with_graph(ctx: Any, grads: tuple[Tensor, ...]) -> tuple[Tensor | 
     with ambient.replaying(ambient.start):
         state: Sequence[Tensor] = h0
         ys: list[list[Tensor]] = []
-        states: list[Sequence[Tensor]] = []
+        states: list[tuple[Sequence[Tensor], Sequence[Tensor]]] = []
         with torch.enable_grad(), ambient.autocast_context():
             for t in range(spec.n):
                 h1, state = spec.call(state, None if feed is None else [v[t] for v in feed], t)
                 if spec.output is not None:
                     ys.append(spec.outputs_of(h1))
-                states.append((*state, *ys[-1]) if spec.output is not None else state)
+                states.append((state, ys[-1] if spec.output is not None else ()))
         spec.count(vjp=spec.n)
     prints = ambient.prints
-    prints.observe(0, [prints.of(t, h) for t, h in enumerate(states)])
+    prints.observe(0, [prints.of(t, h, y) for t, (h, y) in enumerate(states)])
     del states
     prints.verify()
     outs = [*state, *(torch.stack(column) for column in zip(*ys, strict=True))]
@@ -832,7 +832,7 @@ def _tape(
     versions = [leaf._version for leaf in (*leaves, *params)]
     ys: list[Tensor] = []
     state: Sequence[Tensor] = x
-    states: list[Sequence[Tensor]] = []  # each step's state and outputs, for their fingerprints (the graph holds them)
+    states: list[tuple[Sequence[Tensor], Sequence[Tensor]]] = []  # each step's state and outputs (for fingerprints)
     try:
         with torch.enable_grad(), ambient.autocast_context():
             for t in range(start, stop):
@@ -841,9 +841,9 @@ def _tape(
                     recorded = None if outputs is None else outputs.record(t, h1)
                     y = spec.outputs_of(h1) if recorded is None else recorded
                     ys += y
-                    states.append((*state, *y))
+                    states.append((state, y))
                 else:
-                    states.append(state)
+                    states.append((state, ()))
             seeds = None if aliases is None else aliases(stop - start)
     except RuntimeError as error:  # autograd refuses an in-place write into a leaf that requires grad
         if "leaf Variable that requires grad" not in str(error):
@@ -852,7 +852,7 @@ def _tape(
     if versions != [leaf._version for leaf in (*leaves, *params)]:
         _raise_in_place(spec, tuple(leaves), versions, start)
     prints = ambient.prints
-    prints.observe(start, [prints.of(t, h) for t, h in enumerate(states, start)])
+    prints.observe(start, [prints.of(t, h, y) for t, (h, y) in enumerate(states, start)])
     ambient.current = None  # the steps drew from the generators and updated the buffers
     spec.count(vjp=stop - start)
     return _Segment(start, stop, x, u, [*state, *ys], seeds)

@@ -33,7 +33,7 @@ captured or restored.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -91,115 +91,177 @@ def autocast_state(device_types: Iterable[str]) -> AutocastState:
     )
 
 
+_PERIOD = 1 << 16  # the fingerprints' weights repeat with this period: one set per dtype and device
+_SAMPLED = 8  # elements of each group a fingerprint also holds, at fixed positions
+_STRIDE = 4  # every 4th state is fingerprinted, in runs longer than
+_EVERY_STATE_UP_TO = 64  # steps, where every state is
+
+
 class Fingerprints:
-    """A fingerprint of every state the first sweep computes, to check that each recomputation gives it again.
+    """A fingerprint of the states the first sweep computes, to check that each recomputation gives them again.
 
     What a step reads besides its arguments and is not replayed here (a
     ``torch.Generator`` of the user's own, a tensor in a closure changed in
     place, a module buffer written outside a module's call, an operation
     that is not deterministic) makes a recomputed step compute another
-    state, and the gradient wrong without a word. So each state ``h_{t+1}``
-    gets, per leaf, a weighted sum of its elements (a dot product with
-    fixed weights in ``[0.5, 1.5)``, drawn once per size from a generator of
-    its own, so the caller's generators are untouched), and the weighted sum
-    of their absolute values as its scale, when the first sweep makes it; a
-    recomputation of that state must give the same sum to ``RTOL`` of the
-    scale. A mismatch is flagged on the device (no host synchronisation per
-    step) and raised by :meth:`verify` once the backward pass is done. It
-    costs one dot product per leaf and step (two in the first sweep): about
-    7 microseconds a step on the CPU for a 16 x 256 state (15 in the first
-    sweep), against 1.4 ms for a GRU step of that size with its backward.
+    state, and the gradient wrong without a word. So every state of a run
+    of up to 64 steps, and every 4th state of a longer one, gets a
+    fingerprint when the first sweep makes it: for its leaves (and the
+    step's outputs, where the pass computes them) weighed as one flat
+    tensor, a weighted sum (fixed weights in ``[0.5, 1.5)`` repeating every
+    ``_PERIOD`` elements, drawn once from a generator of their own, so the
+    caller's generators are untouched) and ``_SAMPLED`` elements at fixed
+    positions (a sum averages small noise away; single elements do not).
+    A recomputation must agree to ``RTOL`` of each column's scale (the
+    group's size times its samples' mean size, for the sum; a sample's own
+    size plus that mean, for a sample). A mismatch is flagged on the device
+    (no host synchronisation per step) and raised by :meth:`verify` once
+    the backward pass is done. Cost: three tensor operations per group and
+    sampled step, and a few per segment; 1.04x (0.90-1.24) the time without
+    the check on the GRU case at n = 2000 (benchmarks/test_torch_fingerprints.py).
     """
 
     RTOL = 1e-4  # recomputations are bitwise on the CPU; the margin is for kernels that are not deterministic
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.next = 0  # h_1 .. h_next are recorded
-        self._ref: Tensor | None = None  # (n, leaves): the first sweep's sums
-        self._scale: Tensor | None = None  # (n, leaves): their scales
-        self._bad: Tensor | None = None  # (n,): a recomputation of h_{t+1} differed
-        self._weights: dict[tuple[int, torch.dtype, torch.device], Tensor] = {}
+        self.next = 0  # h_1 .. h_next have been made
+        # Every stride-th state is fingerprinted (h_{t+1} for t + 1 a multiple of it): all of a short run's.
+        self.stride = 1 if n <= _EVERY_STATE_UP_TO else _STRIDE
+        rows = n // self.stride + 1
+        self._rows = rows
+        self._ref: Tensor | None = None  # (rows, columns): the first sweep's fingerprints, row (t + 1) // stride
+        self._scale: Tensor | None = None  # (rows, columns): their scales
+        self._bad: Tensor | None = None  # (rows,): a recomputation of that state differed
+        self._layouts: dict[tuple[int, torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
+        self._sizes: list[int] = []  # the number of elements of the state's group, then the outputs'
 
-    def _weight(self, flat: Tensor) -> Tensor:
+    def _layout(self, flat: Tensor) -> tuple[Tensor, Tensor]:
+        """For a group of ``flat``'s size, dtype and device: one period of the weights (``_PERIOD`` of them,
+        repeating) and the sampled positions."""
         key = (flat.numel(), flat.dtype, flat.device)
-        weight = self._weights.get(key)
-        if weight is None:
-            generator = torch.Generator().manual_seed(flat.numel())
-            weight = torch.rand(flat.numel(), generator=generator, dtype=torch.float64).add_(0.5)
-            weight = self._weights[key] = weight.to(device=flat.device, dtype=flat.dtype)
-        return weight
+        layout = self._layouts.get(key)
+        if layout is None:
+            generator = torch.Generator().manual_seed(_PERIOD)
+            weight = torch.rand(_PERIOD, generator=generator, dtype=torch.float64).add_(0.5)
+            count = min(_SAMPLED, flat.numel())
+            positions = torch.linspace(0, flat.numel() - 1, count, dtype=torch.float64).round().long()
+            layout = self._layouts[key] = (weight.to(device=flat.device, dtype=flat.dtype), positions.to(flat.device))
+        return layout
 
-    def of(self, t: int, leaves: Iterable[Tensor]) -> list[Tensor]:
-        """The fingerprint of ``h_{t+1}`` (0-d tensors, on the state's device): sums, then scales if first made."""
-        sums: list[Tensor] = []
-        scales: list[Tensor] = []
-        first = t >= self.next
-        home = None  # the fingerprints go where the state's first leaf is (a state may span devices)
+    @staticmethod
+    def _flat(leaves: Sequence[Tensor]) -> Tensor:
+        """A group's leaves as one 1-D float32 or float64 tensor (complex as pairs of reals)."""
+        flats = []
         for leaf in leaves:
-            flat = leaf.detach()
-            if flat.is_complex():
-                flat = torch.view_as_real(flat)
-            if flat.dtype not in (torch.float32, torch.float64):
-                flat = flat.float()  # sums of half precision would round away what they should show
-            flat = flat.reshape(-1)
-            weight = self._weight(flat)
-            device = flat.device
-            if device.type == "cpu":
-                total = torch.dot(flat, weight)  # not cast by the CPU's autocast
-                scale = torch.dot(flat.abs(), weight) if first else None
-            else:
-                kind = device.type
-                on = torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
-                with torch.autocast(kind, enabled=False) if on else contextlib.nullcontext():  # one precision
-                    total = torch.dot(flat, weight)
-                    scale = torch.dot(flat.abs(), weight) if first else None
-            if home is None:
-                home = device
-            elif device != home:
-                total = total.to(home, non_blocking=True)
-                scale = None if scale is None else scale.to(home, non_blocking=True)
-            sums.append(total)
-            if scale is not None:
-                scales.append(scale)
-        return sums + scales
+            leaf = leaf.detach()
+            if leaf.is_complex():
+                leaf = torch.view_as_real(leaf)
+            if leaf.dtype not in (torch.float32, torch.float64):
+                leaf = leaf.float()  # sums of half precision would round away what they should show
+            flats.append(leaf.reshape(-1))
+        if len(flats) == 1:
+            return flats[0]
+        home = flats[0].device
+        return torch.cat([f if f.device == home else f.to(home, non_blocking=True) for f in flats])
+
+    @staticmethod
+    def _dot(flat: Tensor, weight: Tensor) -> Tensor:
+        """``flat``'s weighted sum, the weights repeating every ``_PERIOD`` elements: no weight as large as flat."""
+        size = flat.numel()
+        if size <= _PERIOD:
+            return torch.dot(flat, weight[:size] if size < _PERIOD else weight)
+        rows = size // _PERIOD
+        total = torch.mv(flat[: rows * _PERIOD].view(rows, _PERIOD), weight).sum()
+        rest = flat[rows * _PERIOD :]
+        return total + torch.dot(rest, weight[: rest.numel()]) if rest.numel() else total
+
+    def of(self, t: int, state: Sequence[Tensor], outputs: Sequence[Tensor] = ()) -> list[Tensor]:
+        """The fingerprint of ``h_{t+1}`` (and of ``y_t``, if given): per group, a sum and samples.
+
+        A group (the state's leaves, then the outputs' if given) is weighed
+        as one flat tensor: its weighted sum (0-d) and ``_SAMPLED`` of its
+        elements at fixed positions (a sum averages small noise away; single
+        elements do not). Three tensor operations a group, no host sync.
+        """
+        made: list[Tensor] = []
+        if (t + 1) % self.stride:
+            return made  # not a sampled state
+        sizes = []
+        for group in (state, outputs) if outputs else (state,):
+            flat = self._flat(group)
+            sizes.append(flat.numel())
+            weight, positions = self._layout(flat)
+            kind = flat.device.type
+            if kind != "cpu" and torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
+                with torch.autocast(kind, enabled=False):  # the same precision in every pass
+                    made += [self._dot(flat, weight), torch.index_select(flat, 0, positions)]
+            else:  # dot, mv and index_select: not cast by the CPU's autocast
+                made += [self._dot(flat, weight), torch.index_select(flat, 0, positions)]
+        if len(sizes) > len(self._sizes):
+            self._sizes = sizes
+        return made
+
+    def _columns(self, prints: list[list[Tensor]], groups: int) -> tuple[Tensor, Tensor]:
+        """Several steps' fingerprints as rows: per group its sum, then its samples; and the samples alone."""
+        sums = [torch.stack([p[2 * g] for p in prints]).double().unsqueeze(1) for g in range(groups)]
+        samples = [torch.stack([p[2 * g + 1] for p in prints]).double() for g in range(groups)]
+        return torch.cat([c for pair in zip(sums, samples, strict=True) for c in pair], 1), torch.cat(samples, 1)
 
     def observe(self, start: int, prints: list[list[Tensor]]) -> None:
         """Record or check the fingerprints of ``h_{start+1} ..``, one list per step, from :meth:`of`.
 
-        A step's leaves are its state's, then its outputs' where it has them:
-        the first sweep and the re-runs with gradients fingerprint both, the
-        recomputations without gradients the state alone (a prefix).
+        The lists of the states that are not sampled are empty. The first
+        sweep and the re-runs with gradients fingerprint the state and the
+        outputs, the recomputations without gradients the state alone: a
+        prefix of the columns.
         """
-        if not prints:
-            return
         stop = start + len(prints)
-        old = max(0, min(stop, self.next) - start)  # recomputed: already recorded
-        if old:
-            assert self._ref is not None
-            assert self._scale is not None
-            assert self._bad is not None
-            leaves = len(prints[0])  # a recomputation without its outputs checks the state's leaves only
-            got = torch.stack([torch.stack(p) for p in prints[:old]]).double()
-            ref, scale = self._ref[start : start + old, :leaves], self._scale[start : start + old, :leaves]
-            self._bad[start : start + old] |= ((got - ref).abs() > self.RTOL * scale).any(1)
-        if old < len(prints):  # first made, in order: the first sweep passes every state once, in turn
-            new = torch.stack([torch.stack(p) for p in prints[old:]]).double()
-            leaves = new.shape[1] // 2
-            if self._ref is None:
-                self._ref = new.new_zeros((self.n, leaves))
-                self._scale = new.new_zeros((self.n, leaves))
-                self._bad = torch.zeros(self.n, dtype=torch.bool, device=new.device)
-            assert self._scale is not None
-            self._ref[start + old : stop] = new[:, :leaves]
-            self._scale[start + old : stop] = new[:, leaves:]
+        fresh = stop > self.next
+        rows = [p for p in prints if p]
+        if rows:
+            stride = self.stride
+            first_row = (start + stride) // stride  # the row of the first sampled state: (t + 1) // stride
+            made_rows = max(0, min(stop, self.next) // stride - first_row + 1) if self.next > start else 0
+            old = min(len(rows), made_rows)  # recomputed: already recorded
+            if old:
+                assert self._ref is not None
+                assert self._scale is not None
+                assert self._bad is not None
+                got, _ = self._columns(rows[:old], len(rows[0]) // 2)
+                width = got.shape[1]  # a recomputation without its outputs checks the state's columns only
+                at = slice(first_row, first_row + old)
+                ref, scale = self._ref[at, :width], self._scale[at, :width]
+                self._bad[at] |= ((got - ref).abs() > self.RTOL * scale).any(1)
+            if old < len(rows):  # first made, in order: the first sweep passes every state once, in turn
+                new, _ = self._columns(rows[old:], len(rows[old]) // 2)
+                # Scales: a group's size times the mean size of its samples for the sum (the weights average
+                # 1), and for each sample its own size plus that mean.
+                parts: list[Tensor] = []
+                column = 0
+                for size in self._sizes[: len(rows[old]) // 2]:
+                    count = min(_SAMPLED, size)
+                    samples = new[:, column + 1 : column + 1 + count].abs()
+                    mean = samples.mean(1, keepdim=True)
+                    parts += [new[:, column : column + 1].abs() + size * mean, samples + mean]
+                    column += 1 + count
+                scales = torch.cat(parts, 1)
+                if self._ref is None:
+                    self._ref = new.new_zeros((self._rows, new.shape[1]))
+                    self._scale = new.new_zeros((self._rows, new.shape[1]))
+                    self._bad = torch.zeros(self._rows, dtype=torch.bool, device=new.device)
+                assert self._scale is not None
+                at = slice(first_row + old, first_row + len(rows))
+                self._ref[at] = new
+                self._scale[at] = scales
+        if fresh:
             self.next = stop
 
     def verify(self) -> None:
         """Raise if a recomputed state differed from the first sweep's (one host synchronisation)."""
         if self._bad is None or self._bad.is_meta or not bool(self._bad.any()):  # meta tensors hold no values
             return
-        t = int(self._bad.nonzero()[0, 0])
+        t = int(self._bad.nonzero()[0, 0]) * self.stride - 1
         raise StepError(
             f"step {t} gave another state or output when recomputed than in the forward pass (h_{t + 1} or y_{t} "
             f"differs beyond rounding), so the gradient would be wrong: the cell (or output) depends on something "
