@@ -11,6 +11,7 @@ accumulated gradients once more at the end of a run (see docs/guide.md,
 
 from __future__ import annotations
 
+import functools
 import weakref
 import zlib
 from typing import Any
@@ -192,6 +193,32 @@ def holds(tree: Any, prints: list[tuple[Any, Any]]) -> bool:
 RECOMPUTE_SAMPLES = 32
 """How many states of a run of known length are fingerprinted to check that recomputing them gives them again."""
 
+_BLOCK = 1 << 16  # elements of a state weighed at a time; the weights repeat with this period
+
+
+@functools.cache
+def _weights() -> np.ndarray[Any, Any]:
+    """Two periods of the fingerprints' weights, in [0.5, 1.5): 1 MiB, made once (a generator of their own)."""
+    weights = np.random.default_rng(_BLOCK).random(_BLOCK) + 0.5
+    doubled = np.concatenate([weights, weights])  # a block may start anywhere in the period
+    doubled.flags.writeable = False
+    return doubled
+
+
+def _blocks(a: np.ndarray[Any, Any], offset: int) -> Any:
+    """``(logical offset, 1-D piece)`` covering ``a`` in C order, each piece of at most ``_BLOCK`` elements,
+    copying at most a piece at a time (a view where ``a`` is contiguous)."""
+    if a.ndim <= 1 or a.flags.c_contiguous:
+        flat = a.reshape(-1)  # a view where a is contiguous or 1-D
+        for i in range(0, flat.size, _BLOCK):
+            yield offset + i, flat[i : i + _BLOCK]
+    elif a.size <= _BLOCK:
+        yield offset, a.reshape(-1)  # a copy of at most a block
+    else:
+        step = a[0].size
+        for k, sub in enumerate(a):
+            yield from _blocks(sub, offset + k * step)
+
 
 class Recomputations:
     """Check that recomputing a state gives what the first sweep gave: a step that is not deterministic is refused.
@@ -217,7 +244,7 @@ class Recomputations:
     nothing per step.
     """
 
-    __slots__ = ("every", "grow", "prints", "weights")
+    __slots__ = ("every", "grow", "prints")
 
     def __init__(self, n: int | None, *, enabled: bool = True) -> None:
         # Off where a store is lossy (a CompressedStore with ZFP): a state recomputed from a checkpoint read
@@ -225,13 +252,26 @@ class Recomputations:
         self.every = (max(1, n // RECOMPUTE_SAMPLES) if n else 64) if enabled else 1 << 62
         self.grow = n is None and enabled  # a run of unknown length: the stride doubles as the samples pile up
         self.prints: dict[int, list[tuple[float, float, float]]] = {}
-        self.weights: dict[int, np.ndarray[Any, Any]] = {}
 
-    def _weight(self, size: int) -> np.ndarray[Any, Any]:
-        weight = self.weights.get(size)
-        if weight is None:
-            weight = self.weights[size] = np.random.default_rng(size).random(size) + 0.5
-        return weight
+    def _dots(self, leaf: np.ndarray[Any, Any], scale: bool) -> tuple[float, float]:
+        """``leaf``'s weighted sum and (with ``scale``) that of its absolute values.
+
+        The element at logical (C order) position ``p`` weighs ``W[p % _BLOCK]``,
+        whatever the array's memory layout, so a state read back in another
+        order gives the same sums; blocks of at most ``_BLOCK`` elements are
+        weighed at a time, so no temporary and no weight is larger than a block.
+        """
+        doubled = _weights()
+        if leaf.dtype.kind == "c":
+            leaf = np.stack([leaf.real, leaf.imag], axis=-1)
+        total = size = 0.0
+        for offset, block in _blocks(leaf, 0):
+            start = offset % _BLOCK
+            weight = doubled[start : start + block.size]
+            total += float(np.dot(block, weight))
+            if scale:
+                size += float(np.dot(np.abs(block), weight))
+        return total, size
 
     def _of(self, x: Any, scale: bool) -> list[tuple[float, float, float]] | None:
         prints = []
@@ -240,13 +280,8 @@ class Recomputations:
                 leaf = np.asarray(leaf)
             if not isinstance(leaf, np.ndarray) or leaf.dtype.kind not in "fc":
                 return None  # not ours to read (a lazy or foreign array), or nothing to round
-            flat = leaf.reshape(-1)
-            if leaf.dtype.kind == "c":
-                flat = flat.view(leaf.real.dtype) if flat.flags.c_contiguous else np.concatenate([flat.real, flat.imag])
-            weight = self._weight(flat.size)
-            total = float(np.dot(flat, weight))
-            size = float(np.dot(np.abs(flat), weight)) if scale else 0.0
-            prints.append((total, size, float(np.finfo(flat.dtype).eps)))
+            total, size = self._dots(leaf, scale)
+            prints.append((total, size, float(np.finfo(leaf.dtype).eps)))
         return prints
 
     def seen(self, t: int, x: Any) -> None:
