@@ -875,3 +875,16 @@ def test_the_recomputation_check_in_a_run_of_unknown_length():
         revseq.backprop(Recurrence(noisy_step(), np.cos), x0, None, revseq.OnlineCheckpointing(4), until=until)
     out = revseq.backprop(SIN, x0, None, revseq.OnlineCheckpointing(4), until=until)
     np.testing.assert_array_equal(out.gradient, store_all_gradient(stop_at, x0))
+
+
+def test_a_state_read_back_in_another_memory_order_has_the_same_fingerprint():
+    """The fingerprint weighs elements by logical position, in blocks: C order, Fortran order, a transposed copy."""
+    from revseq._checks import Recomputations
+
+    check = Recomputations(100)
+    a = np.random.default_rng(1).standard_normal((70, 50, 40))  # 140 000 elements: more than one block
+    check.seen(4, a)
+    for again in (np.asfortranarray(a), a.transpose(2, 1, 0).copy().transpose(2, 1, 0), a + 0.0):
+        check.seen(4, again)  # no StepError
+    with pytest.raises(StepError, match="x_4 was different"):
+        check.seen(4, a + 1e-9 * np.abs(a).max())
