@@ -466,29 +466,28 @@ def noisy_output(h):
 
 @pytest.mark.parametrize("plan", DIFFERS, ids=str)
 def test_a_recomputed_output_that_differs_is_refused(plan, tmp_path):
-    torch.manual_seed(0)
-    w = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
-    u = torch.randn(20, 2, 4, dtype=torch.float64)
-    kwargs = dict(DIFFERS[plan])
-    if plan == "multistage":
-        kwargs["disk"] = tmp_path
-    h, ys = rt.unroll(lambda h, u_t: torch.tanh(h @ w + u_t), torch.zeros(2, 4, dtype=torch.float64), u,
-                      output=noisy_output, params=[w], **kwargs)  # fmt: skip
+    w, u, h0, kwargs = tanh_case(20, plan, tmp_path)
+    h, ys = rt.unroll(lambda h, u_t: torch.tanh(h @ w + u_t), h0, u, output=noisy_output, params=[w], **kwargs)
     with pytest.raises(revseq.StepError, match=r"gave another state or output when recomputed"):
         (h.sum() + ys.pow(2).sum()).backward()
+
+
+def tanh_case(n, plan, directory):
+    """``(w, u, h0, unroll's keyword arguments for plan)``: a tanh cell's weight and data for n steps."""
+    torch.manual_seed(0)
+    w = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
+    u = torch.randn(n, 2, 4, dtype=torch.float64)
+    kwargs = dict(DIFFERS[plan])
+    if plan == "multistage":
+        kwargs["disk"] = directory
+    return w, u, torch.zeros(2, 4, dtype=torch.float64), kwargs
 
 
 @pytest.mark.parametrize("plan", DIFFERS, ids=str)
 @pytest.mark.parametrize("make", [own_generator_cell, counter_cell], ids=["own-generator", "closure-counter"])
 def test_a_recomputed_state_that_differs_is_refused(make, plan, tmp_path):
     """Before, these gave wrong gradients without a word; now the backward pass names the step."""
-    torch.manual_seed(0)
-    w = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
-    u = torch.randn(20, 2, 4, dtype=torch.float64)
-    h0 = torch.zeros(2, 4, dtype=torch.float64)
-    kwargs = dict(DIFFERS[plan])
-    if plan == "multistage":
-        kwargs["disk"] = tmp_path
+    w, u, h0, kwargs = tanh_case(20, plan, tmp_path)
     h = rt.unroll(make(w), h0, u, params=[w], **kwargs)
     with pytest.raises(revseq.StepError, match=r"step \d+ gave another state or output when recomputed.*Generator"):
         h.pow(2).sum().backward()
@@ -668,13 +667,7 @@ def test_fingerprints_of_a_state_larger_than_the_weights_period():
 @pytest.mark.parametrize("plan", DIFFERS, ids=str)
 def test_a_long_run_checks_every_fourth_state(plan, tmp_path):
     """Past 64 steps every 4th state is fingerprinted: a noisy cell is still refused, a pure one passes exactly."""
-    torch.manual_seed(0)
-    w = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
-    u = torch.randn(150, 2, 4, dtype=torch.float64)
-    h0 = torch.zeros(2, 4, dtype=torch.float64)
-    kwargs = dict(DIFFERS[plan])
-    if plan == "multistage":
-        kwargs["disk"] = tmp_path
+    w, u, h0, kwargs = tanh_case(150, plan, tmp_path)
     with pytest.raises(revseq.StepError, match=r"step (\d+) gave another state or output") as caught:
         rt.unroll(own_generator_cell(w), h0, u, params=[w], **kwargs).sum().backward()
     assert (int(caught.value.args[0].split()[1]) + 1) % 4 == 0  # a sampled state: t + 1 a multiple of 4
