@@ -58,14 +58,8 @@ COUNTED = 20_000  # count calls from outside up to this many (one host callback 
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _float64():
-    if jax is None:
-        yield
-        return
-    before = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", before)
+def _float64(jax_float64):
+    """JAX in float64 for every test here (the oracles are float64)."""
 
 
 calls: list[int] = []

@@ -37,14 +37,8 @@ CHEAP = revseq.DiskCosts(step=1.0, write=0.5, read=0.5)  # disk cheaper than a s
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _float64():
-    if jax is None:
-        yield
-        return
-    before = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", before)
+def _float64(jax_float64):
+    """JAX in float64 for every test here (the oracles are float64)."""
 
 
 @pytest.fixture
