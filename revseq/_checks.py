@@ -307,5 +307,6 @@ class Recomputations:
                     f"elements {total!r} then, {again!r} now): f is not a function of its arguments alone (it "
                     f"draws random numbers of its own, reads a counter it advances, or depends on other state "
                     f"that changes), so the gradient would be that of another sequence; draw any noise from a "
-                    f"generator seeded by the step index t (f(x, t)), and keep f free of hidden state"
+                    f"generator seeded by the step index t (f(x, t)), and keep f free of hidden state; or a store "
+                    f"gave a checkpoint back changed: a store that is lossy on purpose says so with lossless = False"
                 )

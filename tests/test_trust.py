@@ -888,3 +888,20 @@ def test_a_state_read_back_in_another_memory_order_has_the_same_fingerprint():
         check.seen(4, again)  # no StepError
     with pytest.raises(StepError, match="x_4 was different"):
         check.seen(4, a + 1e-9 * np.abs(a).max())
+
+
+def test_a_store_of_the_users_that_changes_states_must_say_so():
+    """A store rounding its checkpoints makes recomputed states differ: refused unless it declares lossless = False."""
+
+    class Rounding(MemoryStore):
+        def put(self, key, x):
+            super().put(key, np.round(x, 6))
+
+    class Declared(Rounding):
+        lossless = False
+
+    x0 = np.linspace(0.1, 1.0, 20)
+    with pytest.raises(StepError, match="lossless = False"):
+        revseq.backprop(SIN, x0, 300, revseq.BinomialCheckpointing(3), store=Rounding())
+    out = revseq.backprop(SIN, x0, 300, revseq.BinomialCheckpointing(3), store=Declared())
+    assert np.abs(out.gradient - store_all_gradient(300, x0)).max() < 1e-4
